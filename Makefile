@@ -1,0 +1,44 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup infra run test lint unit clean stop
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# A real Kafka broker (jars from Maven Central, cached in .cache/) and a real
+# PostgreSQL (Debian's package, installed when missing) on 127.0.0.1.
+infra: setup
+	$(BIN)/merlin kafka start
+	$(BIN)/merlin postgres start
+
+run: infra
+	$(BIN)/merlin topics create
+	@echo "merlin: the broker and the database run; the services arrive with 'merlin dev'."
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -m "not integration"
+
+# pytest exits 5 when it collects nothing, which fails this target as it should.
+test: infra lint
+	$(BIN)/pytest
+
+stop:
+	-$(BIN)/merlin kafka stop
+	-$(BIN)/merlin postgres stop
+
+clean: stop
+	rm -rf var .venv

@@ -1,0 +1,33 @@
+"""The one exception tree of merlin: every error merlin raises on purpose is a MerlinError."""
+
+from __future__ import annotations
+
+
+class MerlinError(Exception):
+    """Base of every error merlin raises on purpose."""
+
+
+class DomainError(MerlinError):
+    """A rule of the message model was broken."""
+
+
+class InvalidCommand(DomainError):
+    """A command is malformed: ``field`` names what is wrong."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class CommandRejected(DomainError):
+    """A well-formed command that the message's current state refuses."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class MalformedEvent(DomainError):
+    """A record that is not a valid event envelope (a poison event)."""

@@ -1,0 +1,216 @@
+"""The Message aggregate: commands in, events out, state by folding events.
+
+Pure: the standard library only. Time and ids come in with the commands, so
+``decide`` gives the same answer on every replica for the same input.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime
+from functools import singledispatch
+from uuid import UUID
+
+from domain.errors import CommandRejected, InvalidCommand
+
+MAX_BODY_CHARS = 4000
+MAX_ID_CHARS = 128
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    room_id: str
+    message_id: UUID
+    sender_id: str
+    body: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CreateMessage:
+    event_id: UUID
+    room_id: str
+    message_id: UUID
+    sender_id: str
+    body: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateMessage:
+    event_id: UUID
+    room_id: str
+    message_id: UUID
+    sender_id: str
+    body: str
+    occurred_at: datetime
+    expected_version: int | None = None
+
+
+Command = CreateMessage | UpdateMessage
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCreated:
+    event_id: UUID
+    room_id: str
+    message_id: UUID
+    sender_id: str
+    body: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MessageUpdated:
+    event_id: UUID
+    room_id: str
+    message_id: UUID
+    sender_id: str
+    body: str
+    occurred_at: datetime
+    expected_version: int | None = None
+
+
+Event = MessageCreated | MessageUpdated
+
+
+def check_identifier(field: str, value: object) -> str:
+    """Return ``value`` if it is a valid room or sender id, else raise InvalidCommand."""
+    if not isinstance(value, str):
+        raise InvalidCommand(field, "must be a string")
+    if not 1 <= len(value) <= MAX_ID_CHARS:
+        raise InvalidCommand(field, f"must be 1 to {MAX_ID_CHARS} characters")
+    if _ID_PATTERN.fullmatch(value) is None:
+        raise InvalidCommand(
+            field, "may hold only letters, digits and . _ : @ - and must start with a letter or digit"
+        )
+    return value
+
+
+def check_body(value: object) -> str:
+    """Return ``value`` if it is a valid message body, else raise InvalidCommand."""
+    if not isinstance(value, str):
+        raise InvalidCommand("body", "must be a string")
+    if not value.strip():
+        raise InvalidCommand("body", "must not be empty")
+    if len(value) > MAX_BODY_CHARS:
+        raise InvalidCommand("body", f"must be at most {MAX_BODY_CHARS} characters")
+    return value
+
+
+def check_expected_version(value: object) -> int | None:
+    """Return ``value`` if it is absent or a positive version, else raise InvalidCommand."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidCommand("expected_version", "must be a positive integer")
+    return value
+
+
+def validate(command: Command) -> None:
+    """Raise InvalidCommand when a field of ``command`` breaks the model's limits."""
+    check_identifier("room_id", command.room_id)
+    check_identifier("sender_id", command.sender_id)
+    check_body(command.body)
+    if isinstance(command, UpdateMessage):
+        check_expected_version(command.expected_version)
+
+
+def decide(state: Message | None, command: Command) -> list[Event]:
+    """The events that ``command`` yields against ``state``; raise when it is refused.
+
+    A create whose message already exists with the same sender and body is a
+    retry and yields nothing; with other content it is refused.
+    """
+    validate(command)
+    if isinstance(command, CreateMessage):
+        event: Event = MessageCreated(
+            event_id=command.event_id,
+            room_id=command.room_id,
+            message_id=command.message_id,
+            sender_id=command.sender_id,
+            body=command.body,
+            occurred_at=command.occurred_at,
+        )
+    else:
+        event = MessageUpdated(
+            event_id=command.event_id,
+            room_id=command.room_id,
+            message_id=command.message_id,
+            sender_id=command.sender_id,
+            body=command.body,
+            occurred_at=command.occurred_at,
+            expected_version=command.expected_version,
+        )
+    return [] if is_duplicate(state, event) else [event]
+
+
+def is_duplicate(state: Message | None, event: Event) -> bool:
+    """True when ``event`` repeats the create that made ``state``; raise if it conflicts."""
+    check_applicable(state, event)
+    return isinstance(event, MessageCreated) and state is not None
+
+
+def check_applicable(state: Message | None, event: Event) -> None:
+    """Raise CommandRejected when ``event`` may not change ``state``."""
+    if isinstance(event, MessageCreated):
+        if state is not None and (state.sender_id, state.body) != (event.sender_id, event.body):
+            raise CommandRejected("conflict", "message_id is already used by a message with other content")
+        return
+    if state is None:
+        raise CommandRejected("not_found", "no such message in this room")
+    if event.sender_id != state.sender_id:
+        raise CommandRejected("forbidden", "only the original sender may edit a message")
+    if event.expected_version is not None and event.expected_version != state.version:
+        raise CommandRejected(
+            "version_conflict",
+            f"expected version {event.expected_version}, message is at version {state.version}",
+        )
+
+
+@singledispatch
+def _apply(event: object, state: Message | None) -> Message:
+    raise TypeError(f"not an event: {type(event).__name__}")
+
+
+@_apply.register
+def _(event: MessageCreated, state: Message | None) -> Message:
+    if state is not None:
+        return state
+    return Message(
+        room_id=event.room_id,
+        message_id=event.message_id,
+        sender_id=event.sender_id,
+        body=event.body,
+        version=1,
+        created_at=event.occurred_at,
+        updated_at=event.occurred_at,
+    )
+
+
+@_apply.register
+def _(event: MessageUpdated, state: Message | None) -> Message:
+    if state is None:
+        raise CommandRejected("not_found", "no such message in this room")
+    return replace(state, body=event.body, version=state.version + 1, updated_at=event.occurred_at)
+
+
+def evolve(state: Message | None, event: Event) -> Message:
+    """The state after ``event``; call only with events that passed ``check_applicable``."""
+    return _apply(event, state)
+
+
+def fold(events: list[Event]) -> Message | None:
+    """Rebuild a message from its events, skipping those the rules refuse."""
+    state: Message | None = None
+    for event in events:
+        try:
+            check_applicable(state, event)
+        except CommandRejected:
+            continue
+        state = evolve(state, event)
+    return state

@@ -1,0 +1,1 @@
+"""The forwarder: consumes events, projects them, delivers them downstream, under supervision."""

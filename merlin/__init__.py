@@ -1,0 +1,1 @@
+"""merlin's composition root and operator tooling: settings, CLI, local infrastructure."""

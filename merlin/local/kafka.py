@@ -1,0 +1,230 @@
+"""A single-node Apache Kafka broker (KRaft, combined controller + broker) from Maven jars.
+
+Maven resolves the broker's classpath from ``docker/kafka-local/pom.xml`` into
+a cache keyed by the pom's content, so a second start needs no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from merlin.errors import InfrastructureError, ToolMissing
+from merlin.local import processes
+from merlin.settings import PROJECT_ROOT, LocalSettings
+
+POM_DIR = PROJECT_ROOT / "docker" / "kafka-local"
+_MARKER = "kafka.Kafka"
+_MIN_JAVA = 17
+_HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class KafkaStatus:
+    running: bool
+    bootstrap: str
+    pid: int | None
+    managed: bool  # started by this checkout, rather than found answering on the port
+
+    def describe(self) -> str:
+        """One line for an operator."""
+        if not self.running:
+            return f"kafka: not running (would listen on {self.bootstrap})"
+        owner = f"pid {self.pid}" if self.managed else "not started by this checkout"
+        return f"kafka: running at {self.bootstrap} ({owner})"
+
+
+class LocalKafka:
+    """Fetch, start, stop and inspect one local broker listening on ``port``."""
+
+    def __init__(self, settings: LocalSettings | None = None, port: int | None = None) -> None:
+        self.settings = settings or LocalSettings()
+        self.port = port or self.settings.kafka_port
+        self.controller_port = self.port + 1
+        self.state_dir = self.settings.var_dir / "kafka" / str(self.port)
+        self.pid_file = self.state_dir / "broker.pid"
+        self.log_file = self.state_dir / "broker.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{_HOST}:{self.port}"
+
+    @property
+    def libs_dir(self) -> Path:
+        digest = hashlib.sha256((POM_DIR / "pom.xml").read_bytes()).hexdigest()[:12]
+        return self.settings.cache_dir / "kafka" / digest / "libs"
+
+    def fetch(self) -> Path:
+        """Resolve the broker's jars into the cache (Maven, once) and return their folder."""
+        libs = self.libs_dir
+        if (libs / ".complete").exists():
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise ToolMissing(
+                "Maven (mvn) is needed once to fetch the Kafka broker jars from Maven Central, "
+                "and it is not on PATH. On Debian: apt-get install maven"
+            )
+        staging = libs.with_name("libs.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        command = [
+            mvn, "-B", "-q", "-f", str(POM_DIR / "pom.xml"),
+            "dependency:copy-dependencies", "-DincludeScope=runtime",
+            f"-DoutputDirectory={staging}",
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise InfrastructureError(
+                "Maven could not fetch the Kafka jars:\n" + (result.stdout + result.stderr)[-3000:]
+            )
+        (staging / ".complete").write_text("")
+        shutil.rmtree(libs, ignore_errors=True)
+        staging.rename(libs)
+        return libs
+
+    def status(self) -> KafkaStatus:
+        """Whether a broker answers on the port, and whether this checkout started it."""
+        pid = processes.read_pid(self.pid_file)
+        managed = pid is not None and processes.is_running(pid, _MARKER)
+        running = (
+            answers_metadata(self.bootstrap, timeout=3.0)
+            if (managed or processes.port_open(_HOST, self.port))
+            else False
+        )
+        return KafkaStatus(running, self.bootstrap, pid if managed else None, managed)
+
+    def start(self) -> KafkaStatus:
+        """Start the broker unless one already answers; return once it serves metadata."""
+        current = self.status()
+        if current.running:
+            return current
+        pid = processes.read_pid(self.pid_file)
+        if pid is not None and processes.is_running(pid, _MARKER):
+            # Started earlier but not answering yet: wait for it rather than start twice.
+            return self._wait_ready(pid)
+        if processes.port_open(_HOST, self.port):
+            raise InfrastructureError(
+                f"port {self.port} is taken by something that is not a Kafka broker; "
+                "set MERLIN_LOCAL_KAFKA_PORT to another port"
+            )
+        java = _java()
+        libs = self.fetch()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        properties = self._write_properties()
+        jvm = [
+            java, f"-Xms{self.settings.kafka_heap}", f"-Xmx{self.settings.kafka_heap}",
+            "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={POM_DIR / 'log4j2.yaml'}",
+            "-cp", f"{libs}/*",
+        ]  # fmt: skip
+        if not (self.state_dir / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            formatted = subprocess.run(
+                [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if formatted.returncode != 0:
+                raise InfrastructureError(
+                    "formatting Kafka storage failed:\n" + (formatted.stdout + formatted.stderr)[-3000:]
+                )
+        with self.log_file.open("a") as log:
+            log.write(f"\n--- merlin kafka start {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n")
+        pid = processes.spawn_detached(
+            [*jvm, _MARKER, str(properties)], self.log_file, self.state_dir, dict(os.environ)
+        )
+        self.pid_file.write_text(str(pid))
+        return self._wait_ready(pid)
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the broker this checkout started; False when none was running."""
+        pid = processes.read_pid(self.pid_file)
+        if pid is None or not processes.is_running(pid, _MARKER):
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        processes.terminate(pid, _MARKER, timeout)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def _wait_ready(self, pid: int) -> KafkaStatus:
+        deadline = time.monotonic() + self.settings.kafka_start_timeout
+        while time.monotonic() < deadline:
+            if not processes.is_running(pid, _MARKER):
+                processes.reap(pid)
+                raise InfrastructureError(
+                    f"the Kafka broker exited while starting; the end of {self.log_file}:\n"
+                    + processes.tail(self.log_file)
+                )
+            if processes.port_open(_HOST, self.port) and answers_metadata(self.bootstrap, 2.0):
+                return KafkaStatus(True, self.bootstrap, pid, True)
+            time.sleep(0.2)
+        raise InfrastructureError(
+            f"the Kafka broker did not answer within {self.settings.kafka_start_timeout:.0f} s; "
+            f"see {self.log_file}"
+        )
+
+    def _write_properties(self) -> Path:
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "listeners": f"PLAINTEXT://{_HOST}:{self.port},CONTROLLER://{_HOST}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{_HOST}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "controller.quorum.voters": f"1@{_HOST}:{self.controller_port}",
+            "log.dirs": str(self.state_dir / "data"),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            "delete.topic.enable": "true",
+        }
+        path = self.state_dir / "server.properties"
+        path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+        return path
+
+
+def answers_metadata(bootstrap: str, timeout: float) -> bool:
+    """True when a broker at ``bootstrap`` answers a metadata request within ``timeout`` s."""
+    quiet = logging.getLogger("merlin.local.kafka.probe")
+    quiet.setLevel(logging.CRITICAL)
+    # librdkafka takes a Python logger here; the stubs only know scalar values.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": quiet})  # type: ignore[dict-item]
+    try:
+        return bool(admin.list_topics(timeout=timeout).brokers)
+    except KafkaException:
+        return False
+
+
+def _java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise ToolMissing(
+            f"Java {_MIN_JAVA}+ is needed to run the local Kafka broker, and `java` is not on PATH. "
+            "On Debian: apt-get install openjdk-17-jre-headless"
+        )
+    probe = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    found = re.search(r'version "(\d+)', probe.stderr + probe.stdout)
+    if found is None or int(found.group(1)) < _MIN_JAVA:
+        raise ToolMissing(
+            f"Java {_MIN_JAVA}+ is needed to run the local Kafka broker; {java} is "
+            f"{found.group(1) if found else 'of unknown version'}"
+        )
+    return java

@@ -1,0 +1,1 @@
+"""The read API: queries over the read store that the forwarder projects."""

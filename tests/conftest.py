@@ -1,0 +1,73 @@
+"""Fixtures that give tests the real local Kafka broker and PostgreSQL server.
+
+The broker and the server are started once (or reused when already running);
+each test gets its own topics and its own PostgreSQL schema.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+
+from merlin.local import LocalKafka, LocalPostgres
+from merlin.settings import KafkaSettings
+from merlin.topics import delete_topics, ensure_topics
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """The bootstrap address of the real local broker, started if needed."""
+    return LocalKafka().start().bootstrap
+
+
+@pytest.fixture
+async def kafka_settings(kafka_bootstrap: str) -> AsyncIterator[KafkaSettings]:
+    """Settings whose events, dead-letter and settings topics exist only for this test."""
+    suffix = uuid.uuid4().hex[:10]
+    settings = KafkaSettings(
+        bootstrap_servers=kafka_bootstrap,
+        events_topic=f"test-{suffix}.events",
+        dead_letter_topic=f"test-{suffix}.dlq",
+        settings_topic=f"test-{suffix}.settings",
+        partitions=3,
+        replication_factor=1,
+    )
+    await ensure_topics(settings)
+    yield settings
+    await delete_topics(
+        settings, [settings.events_topic, settings.dead_letter_topic, settings.settings_topic]
+    )
+
+
+@dataclass(frozen=True)
+class PostgresSchema:
+    url: str  # a SQLAlchemy URL of the test database
+    dsn: str  # the same for asyncpg
+    schema: str
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The asyncpg DSN of the test database on the real local PostgreSQL."""
+    return LocalPostgres().start().url("merlin_test", driver="postgresql")
+
+
+@pytest.fixture
+async def postgres_schema(postgres_dsn: str) -> AsyncIterator[PostgresSchema]:
+    """A PostgreSQL schema of this test's own, dropped afterwards."""
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    connection = await asyncpg.connect(postgres_dsn)
+    try:
+        await connection.execute(f'CREATE SCHEMA "{schema}"')
+        yield PostgresSchema(
+            url=postgres_dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
+            dsn=postgres_dsn,
+            schema=schema,
+        )
+    finally:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await connection.close()

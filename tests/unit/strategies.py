@@ -1,0 +1,34 @@
+"""Hypothesis strategies for valid commands and events of the message model."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import strategies as st
+
+from domain import MAX_BODY_CHARS, MessageCreated, MessageUpdated
+
+identifiers = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,40}", fullmatch=True)
+bodies = st.text(min_size=1, max_size=MAX_BODY_CHARS).filter(lambda body: body.strip() != "")
+moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
+
+created = st.builds(
+    MessageCreated,
+    event_id=st.uuids(),
+    room_id=identifiers,
+    message_id=st.uuids(),
+    sender_id=identifiers,
+    body=bodies,
+    occurred_at=moments,
+)
+updated = st.builds(
+    MessageUpdated,
+    event_id=st.uuids(),
+    room_id=identifiers,
+    message_id=st.uuids(),
+    sender_id=identifiers,
+    body=bodies,
+    occurred_at=moments,
+    expected_version=st.none() | st.integers(min_value=1, max_value=10_000),
+)
+events = created | updated

@@ -1,0 +1,113 @@
+"""The event envelope: exact round trips, and one clear error for any bad bytes."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from domain import Event, MalformedEvent, MessageCreated, MessageUpdated, decode, encode, headers
+from domain.envelope import to_dict
+from tests.unit.strategies import created, events
+
+
+@given(events)
+def test_decode_inverts_encode(event: Event) -> None:
+    assert decode(encode(event)) == event
+
+
+def _decodes_or_refuses(data: bytes) -> None:
+    try:
+        event = decode(data)
+    except MalformedEvent as exc:
+        message = str(exc)
+        assert message, "a refusal must say what is wrong"
+    else:
+        assert isinstance(event, MessageCreated | MessageUpdated)
+
+
+@given(st.binary(max_size=2000))
+def test_no_bytes_make_decode_raise_anything_but_malformed_event(data: bytes) -> None:
+    _decodes_or_refuses(data)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(events, json_values)
+def test_any_field_replaced_by_any_json_is_decoded_or_refused_cleanly(event: Event, value: object) -> None:
+    envelope = to_dict(event)
+    for field in envelope:
+        _decodes_or_refuses(orjson.dumps({**envelope, field: value}))
+    for field in envelope["payload"]:
+        payload = {**envelope["payload"], field: value}
+        _decodes_or_refuses(orjson.dumps({**envelope, "payload": payload}))
+
+
+@given(created)
+def test_the_envelope_has_the_fields_of_the_contract(event: MessageCreated) -> None:
+    document = orjson.loads(encode(event))
+    assert set(document) == {
+        "event_id", "event_type", "schema_version", "room_id", "message_id",
+        "occurred_at", "payload", "expected_version",
+    }  # fmt: skip
+    assert document["event_type"] == "MessageCreated"
+    assert document["schema_version"] == 1
+    assert document["occurred_at"].endswith("Z")
+    assert document["payload"] == {"sender_id": event.sender_id, "body": event.body}
+    assert dict(headers(event)) == {
+        "event_type": b"MessageCreated",
+        "event_id": str(event.event_id).encode(),
+    }
+
+
+def _valid() -> dict[str, object]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "MessageUpdated",
+        "schema_version": 1,
+        "room_id": "r1",
+        "message_id": str(uuid.uuid4()),
+        "occurred_at": "2026-11-23T10:00:00Z",
+        "payload": {"sender_id": "u1", "body": "hi"},
+        "expected_version": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"schema_version": 2}, "schema_version"),
+        ({"schema_version": True}, "schema_version"),
+        ({"event_type": "MessageDeleted"}, "event_type"),
+        ({"event_id": "nope"}, "event_id"),
+        ({"occurred_at": "2026-11-23T10:00:00"}, "occurred_at"),
+        ({"room_id": ""}, "room_id"),
+        ({"payload": {"sender_id": "u1", "body": "   "}}, "body"),
+        ({"payload": []}, "payload"),
+        ({"expected_version": 0}, "expected_version"),
+    ],
+)
+def test_the_error_names_what_is_wrong(change: dict[str, object], names: str) -> None:
+    with pytest.raises(MalformedEvent, match=names):
+        decode(orjson.dumps({**_valid(), **change}))
+
+
+def test_missing_fields_are_listed() -> None:
+    document = _valid()
+    del document["room_id"], document["payload"]
+    with pytest.raises(MalformedEvent, match="missing fields: payload, room_id"):
+        decode(orjson.dumps(document))
+
+
+@pytest.mark.parametrize("data", [None, b"", b"{", b"[]", b"null", "\udcff"])
+def test_non_envelopes_are_malformed(data: bytes | str | None) -> None:
+    with pytest.raises(MalformedEvent):
+        decode(data)

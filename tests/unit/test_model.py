@@ -1,0 +1,149 @@
+"""The Message aggregate's rules: versions, expected_version, original sender, limits, idempotent creates."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from domain import (
+    MAX_BODY_CHARS,
+    CommandRejected,
+    CreateMessage,
+    Event,
+    InvalidCommand,
+    Message,
+    MessageCreated,
+    UpdateMessage,
+    create_event_id,
+    decide,
+    decode,
+    encode,
+    evolve,
+    fold,
+    message_id_for,
+)
+from tests.unit.strategies import bodies, events
+
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+MESSAGE = uuid.UUID(int=1)
+
+
+def create(body: str = "hi", sender: str = "u1") -> CreateMessage:
+    return CreateMessage(uuid.uuid4(), "r1", MESSAGE, sender, body, T0)
+
+
+def update(body: str, sender: str = "u1", expected: int | None = None, minutes: int = 1) -> UpdateMessage:
+    return UpdateMessage(uuid.uuid4(), "r1", MESSAGE, sender, body, T0 + timedelta(minutes=minutes), expected)
+
+
+def run(*commands: CreateMessage | UpdateMessage) -> tuple[list[Event], Message | None]:
+    state: Message | None = None
+    history: list[Event] = []
+    for command in commands:
+        for event in decide(state, command):
+            state = evolve(state, event)
+            history.append(event)
+    return history, state
+
+
+def test_create_starts_at_version_one() -> None:
+    _, state = run(create("hello"))
+    assert state is not None
+    assert (state.body, state.version, state.created_at, state.updated_at) == ("hello", 1, T0, T0)
+
+
+def test_each_update_bumps_the_version() -> None:
+    _, state = run(create(), update("b", expected=1), update("c", expected=2, minutes=2), update("d"))
+    assert state is not None
+    assert (state.body, state.version) == ("d", 4)
+    assert state.updated_at == T0 + timedelta(minutes=1)
+
+
+def test_a_stale_expected_version_is_rejected() -> None:
+    _, state = run(create(), update("b"))
+    with pytest.raises(CommandRejected, match="expected version 1, message is at version 2") as caught:
+        decide(state, update("c", expected=1))
+    assert caught.value.code == "version_conflict"
+
+
+def test_only_the_original_sender_may_edit() -> None:
+    _, state = run(create(sender="alice"))
+    with pytest.raises(CommandRejected) as caught:
+        decide(state, update("mine now", sender="mallory"))
+    assert caught.value.code == "forbidden"
+
+
+def test_updating_a_missing_message_is_rejected() -> None:
+    with pytest.raises(CommandRejected) as caught:
+        decide(None, update("x"))
+    assert caught.value.code == "not_found"
+
+
+def test_a_repeated_create_is_a_no_op_and_a_different_one_a_conflict() -> None:
+    history, state = run(create("hi"))
+    assert decide(state, create("hi")) == []
+    with pytest.raises(CommandRejected) as caught:
+        decide(state, create("other"))
+    assert caught.value.code == "conflict"
+    assert len(history) == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "field"),
+    [
+        (CreateMessage(uuid.uuid4(), "", MESSAGE, "u1", "hi", T0), "room_id"),
+        (CreateMessage(uuid.uuid4(), "r 1", MESSAGE, "u1", "hi", T0), "room_id"),
+        (CreateMessage(uuid.uuid4(), "r" * 129, MESSAGE, "u1", "hi", T0), "room_id"),
+        (CreateMessage(uuid.uuid4(), "r1", MESSAGE, "", "hi", T0), "sender_id"),
+        (CreateMessage(uuid.uuid4(), "r1", MESSAGE, "u1", " \n\t", T0), "body"),
+        (CreateMessage(uuid.uuid4(), "r1", MESSAGE, "u1", "x" * (MAX_BODY_CHARS + 1), T0), "body"),
+        (UpdateMessage(uuid.uuid4(), "r1", MESSAGE, "u1", "hi", T0, 0), "expected_version"),
+    ],
+)
+def test_invalid_commands_name_their_field(command: CreateMessage | UpdateMessage, field: str) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        decide(None, command)
+    assert caught.value.field == field
+
+
+def test_a_body_at_the_limit_is_accepted() -> None:
+    _, state = run(create("x" * MAX_BODY_CHARS))
+    assert state is not None
+
+
+def test_ids_are_deterministic_from_room_and_key() -> None:
+    assert message_id_for("r1", "key-1") == message_id_for("r1", "key-1")
+    assert message_id_for("r1", "key-1") != message_id_for("r2", "key-1")
+    assert create_event_id("r1", MESSAGE, "u1", "hi") == create_event_id("r1", MESSAGE, "u1", "hi")
+    assert create_event_id("r1", MESSAGE, "u1", "hi") != create_event_id("r1", MESSAGE, "u1", "ho")
+
+
+@given(st.lists(events, max_size=30))
+def test_folding_the_same_events_always_gives_the_same_state(history: list[Event]) -> None:
+    # A replica folds what it decoded from the log: it must land on the same state.
+    replayed = [decode(encode(event)) for event in history]
+    assert fold(replayed) == fold(history)
+
+
+@given(bodies, st.lists(st.tuples(bodies, st.sampled_from(["u1", "u2"]), st.integers(0, 12)), max_size=20))
+def test_versions_count_the_accepted_updates(first: str, edits: list[tuple[str, str, int]]) -> None:
+    message_id = uuid.uuid4()
+    history: list[Event] = [MessageCreated(uuid.uuid4(), "r1", message_id, "u1", first, T0)]
+    accepted = 0
+    state = fold(history)
+    for body, sender, expected in edits:
+        command = UpdateMessage(uuid.uuid4(), "r1", message_id, sender, body, T0, expected or None)
+        try:
+            new_events = decide(state, command)
+        except CommandRejected:
+            continue
+        history.extend(new_events)
+        state = evolve(state, new_events[0])
+        accepted += 1
+    assert state is not None
+    assert state.version == 1 + accepted
+    assert fold(history) == state

@@ -1,0 +1,1 @@
+"""The write API: validates commands and appends their events to Kafka."""
