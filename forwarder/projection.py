@@ -1,0 +1,126 @@
+"""The projection's rules, pure: from a batch of log records and what the store holds, the changes.
+
+Every replica that projects the same log reaches the same rows: outcomes depend
+only on the records, their order, and the state the previous records produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+from uuid import UUID
+
+from domain import CommandRejected, Event, Message, MessageCreated, check_applicable, evolve
+
+MessageKey = tuple[str, UUID]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One log record; ``event`` is None for a poison record already sent to the dead-letter topic."""
+
+    partition: int
+    offset: int
+    event: Event | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectedMessage:
+    message: Message
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    event: Event
+    partition: int
+    offset: int
+    status: Literal["applied", "rejected"]
+    code: str | None = None
+    reason: str | None = None
+    version: int | None = None
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What the store holds for the keys a batch touches."""
+
+    positions: dict[int, int] = field(default_factory=dict)  # partition -> last applied offset
+    messages: dict[MessageKey, ProjectedMessage] = field(default_factory=dict)
+    last_seq: dict[str, int] = field(default_factory=dict)
+    seen_event_ids: set[UUID] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class Changes:
+    """What the store must write, in one transaction, for a batch."""
+
+    messages: dict[MessageKey, ProjectedMessage] = field(default_factory=dict)
+    created: set[MessageKey] = field(default_factory=set)
+    last_seq: dict[str, int] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+    positions: dict[int, int] = field(default_factory=dict)
+    replayed: int = 0  # records at or before a stored position, or events already seen
+
+
+def keys_of(records: Sequence[Record]) -> tuple[set[MessageKey], set[str], set[UUID], set[int]]:
+    """The message keys, rooms, event ids and partitions a batch touches."""
+    events = [record.event for record in records if record.event is not None]
+    return (
+        {(event.room_id, event.message_id) for event in events},
+        {event.room_id for event in events},
+        {event.event_id for event in events},
+        {record.partition for record in records},
+    )
+
+
+def project(records: Sequence[Record], snapshot: Snapshot) -> Changes:
+    """Apply ``records`` in order over ``snapshot``; return the changes to store."""
+    changes = Changes()
+    positions = dict(snapshot.positions)
+    messages = dict(snapshot.messages)
+    last_seq = dict(snapshot.last_seq)
+    seen = set(snapshot.seen_event_ids)
+    for record in records:
+        if record.offset <= positions.get(record.partition, -1):
+            changes.replayed += 1
+            continue
+        positions[record.partition] = record.offset
+        changes.positions[record.partition] = record.offset
+        event = record.event
+        if event is None:
+            continue
+        if event.event_id in seen:
+            changes.replayed += 1
+            continue
+        seen.add(event.event_id)
+        key = (event.room_id, event.message_id)
+        current = messages.get(key)
+        state = current.message if current is not None else None
+        try:
+            check_applicable(state, event)
+        except CommandRejected as rejected:
+            changes.outcomes.append(
+                Outcome(event, record.partition, record.offset, "rejected", rejected.code, rejected.reason)
+            )
+            continue
+        if isinstance(event, MessageCreated) and current is not None:
+            # The same create under another event id: one message, not two.
+            changes.outcomes.append(
+                Outcome(event, record.partition, record.offset, "applied", "duplicate", None, 1)
+            )
+            continue
+        updated = evolve(state, event)
+        if current is None:
+            seq = last_seq.get(event.room_id, 0) + 1
+            last_seq[event.room_id] = seq
+            changes.last_seq[event.room_id] = seq
+            changes.created.add(key)
+        else:
+            seq = current.seq
+        messages[key] = changes.messages[key] = ProjectedMessage(updated, seq)
+        changes.outcomes.append(
+            Outcome(event, record.partition, record.offset, "applied", version=updated.version)
+        )
+    return changes

@@ -1,0 +1,70 @@
+"""The read store's tables (SQLAlchemy Core). Alembic migrations create them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("room_id", String(128), primary_key=True),
+    Column("message_id", String(36), primary_key=True),
+    Column("sender_id", String(128), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("room_id", "seq", name="uq_messages_room_seq"),
+)
+
+rooms = Table(
+    "rooms",
+    metadata,
+    Column("room_id", String(128), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+)
+
+# The projection's outcome of every event it has seen, keyed by event id: this
+# is what makes a replayed or re-sent event a no-op.
+event_outcomes = Table(
+    "event_outcomes",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("event_type", String(32), nullable=False),
+    Column("room_id", String(128), nullable=False),
+    Column("message_id", String(36), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("code", String(32)),
+    Column("reason", Text),
+    Column("version", Integer),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+# The last applied offset per partition, written in the same transaction as the
+# rows it produced: the projection's exactly-once bookmark.
+positions = Table(
+    "positions",
+    metadata,
+    Column("topic", String(255), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("offset", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+Index("ix_event_outcomes_message", event_outcomes.c.room_id, event_outcomes.c.message_id)

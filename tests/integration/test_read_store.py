@@ -1,0 +1,158 @@
+"""One contract for the read store, run on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain import Event, MessageCreated, MessageUpdated
+from forwarder.projection import Record
+from forwarder.store import ProjectionStore
+from merlin.position import Position
+from read_api.database import create_engine
+from read_api.migrate import upgrade
+from read_api.queries import ReadStore
+from tests.conftest import PostgresSchema
+
+TOPIC = "events"
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def created(room: str, body: str, sender: str = "u1", message_id: uuid.UUID | None = None) -> MessageCreated:
+    return MessageCreated(uuid.uuid4(), room, message_id or uuid.uuid4(), sender, body, T0)
+
+
+def updated(of: MessageCreated, body: str, sender: str = "u1", expected: int | None = None) -> MessageUpdated:
+    return MessageUpdated(
+        uuid.uuid4(), of.room_id, of.message_id, sender, body, T0 + timedelta(seconds=1), expected
+    )
+
+
+def records(events: list[Event | None], partition: int = 0, start: int = 0) -> list[Record]:
+    return [Record(partition, start + n, event) for n, event in enumerate(events)]
+
+
+class ReadStoreContract:
+    """The assertions every read-store backend must pass."""
+
+    @pytest.fixture
+    async def engines(self) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine]]:
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    @pytest.fixture
+    def stores(self, engines: tuple[AsyncEngine, AsyncEngine]) -> tuple[ProjectionStore, ReadStore]:
+        writer, reader = engines
+        return ProjectionStore(writer, TOPIC), ReadStore(reader, TOPIC)
+
+    async def test_creates_and_updates_are_readable(self, stores: tuple[ProjectionStore, ReadStore]) -> None:
+        projection, reads = stores
+        first = created("r1", "hello")
+        await projection.apply(records([first, updated(first, "hello!", expected=1)]))
+        message = await reads.message("r1", str(first.message_id))
+        assert message is not None
+        assert (message["body"], message["version"], message["seq"]) == ("hello!", 2, 1)
+        assert message["created_at"] == "2026-11-23T12:00:00.000000Z"
+        assert message["updated_at"] == "2026-11-23T12:00:01.000000Z"
+        assert await reads.message("r1", str(uuid.uuid4())) is None
+
+    async def test_seq_is_gap_free_per_room_in_log_order(self, stores: tuple[ProjectionStore, ReadStore]) -> None:
+        projection, reads = stores
+        events: list[Event | None] = [created(f"r{n % 3}", f"m{n}") for n in range(30)]
+        await projection.apply(records(events[:10]))
+        await projection.apply(records(events[10:], start=10))
+        for room in ("r0", "r1", "r2"):
+            page = await reads.page(room, None, None, 100)
+            assert [m["seq"] for m in page] == list(range(1, 11))
+            assert [m["body"] for m in page] == [f"m{n}" for n in range(30) if f"r{n % 3}" == room]
+
+    async def test_keyset_pages_forwards_and_backwards(self, stores: tuple[ProjectionStore, ReadStore]) -> None:
+        projection, reads = stores
+        await projection.apply(records([created("r1", f"m{n}") for n in range(1, 26)]))
+        assert [m["seq"] for m in await reads.page("r1", None, None, 10)] == list(range(1, 11))
+        assert [m["seq"] for m in await reads.page("r1", 10, None, 10)] == list(range(11, 21))
+        assert [m["seq"] for m in await reads.page("r1", 20, None, 10)] == list(range(21, 26))
+        assert [m["seq"] for m in await reads.page("r1", None, 11, 5)] == list(range(6, 11))
+        assert [m["seq"] for m in await reads.page("r1", 3, 8, 10)] == [4, 5, 6, 7]
+        assert await reads.page("nobody", None, None, 10) == []
+
+    async def test_a_replayed_batch_changes_nothing(self, stores: tuple[ProjectionStore, ReadStore]) -> None:
+        projection, reads = stores
+        first = created("r1", "a")
+        batch = records([first, updated(first, "b")])
+        await projection.apply(batch)
+        again = await projection.apply(batch)
+        assert again.replayed == 2
+        assert not again.outcomes
+        message = await reads.message("r1", str(first.message_id))
+        assert message is not None
+        assert message["version"] == 2
+        assert await reads.positions() == {0: 1}
+
+    async def test_refused_updates_are_recorded_with_their_reason(
+        self, stores: tuple[ProjectionStore, ReadStore]
+    ) -> None:
+        projection, reads = stores
+        first = created("r1", "a", sender="alice")
+        stale = updated(first, "c", sender="alice", expected=1)
+        foreign = updated(first, "d", sender="mallory")
+        await projection.apply(records([first, updated(first, "b", sender="alice"), stale, foreign]))
+        stale_outcome = await reads.outcome(str(stale.event_id))
+        foreign_outcome = await reads.outcome(str(foreign.event_id))
+        assert stale_outcome is not None
+        assert foreign_outcome is not None
+        assert stale_outcome["status"] == "rejected"
+        assert stale_outcome["rejection"]["code"] == "version_conflict"
+        assert foreign_outcome["rejection"]["code"] == "forbidden"
+        applied = await reads.outcome(str(first.event_id))
+        assert applied is not None
+        assert (applied["status"], applied["version"], applied["position"]) == ("applied", 1, "0-0")
+        assert await reads.outcome(str(uuid.uuid4())) is None
+
+    async def test_a_repeated_create_is_one_message(self, stores: tuple[ProjectionStore, ReadStore]) -> None:
+        projection, reads = stores
+        first = created("r1", "same")
+        retry = MessageCreated(uuid.uuid4(), "r1", first.message_id, "u1", "same", T0)
+        clash = MessageCreated(uuid.uuid4(), "r1", first.message_id, "u1", "other", T0)
+        await projection.apply(records([first, first, retry, clash]))
+        assert [m["body"] for m in await reads.page("r1", None, None, 10)] == ["same"]
+        clash_outcome = await reads.outcome(str(clash.event_id))
+        assert clash_outcome is not None
+        assert clash_outcome["rejection"]["code"] == "conflict"
+
+    async def test_poison_records_move_the_position(self, stores: tuple[ProjectionStore, ReadStore]) -> None:
+        projection, reads = stores
+        await projection.apply(records([None, created("r1", "after poison")], partition=2, start=7))
+        assert await reads.positions() == {2: 8}
+        assert await reads.wait_for(Position(2, 8), timeout=0.1)
+        assert not await reads.wait_for(Position(2, 9), timeout=0.05)
+        assert await projection.load_positions() == {2: 8}
+
+
+class TestSQLite(ReadStoreContract):
+    @pytest.fixture
+    async def engines(self, tmp_path: Path) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine]]:
+        url = f"sqlite:///{tmp_path / 'read.db'}"
+        await upgrade(url)
+        writer, reader = create_engine(url, writer=True), create_engine(url)
+        yield writer, reader
+        await writer.dispose()
+        await reader.dispose()
+
+
+class TestPostgreSQL(ReadStoreContract):
+    @pytest.fixture
+    async def engines(
+        self, postgres_schema: PostgresSchema
+    ) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine]]:
+        url, schema = postgres_schema.url, postgres_schema.schema
+        await upgrade(url, schema=schema)
+        writer, reader = create_engine(url, writer=True, schema=schema), create_engine(url, schema=schema)
+        yield writer, reader
+        await writer.dispose()
+        await reader.dispose()
