@@ -22,6 +22,7 @@ from domain.model import (
     decide,
     evolve,
     fold,
+    to_event,
 )
 
 __all__ = [
@@ -49,5 +50,6 @@ __all__ = [
     "fold",
     "headers",
     "message_id_for",
+    "to_event",
     "update_event_id",
 ]

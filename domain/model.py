@@ -120,32 +120,40 @@ def validate(command: Command) -> None:
         check_expected_version(command.expected_version)
 
 
+def to_event(command: Command) -> Event:
+    """The event that records ``command``; raise InvalidCommand when a field breaks the limits.
+
+    The write side holds no message state: it records commands as events, and
+    the projection applies the state-dependent rules (``check_applicable``).
+    """
+    validate(command)
+    if isinstance(command, CreateMessage):
+        return MessageCreated(
+            event_id=command.event_id,
+            room_id=command.room_id,
+            message_id=command.message_id,
+            sender_id=command.sender_id,
+            body=command.body,
+            occurred_at=command.occurred_at,
+        )
+    return MessageUpdated(
+        event_id=command.event_id,
+        room_id=command.room_id,
+        message_id=command.message_id,
+        sender_id=command.sender_id,
+        body=command.body,
+        occurred_at=command.occurred_at,
+        expected_version=command.expected_version,
+    )
+
+
 def decide(state: Message | None, command: Command) -> list[Event]:
     """The events that ``command`` yields against ``state``; raise when it is refused.
 
     A create whose message already exists with the same sender and body is a
     retry and yields nothing; with other content it is refused.
     """
-    validate(command)
-    if isinstance(command, CreateMessage):
-        event: Event = MessageCreated(
-            event_id=command.event_id,
-            room_id=command.room_id,
-            message_id=command.message_id,
-            sender_id=command.sender_id,
-            body=command.body,
-            occurred_at=command.occurred_at,
-        )
-    else:
-        event = MessageUpdated(
-            event_id=command.event_id,
-            room_id=command.room_id,
-            message_id=command.message_id,
-            sender_id=command.sender_id,
-            body=command.body,
-            occurred_at=command.occurred_at,
-            expected_version=command.expected_version,
-        )
+    event = to_event(command)
     return [] if is_duplicate(state, event) else [event]
 
 

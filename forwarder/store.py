@@ -48,7 +48,9 @@ class ProjectionStore:
         now = datetime.now(UTC)
         await connection.execute(
             self._insert(positions)
-            .values([{"topic": self.topic, "partition": p, "offset": -1, "updated_at": now} for p in partitions])
+            .values(
+                [{"topic": self.topic, "partition": p, "offset": -1, "updated_at": now} for p in partitions]
+            )
             .on_conflict_do_nothing()
         )
         # Lock this batch's partitions: a projector that lost them in a rebalance

@@ -8,9 +8,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from domain.errors import MerlinError
+from merlin.dev import run_dev
 from merlin.local import LocalKafka, LocalPostgres
+from merlin.services import run_forwarder, run_read_api, run_write_api
 from merlin.settings import KafkaSettings
 from merlin.topics import ensure_topics
+from read_api.migrate import upgrade
+from read_api.settings import ReadStoreSettings
 
 
 def _kafka(action: str) -> int:
@@ -50,10 +54,40 @@ def _topics(action: str) -> int:
     return 0
 
 
+def _db(action: str) -> int:
+    store = ReadStoreSettings()
+    asyncio.run(upgrade(store.url, store.db_schema))
+    print(f"read store: {store.url} is up to date")
+    return 0
+
+
+def _service(run: Callable[[], None]) -> Callable[[str], int]:
+    def handler(_action: str) -> int:
+        run()
+        return 0
+
+    return handler
+
+
+def _dev(_action: str) -> int:
+    return asyncio.run(run_dev())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``merlin``."""
     parser = argparse.ArgumentParser(prog="merlin", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    for name, run, summary in (
+        ("write-api", run_write_api, "serve the write API (MERLIN_WRITE_API_*)"),
+        ("read-api", run_read_api, "serve the read API (MERLIN_READ_API_*)"),
+        ("forwarder", run_forwarder, "run the forwarder worker (MERLIN_FORWARDER_*)"),
+        ("dev", None, "local Kafka + topics + SQLite migrations + all three services; Ctrl-C stops"),
+    ):
+        service = commands.add_parser(name, help=summary)
+        service.set_defaults(handler=_dev if run is None else _service(run), action=name)
+    db = commands.add_parser("db", help="the read store's schema (Alembic)")
+    db.add_argument("action", choices=["upgrade"])
+    db.set_defaults(handler=_db)
     kafka = commands.add_parser("kafka", help="the local Apache Kafka broker (KRaft, from Maven jars)")
     kafka.add_argument("action", choices=["fetch", "start", "stop", "status"])
     kafka.set_defaults(handler=_kafka)

@@ -40,10 +40,7 @@ def records(events: list[Event | None], partition: int = 0, start: int = 0) -> l
 class ReadStoreContract:
     """The assertions every read-store backend must pass."""
 
-    @pytest.fixture
-    async def engines(self) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine]]:
-        raise NotImplementedError
-        yield  # pragma: no cover
+    # Each backend's subclass provides the ``engines`` fixture: (writer, reader).
 
     @pytest.fixture
     def stores(self, engines: tuple[AsyncEngine, AsyncEngine]) -> tuple[ProjectionStore, ReadStore]:
@@ -61,7 +58,9 @@ class ReadStoreContract:
         assert message["updated_at"] == "2026-11-23T12:00:01.000000Z"
         assert await reads.message("r1", str(uuid.uuid4())) is None
 
-    async def test_seq_is_gap_free_per_room_in_log_order(self, stores: tuple[ProjectionStore, ReadStore]) -> None:
+    async def test_seq_is_gap_free_per_room_in_log_order(
+        self, stores: tuple[ProjectionStore, ReadStore]
+    ) -> None:
         projection, reads = stores
         events: list[Event | None] = [created(f"r{n % 3}", f"m{n}") for n in range(30)]
         await projection.apply(records(events[:10]))
@@ -71,7 +70,9 @@ class ReadStoreContract:
             assert [m["seq"] for m in page] == list(range(1, 11))
             assert [m["body"] for m in page] == [f"m{n}" for n in range(30) if f"r{n % 3}" == room]
 
-    async def test_keyset_pages_forwards_and_backwards(self, stores: tuple[ProjectionStore, ReadStore]) -> None:
+    async def test_keyset_pages_forwards_and_backwards(
+        self, stores: tuple[ProjectionStore, ReadStore]
+    ) -> None:
         projection, reads = stores
         await projection.apply(records([created("r1", f"m{n}") for n in range(1, 26)]))
         assert [m["seq"] for m in await reads.page("r1", None, None, 10)] == list(range(1, 11))

@@ -1,0 +1,99 @@
+"""The events-topic consumer: confluent-kafka on one dedicated thread, positions owned by merlin.
+
+Every call into the consumer runs on the same single thread, so the event loop
+never blocks on it. On assignment, the consumer starts each partition right
+after the position the read store holds (not Kafka's committed offset), which
+is what makes the projection exactly once even with a fresh or restored store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+
+from forwarder.metrics import ForwarderMetrics
+from merlin.settings import ClientConfig
+
+log = structlog.get_logger()
+P = ParamSpec("P")
+T = TypeVar("T")
+
+PositionLoader = Callable[[], Coroutine[Any, Any, dict[int, int]]]
+
+
+class EventConsumer:
+    """Batches of records from the events topic, resumed from the read store's positions."""
+
+    def __init__(
+        self, config: ClientConfig, topic: str, positions: PositionLoader, metrics: ForwarderMetrics
+    ) -> None:
+        self._config = config
+        self._topic = topic
+        self._positions = positions
+        self._metrics = metrics
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
+        self._consumer: Consumer | None = None
+
+    async def _call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
+
+    async def start(self) -> None:
+        """Join the group and subscribe."""
+        await self._call(self._open)
+
+    def _open(self) -> None:
+        consumer = Consumer(self._config)
+        consumer.subscribe(
+            [self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        self._consumer = consumer
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Runs on the consumer thread inside consume(): ask the loop for the stored positions.
+        stored = asyncio.run_coroutine_threadsafe(self._positions(), self._loop).result(timeout=60)
+        for partition in partitions:
+            known = stored.get(partition.partition)
+            partition.offset = OFFSET_BEGINNING if known is None or known < 0 else known + 1
+        consumer.assign(partitions)
+        self._metrics.rebalances.labels("assigned").inc()
+        self._metrics.assigned.set(len(partitions))
+        log.info(
+            "partitions_assigned",
+            topic=self._topic,
+            partitions={p.partition: p.offset for p in partitions},
+        )
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._metrics.rebalances.labels("revoked").inc()
+        self._metrics.assigned.set(0)
+        log.info("partitions_revoked", topic=self._topic, partitions=[p.partition for p in partitions])
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._metrics.rebalances.labels("lost").inc()
+        self._metrics.assigned.set(0)
+        log.warning("partitions_lost", topic=self._topic, partitions=[p.partition for p in partitions])
+
+    async def batch(self, max_records: int, timeout: float) -> list[Message]:
+        """Up to ``max_records`` records, waiting at most ``timeout`` s for the first."""
+        assert self._consumer is not None, "start() first"
+        return await self._call(self._consumer.consume, max_records, timeout)
+
+    async def commit(self, next_offsets: dict[int, int]) -> None:
+        """Record progress in the group too, so Kafka tooling shows the forwarder's lag."""
+        if self._consumer is None or not next_offsets:
+            return
+        offsets = [TopicPartition(self._topic, p, offset) for p, offset in next_offsets.items()]
+        await self._call(self._consumer.commit, offsets=offsets, asynchronous=True)
+
+    async def close(self) -> None:
+        """Leave the group and stop the consumer thread."""
+        if self._consumer is not None:
+            await self._call(self._consumer.close)
+            self._consumer = None
+        self._executor.shutdown(wait=False)

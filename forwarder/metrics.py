@@ -1,0 +1,51 @@
+"""The forwarder's Prometheus metrics, one registry per worker."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ForwarderMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.records = Counter(
+            "merlin_forwarder_records", "Records consumed from the events topic", registry=self.registry
+        )
+        self.outcomes = Counter(
+            "merlin_projection_events",
+            "Events projected, by outcome",
+            ["status"],
+            registry=self.registry,
+        )
+        self.replayed = Counter(
+            "merlin_projection_replayed",
+            "Records skipped because the store had already applied them",
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "merlin_dead_letters", "Records sent to the dead-letter topic", ["stage"], registry=self.registry
+        )
+        self.batch_seconds = Histogram(
+            "merlin_projection_batch_seconds",
+            "Time to project one batch in one transaction",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.batch_size = Histogram(
+            "merlin_projection_batch_records",
+            "Records per projected batch",
+            registry=self.registry,
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+        )
+        self.rebalances = Counter(
+            "merlin_forwarder_rebalances", "Partition assignments and revocations", ["kind"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.flow_restarts = Counter(
+            "merlin_forwarder_flow_restarts",
+            "Times the flow crashed and was restarted",
+            registry=self.registry,
+        )
+        self.assigned = Gauge(
+            "merlin_forwarder_assigned_partitions", "Partitions this worker owns", registry=self.registry
+        )

@@ -1,0 +1,23 @@
+"""Settings of the forwarder worker (``MERLIN_FORWARDER_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ForwarderSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MERLIN_FORWARDER_", extra="ignore")
+
+    group_id: str = "merlin-forwarder"
+    batch_max: int = Field(default=1000, ge=1)
+    # How long one poll waits for records; also how fast a stop request is noticed.
+    poll_timeout: float = Field(default=0.2, gt=0)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    # Prometheus metrics on http://metrics_host:metrics_port/metrics; port 0 turns them off.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9102, ge=0, le=65535)
+    migrate_on_start: bool = False
+    restart_min_backoff: float = Field(default=0.5, gt=0)
+    restart_max_backoff: float = Field(default=30.0, gt=0)

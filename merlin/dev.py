@@ -1,0 +1,82 @@
+"""``merlin dev``: the local broker, topics, migrations, and all three services in one terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+
+from merlin.local import LocalKafka
+from merlin.settings import KafkaSettings
+from merlin.topics import ensure_topics
+from read_api.migrate import upgrade
+from read_api.settings import ReadApiSettings, ReadStoreSettings
+from write_api.settings import WriteApiSettings
+
+SERVICES = ("write-api", "forwarder", "read-api")
+
+
+async def _pipe(name: str, stream: asyncio.StreamReader) -> None:
+    while line := await stream.readline():
+        sys.stdout.write(f"{name:>9} | {line.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+async def run_dev() -> int:
+    """Start everything, print the URLs, and stop it all cleanly on Ctrl-C; the exit code of the run."""
+    kafka = LocalKafka()
+    status = kafka.start()
+    print(status.describe())
+    env = {**os.environ, "MERLIN_KAFKA_BOOTSTRAP_SERVERS": status.bootstrap}
+    topics = KafkaSettings(bootstrap_servers=status.bootstrap)
+    await ensure_topics(topics)
+    store = ReadStoreSettings()
+    await upgrade(store.url, store.db_schema)
+    print(f"read store: {store.url} (migrated)")
+
+    children = {
+        name: await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "merlin.cli",
+            name,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        for name in SERVICES
+    }
+    pipes = [
+        asyncio.create_task(_pipe(name, child.stdout)) for name, child in children.items() if child.stdout
+    ]
+    write, read = WriteApiSettings(), ReadApiSettings()
+    print(f"write API: http://{write.host}:{write.port}   (POST /v1/rooms/{{room}}/messages)")
+    print(f"read API:  http://{read.host}:{read.port}   (GET /v1/rooms/{{room}}/messages)")
+    print("forwarder: running; Ctrl-C stops everything")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    exits = {name: asyncio.create_task(child.wait()) for name, child in children.items()}
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *exits.values()], return_when=asyncio.FIRST_COMPLETED)
+    failed = [name for name, task in exits.items() if task in done]
+    if failed:
+        print(f"merlin dev: {', '.join(failed)} exited; stopping the others", file=sys.stderr)
+    for child in children.values():
+        if child.returncode is None:
+            child.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.gather(*exits.values()), 20)
+    except TimeoutError:
+        for child in children.values():
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+        await asyncio.gather(*exits.values())
+    await asyncio.gather(*pipes)
+    stopper.cancel()
+    print("merlin dev: stopped (the Kafka broker keeps running; `merlin kafka stop` ends it)")
+    return 1 if failed else 0

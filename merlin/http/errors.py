@@ -1,0 +1,87 @@
+"""Every error an API answers is problem+json; client mistakes are 4xx, never 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from domain.errors import InvalidCommand
+from merlin.http.responses import problem
+from merlin.producer import BrokerUnavailable
+
+log = structlog.get_logger()
+
+
+class BodyTooLarge(HTTPException):
+    """The request body is over the configured limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
+def _field(location: tuple[Any, ...]) -> str:
+    parts = [str(part) for part in location if part not in ("body", "path", "query", "header")]
+    return ".".join(parts) or "body"
+
+
+async def _validation(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return problem(400, "malformed-json", "The request body is not valid JSON.")
+    invalid = [{"field": _field(tuple(error["loc"])), "reason": str(error["msg"])} for error in errors]
+    detail = "; ".join(f"{error['field']}: {error['reason']}" for error in invalid)
+    return problem(422, "invalid-request", "The request is not valid.", detail, errors=invalid)
+
+
+async def _invalid_command(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidCommand)
+    return problem(
+        422,
+        "invalid-request",
+        "The request is not valid.",
+        str(exc),
+        errors=[{"field": exc.field, "reason": exc.reason}],
+    )
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    retry_after = str(getattr(request.app.state, "retry_after_seconds", 1))
+    log.warning("broker_unavailable", error=str(exc), path=request.url.path)
+    return problem(
+        503,
+        "unavailable",
+        "The event log cannot take writes right now; nothing was recorded. Retry later.",
+        str(exc),
+        headers={"Retry-After": retry_after},
+    )
+
+
+async def _http(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kinds = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}
+    return problem(
+        exc.status_code,
+        kinds.get(exc.status_code, "http-error"),
+        str(exc.detail),
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled_error", path=request.url.path, exc_info=exc)
+    return problem(500, "internal", "Something went wrong on our side.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error of ``app`` as problem+json."""
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(InvalidCommand, _invalid_command)
+    app.add_exception_handler(BrokerUnavailable, _unavailable)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,36 @@
+"""``/healthz``, ``/readyz`` and ``/metrics``, the same on every API."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.responses import Response
+
+from merlin.http.responses import OrjsonResponse, problem
+
+ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+
+
+def add_operations_routes(app: FastAPI, registry: CollectorRegistry, readiness: ReadinessCheck) -> None:
+    """Mount the liveness, readiness and metrics routes on ``app``."""
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> Response:
+        return OrjsonResponse({"status": "ok"})
+
+    @app.get("/readyz", tags=["operations"], summary="Every dependency answers")
+    async def readyz() -> Response:
+        checks = await readiness()
+        if all(checks.values()):
+            return OrjsonResponse({"status": "ready", "checks": checks})
+        failing = ", ".join(name for name, ok in checks.items() if not ok)
+        return problem(
+            503, "not-ready", "Not ready.", f"not answering: {failing}", checks=checks,
+            headers={"Retry-After": "1"},
+        )  # fmt: skip
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

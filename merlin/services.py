@@ -1,0 +1,67 @@
+"""Entry points of merlin's three services: build from settings, run until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+import uvicorn
+from prometheus_client import start_http_server
+
+from forwarder.settings import ForwarderSettings
+from forwarder.worker import Forwarder
+from merlin.logs import configure_logging
+from merlin.settings import KafkaSettings
+from read_api.app import create_app as create_read_app
+from read_api.settings import ReadApiSettings, ReadStoreSettings
+from write_api.app import create_app as create_write_app
+from write_api.settings import WriteApiSettings
+
+log = structlog.get_logger()
+
+
+def _serve_http(app: object, host: str, port: int, service: str) -> None:
+    configure_logging(service)
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()
+
+
+def run_write_api() -> None:
+    """Serve the write API until stopped."""
+    settings = WriteApiSettings()
+    _serve_http(create_write_app(settings), settings.host, settings.port, "write_api")
+
+
+def run_read_api() -> None:
+    """Serve the read API until stopped."""
+    settings = ReadApiSettings()
+    _serve_http(create_read_app(settings), settings.host, settings.port, "read_api")
+
+
+def run_forwarder() -> None:
+    """Run the forwarder worker until SIGTERM or SIGINT; the current batch finishes first."""
+    configure_logging("forwarder")
+    settings = ForwarderSettings()
+    forwarder = Forwarder(settings, KafkaSettings(), ReadStoreSettings())
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, settings.metrics_host, registry=forwarder.metrics.registry)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        log.info("forwarder_starting", group=settings.group_id)
+        await forwarder.run(stop)
+        log.info("forwarder_stopped")
+
+    asyncio.run(main())

@@ -1,0 +1,30 @@
+"""Settings of the read store (``MERLIN_READ_STORE_*``) and the read API (``MERLIN_READ_API_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from read_api.database import DEFAULT_URL
+
+
+class ReadStoreSettings(BaseSettings):
+    """Where the projection writes and the read API reads."""
+
+    model_config = SettingsConfigDict(env_prefix="MERLIN_READ_STORE_", extra="ignore")
+
+    # SQLite by default; e.g. postgresql://merlin@127.0.0.1:55432/merlin in production.
+    url: str = DEFAULT_URL
+    # A PostgreSQL schema to keep merlin's tables in (the default search_path otherwise).
+    db_schema: str | None = None
+
+
+class ReadApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MERLIN_READ_API_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8082, ge=0, le=65535)
+    # How long a read with after_position waits for the projection to catch up.
+    position_wait_seconds: float = Field(default=2.0, gt=0, le=30)
+    max_page_size: int = Field(default=200, ge=1)
+    default_page_size: int = Field(default=50, ge=1)

@@ -1,0 +1,42 @@
+"""Appends events to the events topic: key = room, value = envelope, headers for routing and tracing."""
+
+from __future__ import annotations
+
+from domain import Event, encode, headers
+from merlin.position import Position
+from merlin.producer import AsyncProducer
+from merlin.settings import ClientConfig
+
+
+def producer_config(linger_ms: float, delivery_timeout_ms: int, queue_max_messages: int) -> ClientConfig:
+    """Durable producer settings: nothing acknowledged is ever lost, order per key is kept."""
+    return {
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": linger_ms,
+        "message.timeout.ms": delivery_timeout_ms,
+        "queue.buffering.max.messages": queue_max_messages,
+        "compression.type": "lz4",
+    }
+
+
+class EventAppender:
+    """Writes events durably and says where they landed."""
+
+    def __init__(self, producer: AsyncProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+
+    async def append(self, event: Event, traceparent: str | None = None) -> Position:
+        """Append ``event``; return its position once the broker has it (acks=all)."""
+        record_headers = headers(event)
+        if traceparent:
+            record_headers.append(("traceparent", traceparent.encode()))
+        partition, offset = await self.producer.send(
+            self.topic, encode(event), key=event.room_id.encode(), headers=record_headers
+        )
+        return Position(partition, offset)
+
+    async def ready(self) -> bool:
+        """True when the broker answers for the events topic."""
+        return await self.producer.ready(self.topic)

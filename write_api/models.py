@@ -1,0 +1,40 @@
+"""Request and response bodies of the write API."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+
+class CreateMessageRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sender_id: StrictStr = Field(description="Who sends the message.", examples=["u1"])
+    body: StrictStr = Field(description="The text, 1 to 4000 characters, not only white space.")
+    message_id: UUID | None = Field(
+        default=None,
+        description="A client-chosen id: retries with the same id make one message.",
+        json_schema_extra={"format": "uuid"},
+    )
+
+
+class UpdateMessageRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sender_id: StrictStr = Field(description="Must be the original sender.")
+    body: StrictStr = Field(description="The new text.")
+    expected_version: StrictInt | None = Field(
+        default=None, ge=1, description="Apply only if the message is at this version."
+    )
+
+
+class Accepted(BaseModel):
+    message_id: UUID
+    event_id: UUID
+    position: str = Field(description="Opaque; pass as after_position to read your write.")
+
+
+class UpdateAccepted(BaseModel):
+    event_id: UUID
+    position: str

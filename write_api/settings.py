@@ -1,0 +1,19 @@
+"""Settings of the write API (``MERLIN_WRITE_API_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WriteApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MERLIN_WRITE_API_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=0, le=65535)
+    max_body_bytes: int = Field(default=64 * 1024, ge=256)
+    # How long a write may wait for the broker before the client gets a 503.
+    delivery_timeout_ms: int = Field(default=5000, ge=100)
+    linger_ms: float = Field(default=1.0, ge=0)
+    queue_max_messages: int = Field(default=100_000, ge=1)
+    retry_after_seconds: int = Field(default=2, ge=1)
