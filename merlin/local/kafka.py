@@ -193,6 +193,8 @@ class LocalKafka:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # Lets tests give consumers short sessions, so a killed member leaves the group fast.
+            "group.min.session.timeout.ms": "1000",
             "auto.create.topics.enable": "false",
             "delete.topic.enable": "true",
         }

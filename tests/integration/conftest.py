@@ -1,6 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
+
+from merlin.settings import KafkaSettings
+from read_api.migrate import upgrade
+from tests.conftest import PostgresSchema
+from tests.integration.services import Services
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -8,3 +16,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+async def sqlite_services(kafka_settings: KafkaSettings, tmp_path: Path) -> AsyncIterator[Services]:
+    """merlin's services on this test's topics, with a migrated SQLite read store."""
+    url = f"sqlite:///{tmp_path / 'read.db'}"
+    await upgrade(url)
+    services = Services(kafka_settings, url, tmp_path)
+    yield services
+    services.stop_all()
+
+
+@pytest.fixture
+async def postgres_services(
+    kafka_settings: KafkaSettings, postgres_schema: PostgresSchema, tmp_path: Path
+) -> AsyncIterator[Services]:
+    """merlin's services on this test's topics, with a migrated PostgreSQL read store."""
+    await upgrade(postgres_schema.url, postgres_schema.schema)
+    services = Services(kafka_settings, postgres_schema.url, tmp_path, postgres_schema.schema)
+    yield services
+    services.stop_all()

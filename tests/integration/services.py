@@ -1,0 +1,138 @@
+"""Run merlin's real services as processes for tests: on free ports, against the test's topics and store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from merlin.settings import KafkaSettings
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 30.0, what: str = "") -> T:
+    """Poll ``probe`` until it returns something other than None; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    interval = 0.02
+    while True:
+        result = await probe()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout} s: {what or probe}")
+        await asyncio.sleep(interval)
+        interval = min(interval * 2, 0.25)
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    url: str | None = None
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, wait, and return the exit code (SIGKILL if it does not stop in time)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@dataclass
+class Services:
+    """Starts write APIs, read APIs and forwarders wired to one test's topics and read store."""
+
+    kafka: KafkaSettings
+    store_url: str
+    workdir: Path
+    store_schema: str | None = None
+    running: list[Service] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "MERLIN_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            "MERLIN_KAFKA_EVENTS_TOPIC": self.kafka.events_topic,
+            "MERLIN_KAFKA_DEAD_LETTER_TOPIC": self.kafka.dead_letter_topic,
+            "MERLIN_KAFKA_SETTINGS_TOPIC": self.kafka.settings_topic,
+            "MERLIN_READ_STORE_URL": self.store_url,
+            "MERLIN_FORWARDER_METRICS_PORT": "0",
+            "MERLIN_FORWARDER_GROUP_ID": f"forwarder-{self.kafka.events_topic}",
+            "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "2000",
+            "MERLIN_READ_API_POSITION_WAIT_SECONDS": "15",
+        }
+        if self.store_schema:
+            env["MERLIN_READ_STORE_DB_SCHEMA"] = self.store_schema
+        env.update(extra)
+        return env
+
+    def _spawn(self, name: str, env: dict[str, str], url: str | None = None) -> Service:
+        log = self.workdir / f"{name}-{len(self.running)}.log"
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "merlin.cli", name],
+                env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        service = Service(name, process, log, url)
+        self.running.append(service)
+        return service
+
+    async def _http(self, name: str, prefix: str, **extra: str) -> Service:
+        port = free_port()
+        env = self.env(**{f"MERLIN_{prefix}_PORT": str(port), **extra})
+        service = self._spawn(name, env, f"http://127.0.0.1:{port}")
+
+        async def healthy() -> bool | None:
+            assert service.process.poll() is None, f"{name} exited:\n{service.output()}"
+            try:
+                async with httpx.AsyncClient() as client:
+                    return (await client.get(f"{service.url}/healthz")).status_code == 200 or None
+            except httpx.TransportError:
+                return None
+
+        await eventually(healthy, 30, f"{name} answering")
+        return service
+
+    async def write_api(self, **extra: str) -> Service:
+        return await self._http("write-api", "WRITE_API", **extra)
+
+    async def read_api(self, **extra: str) -> Service:
+        return await self._http("read-api", "READ_API", **extra)
+
+    def forwarder(self, **extra: str) -> Service:
+        return self._spawn("forwarder", self.env(**extra))
+
+    def stop_all(self) -> None:
+        for service in self.running:
+            service.kill()
