@@ -262,7 +262,7 @@ async def test_a_poison_record_is_dead_lettered_and_the_flow_goes_on(sqlite_serv
 
     consumer = Consumer(kafka.client({"group.id": f"dlq-{uuid.uuid4()}", "auto.offset.reset": "earliest"}))
     consumer.subscribe([kafka.dead_letter_topic])
-    dead: list[tuple[bytes | None, dict[str, bytes]]] = []
+    dead: list[tuple[bytes | None, dict[str, Any]]] = []
 
     async def two_dead_letters() -> bool | None:
         for message in await asyncio.to_thread(consumer.consume, 10, 0.5):
