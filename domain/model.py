@@ -16,7 +16,9 @@ from domain.errors import CommandRejected, InvalidCommand
 
 MAX_BODY_CHARS = 4000
 MAX_ID_CHARS = 128
-_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
+MAX_VERSION = 2**31 - 1
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
+_ID_PATTERN = re.compile(ID_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +108,8 @@ def check_expected_version(value: object) -> int | None:
     """Return ``value`` if it is absent or a positive version, else raise InvalidCommand."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidCommand("expected_version", "must be a positive integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VERSION:
+        raise InvalidCommand("expected_version", f"must be an integer from 1 to {MAX_VERSION}")
     return value
 
 

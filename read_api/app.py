@@ -11,27 +11,26 @@ from uuid import UUID
 
 from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import FastAPI, Query, Request
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from starlette.responses import Response
 
+from domain.errors import InvalidCommand
 from domain.model import check_identifier
 from merlin.http.errors import install_error_handlers
 from merlin.http.middleware import HttpMetrics
 from merlin.http.operations import add_operations_routes
-from merlin.http.responses import OrjsonResponse, problem
+from merlin.http.params import AfterPosition, RoomId
+from merlin.http.responses import OrjsonResponse, problem, problem_responses
 from merlin.position import Position
 from merlin.settings import KafkaSettings
 from read_api.database import create_engine
 from read_api.queries import ReadStore
 from read_api.settings import ReadApiSettings, ReadStoreSettings
 
-RoomId = Annotated[str, Path(description="The room.")]
-AfterPosition = Annotated[
-    str | None,
-    Query(description="A position from the write API: wait (bounded) until the projection passed it."),
-]
+# seq is a 64-bit column: larger values are refused rather than overflow the driver.
+_MAX_SEQ = 2**63 - 1
 
 
 def create_app(
@@ -84,6 +83,10 @@ def create_app(
         reads: ReadStore = request.app.state.reads
         if await reads.wait_for(position, settings.position_wait_seconds):
             return None
+        ends = await _end_offsets(request.app.state.admin, kafka.events_topic)
+        if ends is not None and position.offset >= ends.get(position.partition, 0):
+            # Not lag: no write ever got this position.
+            raise InvalidCommand("after_position", "is beyond the end of the event log")
         return problem(
             503,
             "projection-behind",
@@ -93,7 +96,11 @@ def create_app(
             position=str(position),
         )
 
-    @app.get("/v1/rooms/{room_id}/messages/{message_id}", summary="One message", responses={404: {}, 503: {}})
+    @app.get(
+        "/v1/rooms/{room_id}/messages/{message_id}",
+        summary="One message",
+        responses=problem_responses(404, 422, 503),
+    )
     async def get_message(
         request: Request, room_id: RoomId, message_id: UUID, after_position: AfterPosition = None
     ) -> Response:
@@ -105,13 +112,17 @@ def create_app(
             return problem(404, "not-found", "No such message.", f"room {room_id}, message {message_id}")
         return OrjsonResponse(message)
 
-    @app.get("/v1/rooms/{room_id}/messages", summary="A room's messages in seq order", responses={503: {}})
+    @app.get(
+        "/v1/rooms/{room_id}/messages",
+        summary="A room's messages in seq order",
+        responses=problem_responses(422, 503),
+    )
     async def list_messages(
         request: Request,
         room_id: RoomId,
-        after_seq: Annotated[int | None, Query(ge=0)] = None,
-        before_seq: Annotated[int | None, Query(ge=1)] = None,
-        limit: Annotated[int | None, Query(ge=1)] = None,
+        after_seq: Annotated[int | None, Query(ge=0, le=_MAX_SEQ)] = None,
+        before_seq: Annotated[int | None, Query(ge=1, le=_MAX_SEQ)] = None,
+        limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
         after_position: AfterPosition = None,
     ) -> Response:
         check_identifier("room_id", room_id)
@@ -130,7 +141,11 @@ def create_app(
             following = f"/v1/rooms/{room_id}/messages?{urlencode({**cursor, 'limit': size})}"
         return OrjsonResponse({"items": items, "next": following})
 
-    @app.get("/v1/events/{event_id}", summary="The projection's outcome of one event", responses={503: {}})
+    @app.get(
+        "/v1/events/{event_id}",
+        summary="The projection's outcome of one event",
+        responses=problem_responses(404, 422, 503),
+    )
     async def get_event(request: Request, event_id: UUID, after_position: AfterPosition = None) -> Response:
         if (behind := await caught_up(request, after_position)) is not None:
             return behind

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import FastAPI, Header, Path, Request
+from fastapi import FastAPI, Header, Request
 from prometheus_client import CollectorRegistry, Histogram
 from starlette.responses import Response
 
@@ -27,7 +27,8 @@ from domain.model import check_identifier
 from merlin.http.errors import install_error_handlers
 from merlin.http.middleware import BodyLimit, HttpMetrics
 from merlin.http.operations import add_operations_routes
-from merlin.http.responses import OrjsonResponse
+from merlin.http.params import RoomId
+from merlin.http.responses import OrjsonResponse, problem_responses
 from merlin.producer import AsyncProducer
 from merlin.settings import KafkaSettings
 from write_api.appender import EventAppender, producer_config
@@ -37,7 +38,6 @@ from write_api.settings import WriteApiSettings
 _IF_MATCH = re.compile(r'(?:W/)?"?(\d{1,9})"?')
 _MAX_KEY = 255
 
-RoomId = Annotated[str, Path(description="The room, 1 to 128 of letters, digits and . _ : @ -")]
 IdempotencyKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", description="Retries with the same key make one message."),
@@ -116,7 +116,7 @@ def create_app(
         status_code=202,
         response_model=Accepted,
         summary="Post a message",
-        responses={400: {}, 413: {}, 422: {}, 503: {}},
+        responses=problem_responses(400, 413, 422, 503),
     )
     async def post_message(
         request: Request,
@@ -149,7 +149,7 @@ def create_app(
         status_code=202,
         response_model=UpdateAccepted,
         summary="Edit a message",
-        responses={400: {}, 413: {}, 422: {}, 503: {}},
+        responses=problem_responses(400, 413, 422, 503),
     )
     async def patch_message(
         request: Request,

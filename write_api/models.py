@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from domain.model import ID_PATTERN, MAX_BODY_CHARS, MAX_ID_CHARS, MAX_VERSION
+
+SenderId = Annotated[StrictStr, Field(pattern=ID_PATTERN, min_length=1, max_length=MAX_ID_CHARS)]
+Body = Annotated[StrictStr, Field(min_length=1, max_length=MAX_BODY_CHARS)]
 
 
 class CreateMessageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sender_id: StrictStr = Field(description="Who sends the message.", examples=["u1"])
-    body: StrictStr = Field(description="The text, 1 to 4000 characters, not only white space.")
+    sender_id: SenderId = Field(description="Who sends the message.", examples=["u1"])
+    body: Body = Field(description="The text, 1 to 4000 characters, not only white space.")
     message_id: UUID | None = Field(
         default=None,
         description="A client-chosen id: retries with the same id make one message.",
@@ -22,10 +28,10 @@ class CreateMessageRequest(BaseModel):
 class UpdateMessageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sender_id: StrictStr = Field(description="Must be the original sender.")
-    body: StrictStr = Field(description="The new text.")
+    sender_id: SenderId = Field(description="Must be the original sender.")
+    body: Body = Field(description="The new text.")
     expected_version: StrictInt | None = Field(
-        default=None, ge=1, description="Apply only if the message is at this version."
+        default=None, ge=1, le=MAX_VERSION, description="Apply only if the message is at this version."
     )
 
 

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.responses import Response
 
-from merlin.http.responses import OrjsonResponse, problem
+from merlin.http.responses import OrjsonResponse, problem, problem_responses
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
@@ -20,7 +20,9 @@ def add_operations_routes(app: FastAPI, registry: CollectorRegistry, readiness: 
     async def healthz() -> Response:
         return OrjsonResponse({"status": "ok"})
 
-    @app.get("/readyz", tags=["operations"], summary="Every dependency answers")
+    @app.get(
+        "/readyz", tags=["operations"], summary="Every dependency answers", responses=problem_responses(503)
+    )
     async def readyz() -> Response:
         checks = await readiness()
         if all(checks.values()):

@@ -33,3 +33,40 @@ def problem(
     return Response(
         orjson.dumps(body), status_code=status, headers=headers, media_type="application/problem+json"
     )
+
+
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        },
+    },
+}
+_DESCRIPTIONS = {
+    400: "Malformed request (e.g. not JSON)",
+    404: "Not found",
+    413: "Request body too large",
+    422: "A field is invalid; `errors` names it",
+    503: "Temporarily unable; retry after `Retry-After` seconds",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries saying that these statuses answer with problem+json."""
+    return {
+        status: {
+            "description": _DESCRIPTIONS.get(status, "Problem"),
+            "content": {"application/problem+json": {"schema": _PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from confluent_kafka import Producer
 
 from tests.integration.services import Services, free_port
 
@@ -145,8 +146,8 @@ async def test_operations_routes(write: httpx.AsyncClient, read: httpx.AsyncClie
         assert (await client.get("/readyz")).status_code == 200
     metrics = (await write.get("/metrics")).text
     assert (
-        'merlin_http_requests_total{method="POST",route="/v1/rooms/{room_id}/messages",service="write_api",status="202"} 1.0'
-        in metrics
+        'merlin_http_requests_total{method="POST",route="/v1/rooms/{room_id}/messages",'
+        'service="write_api",status="202"} 1.0' in metrics
     )
     assert "merlin_write_append_seconds_count 1.0" in metrics
     write_paths = (await write.get("/openapi.json")).json()["paths"]
@@ -160,15 +161,23 @@ async def test_operations_routes(write: httpx.AsyncClient, read: httpx.AsyncClie
     } <= set(read_paths)
 
 
-async def test_reads_that_wait_for_a_position_say_so_when_it_is_not_reached(read: httpx.AsyncClient) -> None:
-    # No forwarder runs in this test: nothing will reach the position.
-    response = await read.get(f"/v1/rooms/r1/messages/{uuid.uuid4()}", params={"after_position": "0-5"})
+async def test_reads_that_wait_for_a_position_say_so_when_it_is_not_reached(
+    read: httpx.AsyncClient, sqlite_services: Services
+) -> None:
+    producer = Producer(sqlite_services.kafka.client())
+    producer.produce(sqlite_services.kafka.events_topic, b"{}", partition=0)
+    assert producer.flush(10) == 0
+    # No forwarder runs in this test: nothing will project offset 0.
+    response = await read.get(f"/v1/rooms/r1/messages/{uuid.uuid4()}", params={"after_position": "0-0"})
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert response.json()["type"].endswith("/projection-behind")
     malformed = await read.get("/v1/rooms/r1/messages", params={"after_position": "yesterday"})
     assert malformed.status_code == 422
     assert field_of(malformed) == ["after_position"]
+    beyond = await read.get("/v1/rooms/r1/messages", params={"after_position": "0-1"})
+    assert beyond.status_code == 422
+    assert beyond.json()["detail"] == "after_position: is beyond the end of the event log"
 
 
 async def test_read_answers_for_unknown_things(read: httpx.AsyncClient) -> None:

@@ -102,6 +102,7 @@ def test_a_repeated_create_is_a_no_op_and_a_different_one_a_conflict() -> None:
         (CreateMessage(uuid.uuid4(), "r1", MESSAGE, "u1", " \n\t", T0), "body"),
         (CreateMessage(uuid.uuid4(), "r1", MESSAGE, "u1", "x" * (MAX_BODY_CHARS + 1), T0), "body"),
         (UpdateMessage(uuid.uuid4(), "r1", MESSAGE, "u1", "hi", T0, 0), "expected_version"),
+        (UpdateMessage(uuid.uuid4(), "r1", MESSAGE, "u1", "hi", T0, 2**31), "expected_version"),
     ],
 )
 def test_invalid_commands_name_their_field(command: CreateMessage | UpdateMessage, field: str) -> None:
