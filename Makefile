@@ -20,9 +20,9 @@ infra: setup
 	$(BIN)/merlin kafka start
 	$(BIN)/merlin postgres start
 
-run: infra
-	$(BIN)/merlin topics create
-	@echo "merlin: the broker and the database run; the services arrive with 'merlin dev'."
+# Local Kafka + topics + SQLite read store + write API, forwarder and read API.
+run: setup
+	$(BIN)/merlin dev
 
 lint: setup
 	$(BIN)/ruff check .
