@@ -1,0 +1,97 @@
+"""The backoff supervisor, driven by a fake clock: delays, reset, escalation, hooks."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from forwarder.supervisor import BackoffPolicy, BackoffSupervisor, Hooks, SupervisorGaveUp
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.time = 0.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.time += seconds
+
+
+class Child:
+    """Crashes ``crashes`` times (running ``runtime`` fake seconds each), then returns."""
+
+    def __init__(self, clock: FakeClock, crashes: int, runtime: float = 0.0) -> None:
+        self.clock, self.crashes, self.runtime, self.runs = clock, crashes, runtime, 0
+
+    async def __call__(self) -> None:
+        self.runs += 1
+        self.clock.time += self.runtime
+        if self.runs <= self.crashes:
+            raise RuntimeError(f"crash {self.runs}")
+
+
+async def test_delays_grow_exponentially_up_to_the_cap() -> None:
+    clock = FakeClock()
+    child = Child(clock, crashes=6)
+    policy = BackoffPolicy(min_backoff=1, max_backoff=8, random_factor=0, reset_after=100)
+    await BackoffSupervisor("c", child, policy, clock=clock).run()
+    assert clock.sleeps == [1, 2, 4, 8, 8, 8]
+    assert child.runs == 7
+
+
+async def test_the_random_factor_stretches_each_delay_within_its_bound() -> None:
+    clock = FakeClock()
+    policy = BackoffPolicy(min_backoff=1, max_backoff=100, random_factor=0.5, reset_after=100)
+    await BackoffSupervisor("c", Child(clock, crashes=5), policy, clock=clock, rng=random.Random(7)).run()
+    for n, delay in enumerate(clock.sleeps):
+        assert 2**n <= delay <= 2**n * 1.5
+    assert len({delay / 2**n for n, delay in enumerate(clock.sleeps)}) > 1
+
+
+async def test_a_healthy_period_starts_the_delays_afresh() -> None:
+    clock = FakeClock()
+    policy = BackoffPolicy(min_backoff=1, max_backoff=64, random_factor=0, reset_after=10)
+    await BackoffSupervisor("c", Child(clock, crashes=4, runtime=11), policy, clock=clock).run()
+    assert clock.sleeps == [1, 1, 1, 1]
+
+
+async def test_too_many_restarts_within_the_window_escalate() -> None:
+    clock = FakeClock()
+    failures: list[tuple[str, str, float]] = []
+    hooks = Hooks(on_failure=lambda name, exc, delay: failures.append((name, str(exc), delay)))
+    policy = BackoffPolicy(min_backoff=1, max_backoff=1, random_factor=0, max_restarts=3, within=60)
+    supervisor = BackoffSupervisor("projector", Child(clock, crashes=10), policy, hooks, clock)
+    with pytest.raises(SupervisorGaveUp, match="projector crashed 4 times within 60 s"):
+        await supervisor.run()
+    assert [message for _, message, _ in failures] == ["crash 1", "crash 2", "crash 3", "crash 4"]
+
+
+async def test_restarts_spread_out_beyond_the_window_never_escalate() -> None:
+    clock = FakeClock()
+    policy = BackoffPolicy(min_backoff=1, max_backoff=1, random_factor=0, max_restarts=2, within=5)
+    child = Child(clock, crashes=8, runtime=6)
+    await BackoffSupervisor("c", child, policy, clock=clock).run()
+    assert child.runs == 9
+
+
+async def test_hooks_see_every_start_stop_and_failure_and_cannot_break_it() -> None:
+    clock = FakeClock()
+    seen: list[str] = []
+
+    def start(name: str, restarts: int) -> None:
+        seen.append(f"start {name} {restarts}")
+        raise ValueError("a broken hook")
+
+    hooks = Hooks(
+        on_start=start,
+        on_stop=lambda name: seen.append(f"stop {name}"),
+        on_failure=lambda name, exc, delay: seen.append(f"fail {name} {exc} {delay:g}"),
+    )
+    policy = BackoffPolicy(min_backoff=2, random_factor=0)
+    await BackoffSupervisor("d", Child(clock, crashes=1), policy, hooks, clock).run()
+    assert seen == ["start d 0", "fail d crash 1 2", "start d 1", "stop d"]
