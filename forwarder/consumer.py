@@ -1,9 +1,11 @@
 """The events-topic consumer: confluent-kafka on one dedicated thread, positions owned by merlin.
 
 Every call into the consumer runs on the same single thread, so the event loop
-never blocks on it. On assignment, the consumer starts each partition right
-after the position the read store holds (not Kafka's committed offset), which
-is what makes the projection exactly once even with a fresh or restored store.
+never blocks on it. On assignment, each partition starts at the earlier of the
+group's committed offset (everything before it is delivered everywhere) and
+the read store's position + 1 (everything before it is projected), so nothing
+is skipped, whatever was lost. On revocation, the flow drops what it had in
+flight for those partitions and the consumer commits what was finished.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from forwarder.metrics import ForwarderMetrics
 from merlin.settings import ClientConfig
@@ -24,17 +26,25 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 PositionLoader = Callable[[], Coroutine[Any, Any, dict[int, int]]]
+# Told which partitions were revoked (and whether lost); answers the offsets safe to commit.
+RevokeHandler = Callable[[list[int], bool], Coroutine[Any, Any, dict[int, int]]]
 
 
 class EventConsumer:
     """Batches of records from the events topic, resumed from the read store's positions."""
 
     def __init__(
-        self, config: ClientConfig, topic: str, positions: PositionLoader, metrics: ForwarderMetrics
+        self,
+        config: ClientConfig,
+        topic: str,
+        positions: PositionLoader,
+        revoked: RevokeHandler,
+        metrics: ForwarderMetrics,
     ) -> None:
         self._config = config
         self._topic = topic
         self._positions = positions
+        self._revoked = revoked
         self._metrics = metrics
         self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
@@ -57,9 +67,12 @@ class EventConsumer:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Runs on the consumer thread inside consume(): ask the loop for the stored positions.
         stored = asyncio.run_coroutine_threadsafe(self._positions(), self._loop).result(timeout=60)
+        committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=30)}
         for partition in partitions:
-            known = stored.get(partition.partition)
-            partition.offset = OFFSET_BEGINNING if known is None or known < 0 else known + 1
+            projected = stored.get(partition.partition, -1) + 1
+            delivered = committed.get(partition.partition, -1)
+            start = projected if delivered < 0 else min(projected, delivered)
+            partition.offset = OFFSET_BEGINNING if start <= 0 else start
         consumer.assign(partitions)
         self._metrics.rebalances.labels("assigned").inc()
         self._metrics.assigned.set(len(partitions))
@@ -69,15 +82,38 @@ class EventConsumer:
             partitions={p.partition: p.offset for p in partitions},
         )
 
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels("revoked").inc()
         self._metrics.assigned.set(0)
-        log.info("partitions_revoked", topic=self._topic, partitions=[p.partition for p in partitions])
+        numbers = [p.partition for p in partitions]
+        finished = asyncio.run_coroutine_threadsafe(self._revoked(numbers, False), self._loop).result(60)
+        if finished:
+            offsets = [TopicPartition(self._topic, p, offset) for p, offset in finished.items()]
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:  # the next owner re-delivers from the older commit
+                log.warning("commit_on_revoke_failed", error=str(exc))
+        log.info("partitions_revoked", topic=self._topic, partitions=numbers, committed=finished)
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels("lost").inc()
         self._metrics.assigned.set(0)
-        log.warning("partitions_lost", topic=self._topic, partitions=[p.partition for p in partitions])
+        numbers = [p.partition for p in partitions]
+        # Lost partitions may already belong to another member: drop, never commit.
+        asyncio.run_coroutine_threadsafe(self._revoked(numbers, True), self._loop).result(60)
+        log.warning("partitions_lost", topic=self._topic, partitions=numbers)
+
+    async def pause(self, partitions: set[int]) -> None:
+        """Stop fetching ``partitions`` (the consumer keeps polling, so it stays in the group)."""
+        if self._consumer is not None and partitions:
+            consumer = self._consumer
+            await self._call(consumer.pause, [TopicPartition(self._topic, p) for p in partitions])
+
+    async def resume(self, partitions: set[int]) -> None:
+        """Fetch ``partitions`` again."""
+        if self._consumer is not None and partitions:
+            consumer = self._consumer
+            await self._call(consumer.resume, [TopicPartition(self._topic, p) for p in partitions])
 
     async def batch(self, max_records: int, timeout: float) -> list[Message]:
         """Up to ``max_records`` records, waiting at most ``timeout`` s for the first."""

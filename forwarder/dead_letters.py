@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import Message
 
+from forwarder.dispatcher import Job
 from merlin.producer import AsyncProducer
 
 
@@ -23,3 +24,15 @@ class DeadLetters:
             ("merlin.dlq.offset", str(record.offset()).encode()),
         ]
         await self.producer.send(self.topic, record.value(), key=record.key(), headers=headers)
+
+    async def send_failed_delivery(self, job: Job, endpoint: str, reason: str, document: bytes) -> None:
+        """Record a delivery that failed for good: the event, the endpoint, the attempts, the reason."""
+        headers = [
+            ("merlin.dlq.stage", b"delivery"),
+            ("merlin.dlq.reason", reason.encode()),
+            ("merlin.dlq.endpoint", endpoint.encode()),
+            ("merlin.dlq.partition", str(job.partition).encode()),
+            ("merlin.dlq.offset", str(job.offset).encode()),
+            ("event_id", job.event_id.encode()),
+        ]
+        await self.producer.send(self.topic, document, key=job.room_id.encode(), headers=headers)

@@ -46,6 +46,25 @@ class ForwarderMetrics:
             "Times the flow crashed and was restarted",
             registry=self.registry,
         )
+        self.stage_restarts = Counter(
+            "merlin_forwarder_stage_restarts", "Stages restarted by their supervisor", ["stage"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.paused = Gauge(
+            "merlin_forwarder_paused_partitions", "Partitions paused by back-pressure", registry=self.registry
+        )
+        self.deliveries = Counter(
+            "merlin_deliveries", "Events finished per endpoint, by outcome", ["endpoint", "outcome"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.delivery_seconds = Histogram(
+            "merlin_delivery_seconds", "Time to deliver one event, retries included", ["endpoint"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )  # fmt: skip
+        self.buffered = Gauge(
+            "merlin_delivery_buffered", "Events waiting for an endpoint", ["endpoint"], registry=self.registry
+        )
         self.assigned = Gauge(
             "merlin_forwarder_assigned_partitions", "Partitions this worker owns", registry=self.registry
         )

@@ -49,7 +49,8 @@ class Snapshot:
     positions: dict[int, int] = field(default_factory=dict)  # partition -> last applied offset
     messages: dict[MessageKey, ProjectedMessage] = field(default_factory=dict)
     last_seq: dict[str, int] = field(default_factory=dict)
-    seen_event_ids: set[UUID] = field(default_factory=set)
+    # event id -> True when the projection applied it (not a duplicate), False otherwise
+    seen_event_ids: dict[UUID, bool] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -62,6 +63,8 @@ class Changes:
     outcomes: list[Outcome] = field(default_factory=list)
     positions: dict[int, int] = field(default_factory=dict)
     replayed: int = 0  # records at or before a stored position, or events already seen
+    # Records whose event the projection applied, now or in an earlier run: what goes downstream.
+    deliverable: list[Record] = field(default_factory=list)
 
 
 def keys_of(records: Sequence[Record]) -> tuple[set[MessageKey], set[str], set[UUID], set[int]]:
@@ -81,10 +84,12 @@ def project(records: Sequence[Record], snapshot: Snapshot) -> Changes:
     positions = dict(snapshot.positions)
     messages = dict(snapshot.messages)
     last_seq = dict(snapshot.last_seq)
-    seen = set(snapshot.seen_event_ids)
+    seen = dict(snapshot.seen_event_ids)
     for record in records:
         if record.offset <= positions.get(record.partition, -1):
             changes.replayed += 1
+            if record.event is not None and seen.get(record.event.event_id, False):
+                changes.deliverable.append(record)
             continue
         positions[record.partition] = record.offset
         changes.positions[record.partition] = record.offset
@@ -94,7 +99,7 @@ def project(records: Sequence[Record], snapshot: Snapshot) -> Changes:
         if event.event_id in seen:
             changes.replayed += 1
             continue
-        seen.add(event.event_id)
+        seen[event.event_id] = False
         key = (event.room_id, event.message_id)
         current = messages.get(key)
         state = current.message if current is not None else None
@@ -120,6 +125,8 @@ def project(records: Sequence[Record], snapshot: Snapshot) -> Changes:
         else:
             seq = current.seq
         messages[key] = changes.messages[key] = ProjectedMessage(updated, seq)
+        seen[event.event_id] = True
+        changes.deliverable.append(record)
         changes.outcomes.append(
             Outcome(event, record.partition, record.offset, "applied", version=updated.version)
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,5 +21,15 @@ class ForwarderSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9102, ge=0, le=65535)
     migrate_on_start: bool = False
+    # Downstream endpoints (TOML or YAML); none when unset.
+    endpoints_file: Path | None = Field(
+        default=None, validation_alias=AliasChoices("MERLIN_ENDPOINTS_FILE", "endpoints_file")
+    )
+    # The supervisors of the flow and of each stage.
     restart_min_backoff: float = Field(default=0.5, gt=0)
     restart_max_backoff: float = Field(default=30.0, gt=0)
+    restart_random_factor: float = Field(default=0.2, ge=0)
+    restart_reset_after: float = Field(default=30.0, gt=0)
+    # More flow restarts than this within restart_window seconds: exit non-zero for the process manager.
+    max_restarts: int | None = Field(default=None, ge=0)
+    restart_window: float = Field(default=60.0, gt=0)

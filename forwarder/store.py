@@ -87,11 +87,13 @@ class ProjectionStore:
             snapshot.last_seq = {row.room_id: row.last_seq for row in rows}
         if event_ids:
             rows = await connection.execute(
-                select(event_outcomes.c.event_id).where(
+                select(event_outcomes.c.event_id, event_outcomes.c.status, event_outcomes.c.code).where(
                     event_outcomes.c.event_id.in_([str(event_id) for event_id in event_ids])
                 )
             )
-            snapshot.seen_event_ids = {UUID(row.event_id) for row in rows}
+            snapshot.seen_event_ids = {
+                UUID(row.event_id): row.status == "applied" and row.code != "duplicate" for row in rows
+            }
         return snapshot
 
     async def _write(self, connection: AsyncConnection, changes: Changes) -> None:

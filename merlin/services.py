@@ -10,6 +10,7 @@ import uvicorn
 from prometheus_client import start_http_server
 
 from forwarder.settings import ForwarderSettings
+from forwarder.supervisor import SupervisorGaveUp
 from forwarder.worker import Forwarder
 from merlin.logs import configure_logging
 from merlin.settings import KafkaSettings
@@ -60,8 +61,12 @@ def run_forwarder() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        log.info("forwarder_starting", group=settings.group_id)
+        log.info("forwarder_starting", group=settings.group_id, endpoints=len(forwarder.endpoints))
         await forwarder.run(stop)
         log.info("forwarder_stopped")
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except SupervisorGaveUp as exc:
+        log.critical("forwarder_gave_up", reason=str(exc))
+        raise SystemExit(1) from exc

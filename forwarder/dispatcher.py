@@ -1,0 +1,182 @@
+"""One endpoint's dispatcher: ordered per room, concurrent across rooms, rooms served round-robin.
+
+Each room has a FIFO of jobs; at most one job per room is in flight, so event
+n+1 of a room is not sent before event n succeeded or was dead-lettered. Rooms
+with work wait in a round-robin line, so a busy room goes to the back after
+each event and cannot starve quiet ones. The queues outlive the worker: when
+the supervisor restarts a crashed worker, it carries on where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from forwarder.delivery import Attempt, Deliverer, DeliveryFailed
+from forwarder.endpoints import Endpoint
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    partition: int
+    offset: int
+    room_id: str
+    event_id: str
+    body: bytes  # the event envelope exactly as it is in the log
+    generation: int  # the assignment it belongs to; stale after a rebalance
+
+
+Finished = Callable[[Job], None]
+DeadLetter = Callable[[Job, Endpoint, str, list[Attempt]], Awaitable[None]]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        deliverer: Deliverer,
+        finished: Finished,
+        dead_letter: DeadLetter,
+        on_delivered: Callable[[str, float], None] = lambda _outcome, _seconds: None,
+    ) -> None:
+        self.deliverer = deliverer
+        self.endpoint = deliverer.endpoint
+        self._finished = finished
+        self._dead_letter = dead_letter
+        self._on_delivered = on_delivered
+        self._rooms: dict[str, deque[Job]] = {}
+        self._line: deque[str] = deque()  # rooms with work and nothing in flight, in turn order
+        self._busy: dict[str, asyncio.Task[None]] = {}
+        self._blocked: set[str] = set()
+        self._per_partition: Counter[int] = Counter()
+        self._wakeup = asyncio.Event()
+        self.size = 0
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` behind the room's earlier events."""
+        queue = self._rooms.setdefault(job.room_id, deque())
+        queue.append(job)
+        self.size += 1
+        self._per_partition[job.partition] += 1
+        if len(queue) == 1 and job.room_id not in self._busy and job.room_id not in self._blocked:
+            self._line.append(job.room_id)
+        self._wakeup.set()
+
+    def full(self) -> bool:
+        return self.size >= self.endpoint.buffer
+
+    def drained(self) -> bool:
+        return self.size <= self.endpoint.buffer // 2
+
+    def feeding_partitions(self) -> set[int]:
+        """Partitions with events waiting here."""
+        return {partition for partition, count in self._per_partition.items() if count > 0}
+
+    def blocked_rooms(self) -> set[str]:
+        return set(self._blocked)
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget queued and in-flight jobs of ``partitions`` (revoked in a rebalance)."""
+        for room, queue in list(self._rooms.items()):
+            kept = deque(job for job in queue if job.partition not in partitions)
+            removed = len(queue) - len(kept)
+            if not removed:
+                continue
+            head_dropped = queue[0].partition in partitions
+            for job in queue:
+                if job.partition in partitions:
+                    self._per_partition[job.partition] -= 1
+            self.size -= removed
+            if head_dropped and room in self._busy:
+                self._busy.pop(room).cancel()
+            self._blocked.discard(room)
+            if kept:
+                self._rooms[room] = kept
+            else:
+                del self._rooms[room]
+        self._line = deque(room for room in dict.fromkeys(self._line) if room in self._rooms)
+        for room in self._rooms:
+            if room not in self._busy and room not in self._line and room not in self._blocked:
+                self._line.append(room)
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled; a crash leaves the queues for the next run."""
+        # A previous run's in-flight jobs were cancelled with it: their rooms take their turn again.
+        for room, task in list(self._busy.items()):
+            task.cancel()
+            del self._busy[room]
+            if room in self._rooms and room not in self._blocked:
+                self._line.appendleft(room)
+        failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            while True:
+                while self._line and len(self._busy) < self.endpoint.max_in_flight:
+                    room = self._line.popleft()
+                    job = self._rooms[room][0]
+                    task = asyncio.create_task(self._deliver(job))
+                    task.add_done_callback(lambda done: _report(done, failure))
+                    self._busy[room] = task
+                self._wakeup.clear()
+                waiter: asyncio.Future[Any] = asyncio.ensure_future(self._wakeup.wait())
+                await asyncio.wait({waiter, failure}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if failure.done():
+                    failure.result()
+        finally:
+            for task in self._busy.values():
+                task.cancel()
+
+    async def _deliver(self, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await self.deliverer.deliver(job.event_id, job.body)
+            self._on_delivered("delivered", loop.time() - started)
+        except DeliveryFailed as failed:
+            if self.endpoint.on_failure == "block":
+                self._blocked.add(job.room_id)
+                self._busy.pop(job.room_id, None)
+                self._on_delivered("blocked", loop.time() - started)
+                log.error(
+                    "room_blocked", endpoint=self.endpoint.name, room=job.room_id,
+                    event_id=job.event_id, reason=failed.reason,
+                )  # fmt: skip
+                return
+            await self._dead_letter(job, self.endpoint, failed.reason, failed.attempts)
+            self._on_delivered("dead_lettered", loop.time() - started)
+            log.warning(
+                "delivery_dead_lettered", endpoint=self.endpoint.name, room=job.room_id,
+                event_id=job.event_id, reason=failed.reason,
+            )  # fmt: skip
+        self._complete(job)
+
+    def _complete(self, job: Job) -> None:
+        self._busy.pop(job.room_id, None)
+        queue = self._rooms.get(job.room_id)
+        if not queue or queue[0] is not job:
+            return  # dropped by a rebalance meanwhile
+        queue.popleft()
+        self.size -= 1
+        self._per_partition[job.partition] -= 1
+        if queue:
+            self._line.append(job.room_id)
+        else:
+            del self._rooms[job.room_id]
+        self._finished(job)
+        self._wakeup.set()
+
+
+def _report(task: asyncio.Task[None], failure: asyncio.Future[None]) -> None:
+    """Surface a delivery task's unexpected crash to the worker (so its supervisor sees it)."""
+    if task.cancelled() or failure.done():
+        return
+    exc = task.exception()
+    if exc is not None:
+        failure.set_exception(exc)

@@ -1,0 +1,86 @@
+"""Downstream endpoints, from a TOML or YAML file (``MERLIN_ENDPOINTS_FILE``).
+
+```toml
+[[endpoints]]
+name = "search-indexer"
+url = "http://127.0.0.1:9000/hooks/messages"
+event_types = ["MessageCreated", "MessageUpdated"]
+timeout = 5.0
+max_in_flight = 64
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+on_failure = "dead-letter"      # or "block": the room waits for an operator
+[endpoints.retry]
+max_attempts = 8
+max_elapsed = 120.0
+base = 0.2
+cap = 30.0
+```
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+from standardwebhooks import Webhook
+
+from domain.envelope import EVENT_TYPES
+from merlin.errors import InfrastructureError
+
+
+class RetryPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int | None = Field(default=10, ge=1)
+    max_elapsed: float | None = Field(default=300.0, gt=0)
+    base: float = Field(default=0.2, gt=0)
+    cap: float = Field(default=30.0, gt=0)
+
+
+class Endpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    url: HttpUrl
+    event_types: frozenset[Literal["MessageCreated", "MessageUpdated"]] = frozenset(EVENT_TYPES)
+    timeout: float = Field(default=5.0, gt=0)
+    retry: RetryPolicy = RetryPolicy()
+    max_in_flight: int = Field(default=32, ge=1, le=10_000)
+    # Events buffered for this endpoint before its partitions are paused.
+    buffer: int = Field(default=20_000, ge=1)
+    secret: str = Field(min_length=8, description="Standard Webhooks secret, e.g. whsec_<base64>")
+    on_failure: Literal["dead-letter", "block"] = "dead-letter"
+
+    @field_validator("secret")
+    @classmethod
+    def _usable_secret(cls, secret: str) -> str:
+        try:
+            Webhook(secret)
+        except Exception as exc:  # the library raises plain errors for bad base64
+            raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64") from exc
+        return secret
+
+
+class EndpointsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoints: list[Endpoint] = []
+
+
+def load_endpoints(path: Path | None) -> list[Endpoint]:
+    """The endpoints in ``path`` (TOML or YAML), or none without a file."""
+    if path is None:
+        return []
+    try:
+        text = path.read_text()
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        endpoints = EndpointsFile.model_validate(raw or {}).endpoints
+    except (OSError, tomllib.TOMLDecodeError, yaml.YAMLError, ValidationError) as exc:
+        raise InfrastructureError(f"endpoints file {path}: {exc}") from exc
+    names = [endpoint.name for endpoint in endpoints]
+    if len(set(names)) != len(names):
+        raise InfrastructureError(f"endpoints file {path}: endpoint names must be unique")
+    return endpoints

@@ -1,0 +1,255 @@
+"""The forwarder's flow: consume → project → deliver → commit, each stage supervised.
+
+- The consumer stage polls without pause, so the worker never leaves the group;
+  back-pressure pauses the partitions that feed a full endpoint buffer (or the
+  projector's queue) and resumes them once drained.
+- The projector stage applies each batch in one transaction, then hands the
+  events it applied to every endpoint that wants them.
+- One dispatcher per endpoint delivers them, ordered per room.
+- Offsets are committed only up to the last record that is projected and
+  finished for every endpoint, in arrival order.
+- On a rebalance, everything in flight for the revoked partitions is dropped,
+  what was finished is committed, and the new assignment starts again from
+  the committed positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import structlog
+from confluent_kafka import KafkaException, Message
+
+from domain import MalformedEvent, decode, event_type
+from forwarder.consumer import EventConsumer
+from forwarder.dead_letters import DeadLetters
+from forwarder.delivery import Attempt, Deliverer
+from forwarder.dispatcher import Dispatcher, Job
+from forwarder.endpoints import Endpoint
+from forwarder.metrics import ForwarderMetrics
+from forwarder.projection import Record
+from forwarder.settings import ForwarderSettings
+from forwarder.store import ProjectionStore
+from forwarder.supervisor import BackoffPolicy, BackoffSupervisor, Hooks
+from forwarder.tracker import OffsetTracker
+from merlin.settings import ClientConfig
+
+log = structlog.get_logger()
+
+_PROJECTOR_QUEUE = 4  # batches waiting for the projector before the partitions pause
+
+
+class Flow:
+    """One run of the whole flow; the worker's supervisor starts a new one if it crashes."""
+
+    def __init__(
+        self,
+        settings: ForwarderSettings,
+        consumer_config: ClientConfig,
+        topic: str,
+        store: ProjectionStore,
+        dead_letters: DeadLetters,
+        deliverers: list[Deliverer],
+        metrics: ForwarderMetrics,
+        stage_policy: BackoffPolicy,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self.stage_policy = stage_policy
+        self.tracker = OffsetTracker()
+        self.generation = 0
+        self.paused: set[int] = set()
+        self._batches: deque[tuple[int, list[Message]]] = deque()
+        self._batch_ready = asyncio.Event()
+        self._idle = asyncio.Event()  # set while the projector has nothing to do
+        self._idle.set()
+        self.consumer = EventConsumer(consumer_config, topic, store.load_positions, self._revoked, metrics)
+        self.dispatchers = {
+            deliverer.endpoint.name: Dispatcher(
+                deliverer, self._finished, self._dead_letter, self._delivered(deliverer.endpoint.name)
+            )
+            for deliverer in deliverers
+        }
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run the stages until ``stop`` is set or one of them gives up."""
+        await self.consumer.start()
+        log.info("flow_started", group=self.settings.group_id)
+        try:
+            async with asyncio.TaskGroup() as stages:
+                stages.create_task(self._supervise("projector", self._project_forever))
+                for name, dispatcher in self.dispatchers.items():
+                    stages.create_task(self._supervise(f"dispatcher:{name}", dispatcher.run))
+                consuming = stages.create_task(self._consume(stop))
+                await consuming
+                await self._finish_projecting()
+                raise _Stopped
+        except* _Stopped:
+            pass
+        finally:
+            await self.consumer.commit(self.tracker.committable())
+            await self.consumer.close()
+            log.info("flow_stopped")
+
+    async def _finish_projecting(self, grace: float = 10.0) -> None:
+        """On stop, let the batches already consumed reach the store (bounded), so nothing is half-done."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+
+    async def _supervise(self, name: str, child: Any) -> None:
+        hooks = Hooks(
+            on_start=lambda stage, restarts: log.info("stage_started", stage=stage, restarts=restarts),
+            on_stop=lambda stage: log.info("stage_stopped", stage=stage),
+            on_failure=self._stage_failed,
+        )
+        await BackoffSupervisor(name, child, self.stage_policy, hooks).run()
+
+    def _stage_failed(self, stage: str, exc: BaseException, delay: float) -> None:
+        self.metrics.stage_restarts.labels(stage).inc()
+        log.error("stage_crashed", stage=stage, restart_in=round(delay, 3), error=repr(exc))
+
+    # -- consumer stage -------------------------------------------------------------------------
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._apply_back_pressure()
+            batch = await self.consumer.batch(self.settings.batch_max, self.settings.poll_timeout)
+            if batch:
+                self.metrics.records.inc(len(batch))
+                self._batches.append((self.generation, batch))
+                self._idle.clear()
+                self._batch_ready.set()
+            await self.consumer.commit(self.tracker.committable())
+
+    async def _apply_back_pressure(self) -> None:
+        wanted: set[int] = set()
+        if len(self._batches) >= _PROJECTOR_QUEUE:
+            wanted |= {message.partition() or 0 for _, batch in self._batches for message in batch}
+        for dispatcher in self.dispatchers.values():
+            if dispatcher.full() or (
+                dispatcher.feeding_partitions() & self.paused and not dispatcher.drained()
+            ):
+                wanted |= dispatcher.feeding_partitions()
+        if wanted - self.paused:
+            await self.consumer.pause(wanted - self.paused)
+            log.info("partitions_paused", partitions=sorted(wanted - self.paused))
+        if self.paused - wanted:
+            await self.consumer.resume(self.paused - wanted)
+            log.info("partitions_resumed", partitions=sorted(self.paused - wanted))
+        self.paused = wanted
+        self.metrics.paused.set(len(wanted))
+
+    async def _revoked(self, partitions: list[int], lost: bool) -> dict[int, int]:
+        """Drop everything in flight for ``partitions``; the finished offsets to commit."""
+        self.generation += 1
+        gone = set(partitions)
+        finished = {p: o for p, o in self.tracker.committable().items() if p in gone}
+        self._batches.clear()
+        self._idle.set()
+        for dispatcher in self.dispatchers.values():
+            dispatcher.drop(gone)
+        self.tracker.forget(partitions)
+        self.paused -= gone
+        log.info("flow_reset", partitions=partitions, lost=lost, generation=self.generation)
+        return {} if lost else finished
+
+    # -- projector stage ------------------------------------------------------------------------
+
+    async def _project_forever(self) -> None:
+        while True:
+            while not self._batches:
+                self._idle.set()
+                self._batch_ready.clear()
+                await self._batch_ready.wait()
+            generation, batch = self._batches[0]
+            await self._project(generation, batch)
+            if self._batches and self._batches[0][1] is batch:
+                self._batches.popleft()
+
+    async def _project(self, generation: int, batch: list[Message]) -> None:
+        records: list[Record] = []
+        bodies: dict[tuple[int, int], bytes] = {}
+        for message in batch:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("consume_error", error=error.str())
+                continue
+            partition, offset = message.partition() or 0, message.offset() or 0
+            value = message.value()
+            try:
+                event = decode(value)
+            except MalformedEvent as exc:
+                await self.dead_letters.send(message, "decode", str(exc))
+                self.metrics.dead_letters.labels("decode").inc()
+                log.warning("poison_record", partition=partition, offset=offset, reason=str(exc))
+                event = None
+            records.append(Record(partition, offset, event))
+            bodies[(partition, offset)] = value or b""
+        self.metrics.batch_size.observe(len(records))
+        with self.metrics.batch_seconds.time():
+            changes = await self.store.apply(records)
+        self.metrics.replayed.inc(changes.replayed)
+        for outcome in changes.outcomes:
+            self.metrics.outcomes.labels(outcome.status).inc()
+        if generation != self.generation:
+            return  # revoked while projecting: the new owner delivers these
+        deliverable = {(r.partition, r.offset): r for r in changes.deliverable}
+        for record in records:
+            wanting = [
+                dispatcher
+                for dispatcher in self.dispatchers.values()
+                if (key := (record.partition, record.offset)) in deliverable
+                and record.event is not None
+                and event_type(record.event) in dispatcher.endpoint.event_types
+            ]
+            self.tracker.add(record.partition, record.offset, len(wanting))
+            for dispatcher in wanting:
+                assert record.event is not None
+                dispatcher.submit(
+                    Job(
+                        record.partition, record.offset, record.event.room_id,
+                        str(record.event.event_id), bodies[key], generation,
+                    )
+                )  # fmt: skip
+
+    def _finished(self, job: Job) -> None:
+        if job.generation == self.generation:
+            self.tracker.done(job.partition, job.offset)
+
+    async def _dead_letter(self, job: Job, endpoint: Endpoint, reason: str, attempts: list[Attempt]) -> None:
+        document = dead_letter_document(job, endpoint.name, str(endpoint.url), reason, attempts)
+        await self.dead_letters.send_failed_delivery(job, endpoint.name, reason, document)
+        self.metrics.dead_letters.labels("delivery").inc()
+
+    def _delivered(self, endpoint: str) -> Callable[[str, float], None]:
+        def observe(outcome: str, seconds: float) -> None:
+            self.metrics.deliveries.labels(endpoint, outcome).inc()
+            self.metrics.delivery_seconds.labels(endpoint).observe(seconds)
+            self.metrics.buffered.labels(endpoint).set(self.dispatchers[endpoint].size)
+
+        return observe
+
+
+class _Stopped(Exception):
+    """The consumer stage was asked to stop: wind the other stages down."""
+
+
+def dead_letter_document(job: Job, endpoint: str, url: str, reason: str, attempts: list[Attempt]) -> bytes:
+    """The dead-letter record of a delivery that failed for good."""
+    return orjson.dumps(
+        {
+            "event": orjson.Fragment(job.body),
+            "endpoint": {"name": endpoint, "url": url},
+            "reason": reason,
+            "attempts": [attempt.as_dict() for attempt in attempts],
+        }
+    )
