@@ -4,8 +4,10 @@ Every call into the consumer runs on the same single thread, so the event loop
 never blocks on it. On assignment, each partition starts at the earlier of the
 group's committed offset (everything before it is delivered everywhere) and
 the read store's position + 1 (everything before it is projected), so nothing
-is skipped, whatever was lost. On revocation, the flow drops what it had in
-flight for those partitions and the consumer commits what was finished.
+is skipped, whatever was lost. A group that never committed, in a worker
+with endpoints, starts at the beginning: no delivery was ever confirmed. On
+revocation, the flow drops what it had in flight for those partitions and the
+consumer commits what was finished.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ class EventConsumer:
         positions: PositionLoader,
         revoked: RevokeHandler,
         metrics: ForwarderMetrics,
+        delivers: bool = False,
     ) -> None:
+        self._delivers = delivers
         self._config = config
         self._topic = topic
         self._positions = positions
@@ -71,7 +75,9 @@ class EventConsumer:
         for partition in partitions:
             projected = stored.get(partition.partition, -1) + 1
             delivered = committed.get(partition.partition, -1)
-            start = projected if delivered < 0 else min(projected, delivered)
+            # Without a commit, no delivery was ever confirmed in this group: deliver from the start.
+            never = 0 if self._delivers else projected
+            start = min(projected, delivered) if delivered >= 0 else never
             partition.offset = OFFSET_BEGINNING if start <= 0 else start
         consumer.assign(partitions)
         self._metrics.rebalances.labels("assigned").inc()

@@ -19,6 +19,7 @@ cap = 30.0
 
 from __future__ import annotations
 
+import base64
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -58,9 +59,12 @@ class Endpoint(BaseModel):
     @classmethod
     def _usable_secret(cls, secret: str) -> str:
         try:
-            Webhook(secret)
-        except Exception as exc:  # the library raises plain errors for bad base64
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except ValueError as exc:
             raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64") from exc
+        if len(key) < 16:
+            raise ValueError("must be a Standard Webhooks secret of at least 16 bytes")
+        Webhook(secret)
         return secret
 
 

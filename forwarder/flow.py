@@ -70,7 +70,9 @@ class Flow:
         self._batch_ready = asyncio.Event()
         self._idle = asyncio.Event()  # set while the projector has nothing to do
         self._idle.set()
-        self.consumer = EventConsumer(consumer_config, topic, store.load_positions, self._revoked, metrics)
+        self.consumer = EventConsumer(
+            consumer_config, topic, store.load_positions, self._revoked, metrics, delivers=bool(deliverers)
+        )
         self.dispatchers = {
             deliverer.endpoint.name: Dispatcher(
                 deliverer, self._finished, self._dead_letter, self._delivered(deliverer.endpoint.name)

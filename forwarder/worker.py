@@ -54,6 +54,7 @@ class Forwarder:
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": self.settings.session_timeout_ms,
+                "heartbeat.interval.ms": max(100, self.settings.session_timeout_ms // 3),
                 "max.poll.interval.ms": self.settings.max_poll_interval_ms,
                 "fetch.wait.max.ms": 10,
             }

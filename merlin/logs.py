@@ -48,3 +48,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # One line per HTTP call or retry is noise at INFO; merlin logs outcomes itself.
+    for chatty in ("httpx", "httpcore", "backoff"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -1,0 +1,287 @@
+"""Downstream delivery on the real broker, to a real HTTP server that misbehaves on request."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from domain import MessageCreated, encode, headers
+from merlin.position import Position
+from read_api.database import create_engine
+from read_api.queries import ReadStore
+from tests.downstream import Downstream, ServerThread
+from tests.integration.services import Service, Services, eventually, free_port
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@pytest.fixture
+def downstream() -> Iterator[tuple[Downstream, str]]:
+    server = Downstream()
+    with ServerThread(server, free_port()) as running:
+        yield server, running.url
+
+
+def endpoints_file(tmp_path: Path, url: str, **options: Any) -> dict[str, str]:
+    """An endpoints file with one endpoint, ``hook``; the env that points a forwarder at it."""
+    retry = options.pop("retry", {"base": 0.05, "cap": 1.0, "max_attempts": 1000, "max_elapsed": 120.0})
+    lines = [
+        "[[endpoints]]",
+        'name = "hook"',
+        f'url = "{url}/hooks/hook"',
+        f'secret = "{SECRET}"',
+        *(f"{key} = {orjson.dumps(value).decode()}" for key, value in options.items()),
+        "[endpoints.retry]",
+        *(f"{key} = {value}" for key, value in retry.items()),
+    ]
+    path = tmp_path / "endpoints.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return {"MERLIN_ENDPOINTS_FILE": str(path)}
+
+
+async def received(url: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient() as client:
+        answer: list[dict[str, Any]] = (await client.get(f"{url}/_received/hook")).json()
+        return answer
+
+
+async def control(url: str, **spec: Any) -> None:
+    async with httpx.AsyncClient() as client:
+        assert (await client.post(f"{url}/_control/hook", json=spec)).status_code == 204
+
+
+async def write_messages(api: Service, rooms: list[str], per_room: int) -> dict[str, list[str]]:
+    """Post ``per_room`` messages to each room, rooms concurrently; event ids per room, acknowledged order."""
+    sent: dict[str, list[str]] = defaultdict(list)
+
+    async def room_writer(room: str) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            for n in range(per_room):
+                response = await client.post(
+                    f"{api.url}/v1/rooms/{room}/messages", json={"sender_id": "u1", "body": f"{room} #{n}"}
+                )
+                assert response.status_code == 202, response.text
+                sent[room].append(response.json()["event_id"])
+
+    await asyncio.gather(*(room_writer(room) for room in rooms))
+    return sent
+
+
+def first_successes(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per room, event ids in the order of their first 2xx delivery."""
+    seen: set[str] = set()
+    order: dict[str, list[str]] = defaultdict(list)
+    for record in records:
+        event = record["body"]
+        if record["answer"] == 200 and event["event_id"] not in seen:
+            seen.add(event["event_id"])
+            order[event["room_id"]].append(event["event_id"])
+    return order
+
+
+async def all_delivered(
+    url: str, expected: dict[str, list[str]], timeout: float = 60
+) -> list[dict[str, Any]]:
+    wanted = {event_id for ids in expected.values() for event_id in ids}
+
+    async def done() -> list[dict[str, Any]] | None:
+        records = await received(url)
+        delivered = {r["body"]["event_id"] for r in records if r["answer"] == 200}
+        return records if wanted <= delivered else None
+
+    return await eventually(done, timeout, "every event delivered")
+
+
+async def test_a_downstream_failing_for_10_s_gets_everything_in_order_once_it_recovers(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    _, url = downstream
+    await control(url, mode="fail", status=503, seconds=10, secret=SECRET)
+    write = await sqlite_services.write_api()
+    sqlite_services.forwarder(**endpoints_file(tmp_path, url))
+    sent = await write_messages(write, [f"room-{n}" for n in range(5)], 10)
+    records = await all_delivered(url, sent, timeout=90)
+    assert first_successes(records) == sent
+    attempts: dict[str, set[str | None]] = defaultdict(set)
+    for record in records:
+        attempts[record["body"]["event_id"]].add(record["idempotency_key"])
+    assert all(keys == {event_id} for event_id, keys in attempts.items())
+    assert sum(1 for r in records if r["answer"] == 503) >= 5, "the outage was real"
+    assert all(r["verified"] for r in records)
+
+
+async def test_a_hanging_downstream_times_out_and_the_worker_stays_in_the_group(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    _, url = downstream
+    await control(url, mode="hang", seconds=6)
+    write = await sqlite_services.write_api()
+    forwarder = sqlite_services.forwarder(
+        **endpoints_file(tmp_path, url, timeout=0.5), MERLIN_FORWARDER_MAX_POLL_INTERVAL_MS="3000"
+    )
+    sent = await write_messages(write, ["r1", "r2"], 5)
+    records = await all_delivered(url, sent, timeout=60)
+    assert first_successes(records) == sent
+    assert any(r["answer"] == "hang" for r in records)
+    log = forwarder.output()
+    assert log.count('"partitions_assigned"') == 1, log
+    assert "partitions_revoked" not in log
+    assert "partitions_lost" not in log
+    assert "crashed" not in log
+
+
+async def test_a_permanent_400_is_dead_lettered_and_the_room_goes_on(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    _, url = downstream
+    await control(url, mode="refuse", match="refuse me", status=400)
+    write = await sqlite_services.write_api()
+    sqlite_services.forwarder(**endpoints_file(tmp_path, url))
+    event_ids = []
+    async with httpx.AsyncClient(timeout=30) as client:
+        for body in ("first", "refuse me", "third"):
+            response = await client.post(
+                f"{write.url}/v1/rooms/r1/messages", json={"sender_id": "u1", "body": body}
+            )
+            event_ids.append(response.json()["event_id"])
+    records = await all_delivered(url, {"r1": [event_ids[0], event_ids[2]]})
+    assert first_successes(records) == {"r1": [event_ids[0], event_ids[2]]}
+    refused = [r for r in records if r["body"]["event_id"] == event_ids[1]]
+    assert [r["answer"] for r in refused] == [400]
+
+    kafka = sqlite_services.kafka
+    consumer = Consumer(kafka.client({"group.id": f"dlq-{uuid.uuid4()}", "auto.offset.reset": "earliest"}))
+    consumer.subscribe([kafka.dead_letter_topic])
+
+    async def dead_letter() -> dict[str, Any] | None:
+        for message in await asyncio.to_thread(consumer.consume, 10, 0.5):
+            if dict(message.headers() or []).get("merlin.dlq.stage") == b"delivery":
+                document: dict[str, Any] = orjson.loads(message.value() or b"")
+                return document
+        return None
+
+    document = await eventually(dead_letter, 30, "the failed delivery on the dead-letter topic")
+    consumer.close()
+    assert document["event"]["event_id"] == event_ids[1]
+    assert document["endpoint"]["name"] == "hook"
+    assert document["reason"] == "refused with 400"
+    assert [a["status"] for a in document["attempts"]] == [400]
+
+
+async def test_quiet_rooms_are_not_starved_by_a_hot_room(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    _, url = downstream
+    kafka = sqlite_services.kafka
+    producer = Producer(kafka.client({"acks": "all", "linger.ms": 20}))
+    quiet: set[str] = set()
+    hot: set[str] = set()
+
+    def produce(room: str, n: int, into: set[str]) -> None:
+        event = MessageCreated(uuid.uuid4(), room, uuid.uuid4(), "u1", f"{room} #{n}", datetime.now(UTC))
+        into.add(str(event.event_id))
+        producer.produce(kafka.events_topic, encode(event), key=room.encode(), headers=list(headers(event)))
+
+    for n in range(10_000):
+        produce("hot", n, hot)
+        producer.poll(0)
+    for n in range(10):
+        for q in range(99):
+            produce(f"quiet-{q}", n, quiet)
+    assert producer.flush(60) == 0
+    sqlite_services.forwarder(**endpoints_file(tmp_path, url, max_in_flight=32))
+
+    async def finished(events: set[str]) -> float | None:
+        records = await received(url)
+        times = {r["body"]["event_id"]: r["at"] for r in records if r["answer"] == 200}
+        return max(times[e] for e in events) if events <= times.keys() else None
+
+    quiet_done = await eventually(lambda: finished(quiet), 120, "quiet rooms delivered")
+    hot_done = await eventually(lambda: finished(hot), 300, "hot room delivered")
+    records = await received(url)
+    start = min(r["at"] for r in records)
+    # "Long before": the quiet rooms are done within a fifth of the time the hot room takes.
+    assert quiet_done - start < (hot_done - start) / 5, (quiet_done - start, hot_done - start)
+
+
+async def test_workers_joining_leaving_and_dying_lose_nothing_while_the_downstream_is_slow(
+    postgres_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    services = postgres_services
+    _, url = downstream
+    await control(url, mode="slow", delay=0.01)
+    env = endpoints_file(tmp_path, url, max_in_flight=16)
+    write = await services.write_api()
+    rooms = [f"room-{n}" for n in range(12)]
+    sent: dict[str, list[str]] = defaultdict(list)
+    last: dict[int, int] = {}
+    stop = asyncio.Event()
+
+    async def writer(room: str) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            n = 0
+            while not stop.is_set():
+                response = await client.post(
+                    f"{write.url}/v1/rooms/{room}/messages", json={"sender_id": "u1", "body": f"#{n}"}
+                )
+                assert response.status_code == 202, response.text
+                sent[room].append(response.json()["event_id"])
+                position = Position.parse(response.json()["position"])
+                last[position.partition] = max(last.get(position.partition, -1), position.offset)
+                n += 1
+                await asyncio.sleep(0.02)
+
+    async def delivered_count() -> int:
+        return len({r["body"]["event_id"] for r in await received(url) if r["answer"] == 200})
+
+    async def progress(what: str) -> None:
+        before = await delivered_count()
+
+        async def moved() -> bool | None:
+            return True if await delivered_count() > before + 50 else None
+
+        await eventually(moved, 60, what)
+
+    writers = [asyncio.create_task(writer(room)) for room in rooms]
+    first = services.forwarder(**env)
+    await progress("deliveries started")
+    second = services.forwarder(**env)  # joins: a rebalance
+    await progress("deliveries after the join")
+    assert first.stop() == 0  # leaves cleanly: another rebalance
+    await progress("deliveries after the leave")
+    third = services.forwarder(**env)
+    await progress("deliveries after the second join")
+    second.process.send_signal(signal.SIGKILL)  # dies: its partitions wait for the session timeout
+    second.process.wait()
+    await progress("deliveries after the kill")
+    stop.set()
+    await asyncio.gather(*writers)
+
+    records = await all_delivered(url, sent, timeout=120)
+    order = first_successes(records)
+    for room in rooms:
+        assert order[room] == sent[room], room  # first deliveries in acknowledged order
+
+    engine = create_engine(services.store_url, schema=services.store_schema)
+    reads = ReadStore(engine, services.kafka.events_topic)
+    for partition, offset in last.items():
+        assert await reads.wait_for(Position(partition, offset), timeout=60)
+    for room in rooms:
+        page = await reads.page(room, None, None, 100_000)
+        assert [m["seq"] for m in page] == list(range(1, len(sent[room]) + 1))
+        assert all(m["version"] == 1 for m in page)
+    await engine.dispose()
+    assert third.stop() == 0
+    assert "partitions_revoked" in first.output()  # the join and the leave were real rebalances
+    assert third.output().count('"partitions_assigned"') >= 2  # so was the death of a member
