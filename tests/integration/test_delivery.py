@@ -285,3 +285,36 @@ async def test_workers_joining_leaving_and_dying_lose_nothing_while_the_downstre
     assert third.stop() == 0
     assert "partitions_revoked" in first.output()  # the join and the leave were real rebalances
     assert third.output().count('"partitions_assigned"') >= 2  # so was the death of a member
+
+
+async def test_a_full_endpoint_buffer_pauses_its_partitions_until_it_drains(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    _, url = downstream
+    await control(url, mode="slow", delay=0.01)
+    write = await sqlite_services.write_api()
+    sent = await write_messages(write, ["r1", "r2", "r3"], 120)
+    forwarder = sqlite_services.forwarder(
+        **endpoints_file(tmp_path, url, buffer=20, max_in_flight=3),
+        MERLIN_FORWARDER_MAX_POLL_INTERVAL_MS="2000",
+        MERLIN_FORWARDER_BATCH_MAX="50",
+    )
+    records = await all_delivered(url, sent, timeout=120)
+    assert first_successes(records) == sent
+    log = forwarder.output()
+    assert '"partitions_paused"' in log
+    assert '"partitions_resumed"' in log
+    assert log.count('"partitions_assigned"') == 1, "it never left the group while paused"
+    assert "partitions_revoked" not in log
+
+
+async def test_a_worker_that_keeps_crashing_gives_up_with_a_non_zero_exit(sqlite_services: Services) -> None:
+    forwarder = sqlite_services.forwarder(
+        MERLIN_READ_STORE_URL=f"postgresql://merlin@127.0.0.1:{free_port()}/nowhere",
+        MERLIN_FORWARDER_MAX_RESTARTS="2",
+        MERLIN_FORWARDER_RESTART_MIN_BACKOFF="0.05",
+    )
+    assert await asyncio.to_thread(forwarder.process.wait, 60) == 1
+    log = forwarder.output()
+    assert log.count('"flow_crashed"') == 3
+    assert '"forwarder_gave_up"' in log

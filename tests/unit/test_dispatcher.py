@@ -1,0 +1,178 @@
+"""The dispatcher's ordering, fairness, failure modes and rebalance drop, with a scripted deliverer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from forwarder.delivery import Attempt, Deliverer, DeliveryFailed
+from forwarder.dispatcher import Dispatcher, Job
+from forwarder.endpoints import Endpoint
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+class ScriptedDeliverer(Deliverer):
+    """Records the order of calls; fails events listed in ``refuse``; waits on ``gate`` if given."""
+
+    def __init__(self, endpoint: Endpoint, refuse: set[str] | None = None) -> None:
+        super().__init__(httpx.AsyncClient(), endpoint)
+        self.calls: list[str] = []
+        self.in_flight: dict[str, int] = {}
+        self.max_per_room = 0
+        self.refuse = refuse or set()
+        self.gate: asyncio.Event | None = None
+
+    async def deliver(self, event_id: str, body: bytes) -> list[Attempt]:
+        room = body.decode()
+        self.in_flight[room] = self.in_flight.get(room, 0) + 1
+        self.max_per_room = max(self.max_per_room, self.in_flight[room])
+        self.calls.append(event_id)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            await asyncio.sleep(0)
+            if event_id in self.refuse:
+                raise DeliveryFailed("refused with 400", [Attempt("now", status=400)])
+            return [Attempt("now", status=200)]
+        finally:
+            self.in_flight[room] -= 1
+
+
+def endpoint(**changes: object) -> Endpoint:
+    return Endpoint.model_validate(
+        {"name": "e", "url": "http://x.test/", "secret": SECRET, "max_in_flight": 4, **changes}
+    )
+
+
+def job(room: str, n: int, partition: int = 0) -> Job:
+    return Job(partition, n, room, f"{room}-{n}", room.encode(), generation=0)
+
+
+@contextlib.asynccontextmanager
+async def running(dispatcher: Dispatcher) -> AsyncIterator[None]:
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def until(condition: object, what: str) -> None:
+    for _ in range(10_000):
+        if callable(condition) and condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(what)
+
+
+async def test_each_room_is_delivered_in_order_one_at_a_time() -> None:
+    deliverer = ScriptedDeliverer(endpoint())
+    finished: list[str] = []
+    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), _no_dead_letters)
+    for n in range(20):
+        for room in ("a", "b", "c"):
+            dispatcher.submit(job(room, n))
+    async with running(dispatcher):
+        await until(lambda: len(finished) == 60, "all finished")
+    for room in ("a", "b", "c"):
+        assert [e for e in finished if e.startswith(room)] == [f"{room}-{n}" for n in range(20)]
+    assert deliverer.max_per_room == 1
+    assert dispatcher.size == 0
+
+
+async def test_rooms_take_turns_so_a_busy_room_cannot_starve_others() -> None:
+    deliverer = ScriptedDeliverer(endpoint(max_in_flight=1))
+    finished: list[str] = []
+    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), _no_dead_letters)
+    for n in range(100):
+        dispatcher.submit(job("hot", n))
+    for room in ("q1", "q2", "q3"):
+        dispatcher.submit(job(room, 0))
+    async with running(dispatcher):
+        await until(lambda: len(finished) == 103, "all finished")
+    quiet_positions = [finished.index(f"{room}-0") for room in ("q1", "q2", "q3")]
+    assert max(quiet_positions) < 8, quiet_positions
+
+
+async def test_a_refused_event_is_dead_lettered_and_the_room_goes_on() -> None:
+    deliverer = ScriptedDeliverer(endpoint(), refuse={"a-1"})
+    finished: list[str] = []
+    dead: list[tuple[str, str]] = []
+
+    async def dead_letter(j: Job, _endpoint: Endpoint, reason: str, _attempts: list[Attempt]) -> None:
+        dead.append((j.event_id, reason))
+
+    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), dead_letter)
+    for n in range(3):
+        dispatcher.submit(job("a", n))
+    async with running(dispatcher):
+        await until(lambda: len(finished) == 3, "all finished")
+    assert finished == ["a-0", "a-1", "a-2"]
+    assert dead == [("a-1", "refused with 400")]
+
+
+async def test_block_mode_stops_the_room_and_only_that_room() -> None:
+    deliverer = ScriptedDeliverer(endpoint(on_failure="block"), refuse={"a-1"})
+    finished: list[str] = []
+    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), _no_dead_letters)
+    for n in range(3):
+        dispatcher.submit(job("a", n))
+        dispatcher.submit(job("b", n))
+    async with running(dispatcher):
+        await until(lambda: len(finished) == 4, "a-0 and room b finished")
+        await asyncio.sleep(0.01)
+    assert sorted(finished) == ["a-0", "b-0", "b-1", "b-2"]
+    assert dispatcher.blocked_rooms() == {"a"}
+    assert dispatcher.size == 2  # a-1 and a-2 wait for an operator
+
+
+async def test_dropping_revoked_partitions_cancels_their_work() -> None:
+    deliverer = ScriptedDeliverer(endpoint())
+    deliverer.gate = asyncio.Event()
+    finished: list[str] = []
+    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), _no_dead_letters)
+    for n in range(5):
+        dispatcher.submit(job("a", n, partition=0))
+        dispatcher.submit(job("b", n, partition=1))
+    async with running(dispatcher):
+        await until(lambda: len(deliverer.calls) == 2, "both rooms in flight")
+        dispatcher.drop({0})
+        assert dispatcher.feeding_partitions() == {1}
+        deliverer.gate.set()
+        await until(lambda: len(finished) == 5, "room b finished")
+    assert finished == [f"b-{n}" for n in range(5)]
+    assert dispatcher.size == 0
+
+
+async def test_a_crashed_worker_restarts_with_its_queues() -> None:
+    deliverer = ScriptedDeliverer(endpoint())
+    finished: list[str] = []
+    crashes = 0
+
+    async def dead_letter(_j: Job, _e: Endpoint, _r: str, _a: list[Attempt]) -> None:
+        nonlocal crashes
+        crashes += 1
+        raise RuntimeError("the dead-letter topic is down")
+
+    deliverer.refuse = {"a-0"}
+    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), dead_letter)
+    dispatcher.submit(job("a", 0))
+    dispatcher.submit(job("a", 1))
+    with pytest.raises(RuntimeError, match="dead-letter topic is down"):
+        await dispatcher.run()
+    deliverer.refuse = set()
+    async with running(dispatcher):
+        await until(lambda: len(finished) == 2, "the room finished after the restart")
+    assert finished == ["a-0", "a-1"]
+    assert crashes == 1
+
+
+async def _no_dead_letters(j: Job, _endpoint: Endpoint, reason: str, _attempts: list[Attempt]) -> None:
+    raise AssertionError(f"unexpected dead letter for {j.event_id}: {reason}")
