@@ -30,7 +30,7 @@ import orjson
 import uvicorn
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -86,7 +86,10 @@ class Downstream:
 
     async def _hook(self, request: Request) -> Response:
         name = request.path_params["name"]
-        body = await request.body()
+        try:
+            body = await request.body()
+        except ClientDisconnect:  # the caller gave up first (e.g. its timeout)
+            return Response(status_code=499)
         behaviour = self.behaviours[name]
         mode = behaviour.active()
         if mode == "refuse" and behaviour.match is not None and behaviour.match.encode() not in body:

@@ -253,18 +253,30 @@ async def test_workers_joining_leaving_and_dying_lose_nothing_while_the_downstre
 
         await eventually(moved, 60, what)
 
+    async def assignments(service: Service, at_least: int) -> None:
+        async def seen() -> bool | None:
+            return True if service.output().count('"partitions_assigned"') >= at_least else None
+
+        await eventually(seen, 60, f"{service.name} assigned {at_least} times")
+
     writers = [asyncio.create_task(writer(room)) for room in rooms]
     first = services.forwarder(**env)
     await progress("deliveries started")
     second = services.forwarder(**env)  # joins: a rebalance
+    await assignments(second, 1)
+    await assignments(first, 2)
     await progress("deliveries after the join")
     assert first.stop() == 0  # leaves cleanly: another rebalance
+    await assignments(second, 2)
     await progress("deliveries after the leave")
     third = services.forwarder(**env)
+    await assignments(third, 1)
+    await assignments(second, 3)
     await progress("deliveries after the second join")
-    second.process.send_signal(signal.SIGKILL)  # dies: its partitions wait for the session timeout
+    second.process.send_signal(signal.SIGKILL)  # dies: its partitions move after the session timeout
     second.process.wait()
-    await progress("deliveries after the kill")
+    await assignments(third, 2)
+    await progress("deliveries after the death")
     stop.set()
     await asyncio.gather(*writers)
 
@@ -283,8 +295,6 @@ async def test_workers_joining_leaving_and_dying_lose_nothing_while_the_downstre
         assert all(m["version"] == 1 for m in page)
     await engine.dispose()
     assert third.stop() == 0
-    assert "partitions_revoked" in first.output()  # the join and the leave were real rebalances
-    assert third.output().count('"partitions_assigned"') >= 2  # so was the death of a member
 
 
 async def test_a_full_endpoint_buffer_pauses_its_partitions_until_it_drains(
