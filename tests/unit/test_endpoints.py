@@ -1,0 +1,62 @@
+"""The endpoints file: TOML or YAML, validated, with errors that say where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from forwarder.endpoints import load_endpoints
+from merlin.errors import InfrastructureError
+from merlin.settings import PROJECT_ROOT
+
+
+def test_the_documented_example_loads() -> None:
+    (endpoint,) = load_endpoints(PROJECT_ROOT / "docs" / "examples" / "endpoints.toml")
+    assert endpoint.name == "search-indexer"
+    assert endpoint.retry.max_attempts == 10
+    assert endpoint.on_failure == "dead-letter"
+
+
+def test_yaml_works_too(tmp_path: Path) -> None:
+    path = tmp_path / "endpoints.yaml"
+    path.write_text(
+        "endpoints:\n"
+        "  - name: audit\n"
+        "    url: http://127.0.0.1:9000/audit\n"
+        "    event_types: [MessageUpdated]\n"
+        "    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"
+        "    on_failure: block\n"
+    )
+    (endpoint,) = load_endpoints(path)
+    assert endpoint.event_types == frozenset({"MessageUpdated"})
+    assert endpoint.on_failure == "block"
+
+
+GOOD_SECRET = 'secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ('[[endpoints]]\nname = "a"\nurl = "not a url"\n' + GOOD_SECRET, "url"),
+        ('[[endpoints]]\nname = "a"\nurl = "http://x/"\nsecret = "short"', "secret"),
+        ('[[endpoints]]\nname = "a"\nurl = "http://x/"\n' + GOOD_SECRET + 'on_failure = "ignore"', "on_failure"),
+        ("[[endpoints]\n", "endpoints.toml"),
+    ],
+)  # fmt: skip
+def test_a_bad_file_is_a_clear_error(tmp_path: Path, text: str, complaint: str) -> None:
+    path = tmp_path / "endpoints.toml"
+    path.write_text(text)
+    with pytest.raises(InfrastructureError, match=complaint):
+        load_endpoints(path)
+
+
+def test_names_must_be_unique(tmp_path: Path) -> None:
+    entry = (
+        '[[endpoints]]\nname = "a"\nurl = "http://x/"\nsecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"\n'
+    )
+    path = tmp_path / "endpoints.toml"
+    path.write_text(entry * 2)
+    with pytest.raises(InfrastructureError, match="unique"):
+        load_endpoints(path)
