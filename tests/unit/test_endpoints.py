@@ -34,14 +34,15 @@ def test_yaml_works_too(tmp_path: Path) -> None:
 
 
 GOOD_SECRET = 'secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"\n'
+HEAD = '[[endpoints]]\nname = "a"\nurl = "http://x/"\n'
 
 
 @pytest.mark.parametrize(
     ("text", "complaint"),
     [
         ('[[endpoints]]\nname = "a"\nurl = "not a url"\n' + GOOD_SECRET, "url"),
-        ('[[endpoints]]\nname = "a"\nurl = "http://x/"\nsecret = "short"', "secret"),
-        ('[[endpoints]]\nname = "a"\nurl = "http://x/"\n' + GOOD_SECRET + 'on_failure = "ignore"', "on_failure"),
+        (HEAD + 'secret = "short"', "secret"),
+        (HEAD + GOOD_SECRET + 'on_failure = "ignore"', "on_failure"),
         ("[[endpoints]\n", "endpoints.toml"),
     ],
 )  # fmt: skip
