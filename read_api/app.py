@@ -18,9 +18,8 @@ from starlette.responses import Response
 
 from domain.errors import InvalidCommand
 from domain.model import check_identifier
-from merlin.http.errors import install_error_handlers
-from merlin.http.middleware import HttpMetrics
-from merlin.http.operations import add_operations_routes
+from merlin.http.app import new_api
+from merlin.http.operations import ReadinessCheck
 from merlin.http.params import AfterPosition, RoomId
 from merlin.http.responses import OrjsonResponse, problem, problem_responses
 from merlin.position import Position
@@ -54,26 +53,26 @@ def create_app(
         finally:
             await engine.dispose()
 
-    app = FastAPI(
-        title="merlin read API",
-        version="1",
-        description="Queries over the read store that the forwarder projects from the event log.",
-        lifespan=lifespan,
-        default_response_class=OrjsonResponse,
+    def readiness(app: FastAPI) -> ReadinessCheck:
+        async def check() -> dict[str, bool]:
+            reads: ReadStore = app.state.reads
+            try:
+                async with reads.engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+            except Exception:  # any failure to reach the store means not ready
+                return {"read_store": False}
+            return {"read_store": True}
+
+        return check
+
+    app = new_api(
+        "read_api",
+        "merlin read API",
+        "Queries over the read store that the forwarder projects from the event log.",
+        lifespan,
+        registry,
+        readiness,
     )
-    install_error_handlers(app)
-    app.add_middleware(HttpMetrics, registry=registry, service="read_api")
-
-    async def readiness() -> dict[str, bool]:
-        reads: ReadStore = app.state.reads
-        try:
-            async with reads.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-        except Exception:  # any failure to reach the store means not ready
-            return {"read_store": False}
-        return {"read_store": True}
-
-    add_operations_routes(app, registry, readiness)
 
     async def caught_up(request: Request, after_position: str | None) -> Response | None:
         """None when the read may go ahead; a problem when the projection is still behind."""

@@ -24,9 +24,8 @@ from domain import (
     update_event_id,
 )
 from domain.model import check_identifier
-from merlin.http.errors import install_error_handlers
-from merlin.http.middleware import BodyLimit, HttpMetrics
-from merlin.http.operations import add_operations_routes
+from merlin.http.app import new_api
+from merlin.http.operations import ReadinessCheck
 from merlin.http.params import RoomId
 from merlin.http.responses import OrjsonResponse, problem_responses
 from merlin.producer import AsyncProducer
@@ -94,22 +93,22 @@ def create_app(
         finally:
             await producer.close()
 
-    app = FastAPI(
-        title="merlin write API",
-        version="1",
-        description="Appends MessageCreated / MessageUpdated events to the event log.",
-        lifespan=lifespan,
-        default_response_class=OrjsonResponse,
+    def readiness(app: FastAPI) -> ReadinessCheck:
+        async def check() -> dict[str, bool]:
+            return {"kafka": await app.state.appender.ready()}
+
+        return check
+
+    app = new_api(
+        "write_api",
+        "merlin write API",
+        "Appends MessageCreated / MessageUpdated events to the event log.",
+        lifespan,
+        registry,
+        readiness,
+        max_body_bytes=settings.max_body_bytes,
     )
     app.state.retry_after_seconds = settings.retry_after_seconds
-    install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(HttpMetrics, registry=registry, service="write_api")
-
-    async def readiness() -> dict[str, bool]:
-        return {"kafka": await app.state.appender.ready()}
-
-    add_operations_routes(app, registry, readiness)
 
     @app.post(
         "/v1/rooms/{room_id}/messages",
