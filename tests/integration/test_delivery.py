@@ -208,11 +208,15 @@ async def test_quiet_rooms_are_not_starved_by_a_hot_room(
         return max(times[e] for e in events) if events <= times.keys() else None
 
     quiet_done = await eventually(lambda: finished(quiet), 120, "quiet rooms delivered")
-    hot_done = await eventually(lambda: finished(hot), 300, "hot room delivered")
-    records = await received(url)
-    start = min(r["at"] for r in records)
-    # "Long before": the quiet rooms are done within a fifth of the time the hot room takes.
-    assert quiet_done - start < (hot_done - start) / 5, (quiet_done - start, hot_done - start)
+    await eventually(lambda: finished(hot), 300, "hot room delivered")
+    hot_by_then = sum(
+        1
+        for r in await received(url)
+        if r["answer"] == 200 and r["body"]["event_id"] in hot and r["at"] <= quiet_done
+    )
+    # Served first come, first served, the quiet rooms behind the hot room's backlog would wait for all of
+    # it; taking turns, they are all done while most of the hot room is still to come.
+    assert hot_by_then < len(hot) / 2, hot_by_then
 
 
 async def test_workers_joining_leaving_and_dying_lose_nothing_while_the_downstream_is_slow(
