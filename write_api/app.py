@@ -30,7 +30,7 @@ from merlin.http.params import RoomId
 from merlin.http.responses import OrjsonResponse, problem_responses
 from merlin.producer import AsyncProducer
 from merlin.settings import KafkaSettings
-from write_api.appender import EventAppender, producer_config
+from write_api.appender import Appender, EventAppender, producer_config
 from write_api.models import Accepted, CreateMessageRequest, UpdateAccepted, UpdateMessageRequest
 from write_api.settings import WriteApiSettings
 
@@ -69,8 +69,12 @@ def _if_match(value: str | None, expected: int | None) -> int | None:
 def create_app(
     settings: WriteApiSettings | None = None,
     kafka: KafkaSettings | None = None,
+    appender: Appender | None = None,
 ) -> FastAPI:
-    """The write API's ASGI app; its Kafka producer lives as long as the app runs."""
+    """The write API's ASGI app; its Kafka producer lives as long as the app runs.
+
+    ``appender`` replaces the Kafka appender (benchmarks measure the HTTP stack alone with it).
+    """
     settings = settings or WriteApiSettings()
     kafka = kafka or KafkaSettings()
     registry = CollectorRegistry()
@@ -83,6 +87,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if appender is not None:
+            app.state.appender = appender
+            yield
+            return
         config = kafka.client(
             producer_config(settings.linger_ms, settings.delivery_timeout_ms, settings.queue_max_messages)
         )

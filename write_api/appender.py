@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from domain import Event, encode, headers
 from merlin.position import Position
 from merlin.producer import AsyncProducer
@@ -18,6 +20,14 @@ def producer_config(linger_ms: float, delivery_timeout_ms: int, queue_max_messag
         "queue.buffering.max.messages": queue_max_messages,
         "compression.type": "lz4",
     }
+
+
+class Appender(Protocol):
+    """Where the write API puts events: Kafka in production, anything else in a benchmark or test."""
+
+    async def append(self, event: Event, traceparent: str | None = None) -> Position: ...
+
+    async def ready(self) -> bool: ...
 
 
 class EventAppender:

@@ -1,0 +1,1 @@
+"""merlin's benchmarks: each scenario beside the limit of this machine measured in the same run."""

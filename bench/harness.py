@@ -1,0 +1,100 @@
+"""What a benchmark run needs: the local broker, its own topics, services as processes, medians."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from merlin.local import LocalKafka
+from merlin.settings import KafkaSettings
+from merlin.topics import delete_topics, ensure_topics
+from tests.integration.services import Services, eventually, free_port
+
+
+@dataclass
+class Bench:
+    kafka: KafkaSettings
+    workdir: Path
+    quick: bool
+
+    def services(self, store_url: str, schema: str | None = None) -> Services:
+        return Services(self.kafka, store_url, self.workdir, schema)
+
+    def env(self) -> dict[str, str]:
+        return Services(self.kafka, "sqlite://", self.workdir).env()
+
+    async def limit(self, what: str, argument: int) -> dict[str, float]:
+        """Run one of bench.limits in its own process; its JSON answer."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.limits", what, str(argument),
+            env=self.env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"bench.limits {what} failed: {err.decode()[-2000:]}")
+        answer: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+        return answer
+
+    @asynccontextmanager
+    async def null_write_api(self) -> AsyncIterator[str]:
+        """The write API's HTTP stack answering 202 without producing; its URL."""
+        port = free_port()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.limits", "http", str(port), env=self.env(),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+
+        async def up() -> bool | None:
+            try:
+                async with httpx.AsyncClient() as client:
+                    return (await client.get(f"{url}/healthz")).status_code == 200 or None
+            except httpx.TransportError:
+                return None
+
+        try:
+            await eventually(up, 30, "the null write API answering")
+            yield url
+        finally:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 10)
+
+
+@asynccontextmanager
+async def bench(quick: bool) -> AsyncIterator[Bench]:
+    """The local broker (started if needed) and topics for this run only."""
+    bootstrap = LocalKafka().start().bootstrap
+    suffix = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings(
+        bootstrap_servers=bootstrap,
+        events_topic=f"bench-{suffix}.events",
+        dead_letter_topic=f"bench-{suffix}.dlq",
+        settings_topic=f"bench-{suffix}.settings",
+        partitions=6,
+    )
+    await ensure_topics(kafka)
+    with tempfile.TemporaryDirectory(prefix="merlin-bench-") as workdir:
+        try:
+            yield Bench(kafka, Path(workdir), quick)
+        finally:
+            await delete_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic, kafka.settings_topic])
+
+
+Measure = Callable[[], Coroutine[Any, Any, dict[str, float]]]
+
+
+async def median_of(runs: int, measure: Measure) -> dict[str, float]:
+    """Each figure is the median over ``runs`` runs of ``measure``."""
+    results = [await measure() for _ in range(runs)]
+    return {key: statistics.median(result[key] for result in results) for key in results[0]}

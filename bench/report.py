@@ -1,0 +1,87 @@
+"""The benchmark's outputs: one table on stdout, JSON and a PNG chart in bench/results/."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.scenarios import Row
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
+def table(rows: list[Row]) -> str:
+    """A plain-text table of ``rows``."""
+    header = ("scenario", "measure", "merlin", "unit", "limit", "ratio", "p50 ms", "p99 ms", "limit is")
+    lines = [
+        (r.scenario, r.measure, _number(r.merlin), r.unit, _number(r.limit),
+         "" if r.ratio is None else f"{r.ratio:.0%}", _number(r.p50_ms, 2), _number(r.p99_ms, 2),
+         r.limit_name or "")
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
+    out = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True))
+           for line in [header, *lines]]  # fmt: skip
+    out.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(out)
+
+
+def save(rows: list[Row], runs: int, quick: bool, directory: Path = RESULTS) -> tuple[Path, Path | None]:
+    """Write the JSON (and the chart, when matplotlib is there); their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"{'quick-' if quick else ''}{stamp}"
+    document = {
+        "when": stamp,
+        "runs_per_figure": runs,
+        "quick": quick,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "system": platform.platform(),
+        },
+        "rows": [{**asdict(row), "ratio": row.ratio} for row in rows],
+    }
+    data = directory / f"{name}.json"
+    data.write_text(json.dumps(document, indent=2) + "\n")
+    return data, chart(rows, directory / f"{name}.png")
+
+
+def chart(rows: list[Row], path: Path) -> Path | None:
+    """Throughput beside its limit, and latency percentiles, as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 6))
+    labels = [f"{r.scenario}: {r.measure}" for r in rows]
+    positions = range(len(rows))
+    left.barh([p + 0.2 for p in positions], [r.merlin for r in rows], height=0.4, label="merlin")
+    left.barh([p - 0.2 for p in positions], [r.limit or 0 for r in rows], height=0.4, label="limit")
+    left.set_yticks(list(positions), labels, fontsize=8)
+    left.set_xlabel("per second")
+    left.set_title("throughput beside the limit of this machine")
+    left.legend()
+    latency = [r for r in rows if r.p99_ms is not None]
+    spots = range(len(latency))
+    right.barh([p + 0.2 for p in spots], [r.p50_ms or 0 for r in latency], height=0.4, label="p50")
+    right.barh([p - 0.2 for p in spots], [r.p99_ms or 0 for r in latency], height=0.4, label="p99")
+    right.set_yticks(list(spots), [f"{r.scenario}: {r.measure}" for r in latency], fontsize=8)
+    right.set_xlabel("milliseconds")
+    right.set_title("latency")
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

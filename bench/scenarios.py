@@ -1,0 +1,176 @@
+"""The scenarios: each returns rows of (what, merlin's figure, the limit beside it)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bench.harness import Bench, median_of
+from bench.wrk import get_paths_script, post_messages_script, run_wrk
+from domain import MessageCreated
+from forwarder.projection import Record
+from forwarder.settings import ForwarderSettings
+from forwarder.store import ProjectionStore
+from forwarder.worker import Forwarder
+from merlin.local import LocalPostgres
+from read_api.database import create_engine
+from read_api.migrate import upgrade
+from read_api.queries import ReadStore
+from read_api.settings import ReadStoreSettings
+
+
+@dataclass
+class Row:
+    scenario: str
+    measure: str
+    unit: str
+    merlin: float
+    limit: float | None = None
+    limit_name: str | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    extra: dict[str, float] | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return None if not self.limit else self.merlin / self.limit
+
+
+async def write_path(bench: Bench, runs: int) -> list[Row]:
+    """POST/s and latency with 64 connections, beside the HTTP stack alone and a raw producer."""
+    seconds = 2 if bench.quick else 10
+    connections = 64
+    script = post_messages_script(rooms=100, body_bytes=200)
+    services = bench.services(f"sqlite:///{bench.workdir / 'unused.db'}")
+    api = await services.write_api()
+    try:
+        merlin = await median_of(
+            runs,
+            lambda: asyncio.to_thread(lambda: run_wrk(api.url or "", script, connections, seconds).as_dict()),
+        )
+    finally:
+        services.stop_all()
+    async with bench.null_write_api() as url:
+        http = await median_of(
+            runs, lambda: asyncio.to_thread(lambda: run_wrk(url, script, connections, seconds).as_dict())
+        )
+    count = 2_000 if bench.quick else 100_000
+    producer = await median_of(runs, lambda: bench.limit("producer", count))
+    return [
+        Row("write", "POST /messages (acks=all)", "req/s", merlin["requests_per_second"],
+            http["requests_per_second"], "same HTTP stack, no Kafka", merlin["p50_ms"], merlin["p99_ms"],
+            {"errors": merlin["errors"] + merlin["non2xx"], "wrk_cpu_s": merlin["generator_cpu_seconds"]}),
+        Row("write", "HTTP stack alone (202, no Kafka)", "req/s", http["requests_per_second"],
+            None, None, http["p50_ms"], http["p99_ms"], {"wrk_cpu_s": http["generator_cpu_seconds"]}),
+        Row("write", "vs raw confluent-kafka producer", "msg/s", merlin["requests_per_second"],
+            producer["messages_per_second"], "raw producer loop", producer["p50_ms"], producer["p99_ms"]),
+    ]  # fmt: skip
+
+
+async def _project(bench: Bench, url: str, schema: str | None, count: int) -> dict[str, float]:
+    await upgrade(url, schema)
+    store = ReadStoreSettings(url=url, db_schema=schema)
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    forwarder = Forwarder(ForwarderSettings(group_id=group, metrics_port=0), bench.kafka, store, endpoints=[])
+    engine = create_engine(url, schema=schema)
+    reads = ReadStore(engine, bench.kafka.events_topic)
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    running = asyncio.create_task(forwarder.run(stop))
+    try:
+        while sum(offset + 1 for offset in (await reads.positions()).values()) < count:
+            if running.done():
+                running.result()
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+    finally:
+        stop.set()
+        await running
+        await engine.dispose()
+    return {"events_per_second": count / elapsed}
+
+
+async def projection(bench: Bench, runs: int) -> list[Row]:
+    """Projecting a pre-filled topic into SQLite and PostgreSQL, beside a raw decode-only consumer."""
+    count = 3_000 if bench.quick else 200_000
+    await bench.limit("producer", count)
+    raw = await median_of(runs, lambda: bench.limit("consumer", count))
+    n = 0
+
+    async def sqlite() -> dict[str, float]:
+        nonlocal n
+        n += 1
+        return await _project(bench, f"sqlite:///{bench.workdir / f'projection-{n}.db'}", None, count)
+
+    async def postgres() -> dict[str, float]:
+        status = await asyncio.to_thread(LocalPostgres().start)
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        import asyncpg
+
+        dsn = status.url("merlin_test", driver="postgresql")
+        connection = await asyncpg.connect(dsn)
+        await connection.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            return await _project(bench, status.url("merlin_test"), schema, count)
+        finally:
+            await connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            await connection.close()
+
+    on_sqlite = await median_of(runs, sqlite)
+    on_postgres = await median_of(runs, postgres)
+    limit = raw["events_per_second"]
+    return [
+        Row("projection", f"{count:,} events into SQLite", "events/s", on_sqlite["events_per_second"],
+            limit, "raw consumer, decode only"),
+        Row("projection", f"{count:,} events into PostgreSQL", "events/s", on_postgres["events_per_second"],
+            limit, "raw consumer, decode only"),
+    ]  # fmt: skip
+
+
+async def read_api(bench: Bench, runs: int) -> list[Row]:
+    """GET by id and a page of 50, from a room of 100,000 messages."""
+    messages = 2_000 if bench.quick else 100_000
+    seconds = 2 if bench.quick else 10
+    url = f"sqlite:///{bench.workdir / 'reads.db'}"
+    await upgrade(url)
+    engine = create_engine(url, writer=True)
+    store = ProjectionStore(engine, bench.kafka.events_topic)
+    now = datetime.now(UTC)
+    ids: list[str] = []
+    for start in range(0, messages, 5_000):
+        events = [
+            MessageCreated(uuid.uuid4(), "big", uuid.uuid4(), "bench", "x" * 200, now)
+            for _ in range(min(5_000, messages - start))
+        ]
+        ids.extend(str(event.message_id) for event in events)
+        await store.apply([Record(0, start + n, event) for n, event in enumerate(events)])
+    await engine.dispose()
+    services = bench.services(url)
+    api = await services.read_api()
+    rng = random.Random(1)
+    by_id = get_paths_script([f"/v1/rooms/big/messages/{i}" for i in rng.sample(ids, 1000)])
+    pages = get_paths_script(
+        [f"/v1/rooms/big/messages?after_seq={rng.randrange(messages - 50)}&limit=50" for _ in range(1000)]
+    )
+    try:
+        one = await median_of(
+            runs, lambda: asyncio.to_thread(lambda: run_wrk(api.url or "", by_id, 64, seconds).as_dict())
+        )
+        page = await median_of(
+            runs, lambda: asyncio.to_thread(lambda: run_wrk(api.url or "", pages, 64, seconds).as_dict())
+        )
+    finally:
+        services.stop_all()
+    return [
+        Row("read", f"GET one message ({messages:,} in the room)", "req/s", one["requests_per_second"],
+            None, None, one["p50_ms"], one["p99_ms"], {"wrk_cpu_s": one["generator_cpu_seconds"]}),
+        Row("read", "GET a page of 50", "req/s", page["requests_per_second"],
+            None, None, page["p50_ms"], page["p99_ms"], {"wrk_cpu_s": page["generator_cpu_seconds"]}),
+    ]  # fmt: skip
+
+
+SCENARIOS = {"write": write_path, "projection": projection, "read": read_api}
