@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup infra run test lint unit clean stop
+.PHONY: setup infra run test lint unit bench clean stop
 
 setup: $(STAMP)
 
@@ -35,6 +35,10 @@ unit: setup
 # pytest exits 5 when it collects nothing, which fails this target as it should.
 test: infra lint
 	$(BIN)/pytest
+
+# Benchmarks beside the machine's limits: a table, JSON and a PNG in bench/results/ (minutes).
+bench: infra
+	$(BIN)/python -m bench
 
 stop:
 	-$(BIN)/merlin kafka stop

@@ -70,7 +70,8 @@ def chart(rows: list[Row], path: Path) -> Path | None:
     left.barh([p + 0.2 for p in positions], [r.merlin for r in rows], height=0.4, label="merlin")
     left.barh([p - 0.2 for p in positions], [r.limit or 0 for r in rows], height=0.4, label="limit")
     left.set_yticks(list(positions), labels, fontsize=8)
-    left.set_xlabel("per second")
+    left.set_xscale("log")
+    left.set_xlabel("per second (log scale)")
     left.set_title("throughput beside the limit of this machine")
     left.legend()
     latency = [r for r in rows if r.p99_ms is not None]

@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from domain.errors import MerlinError
 from merlin.dev import run_dev
+from merlin.errors import ToolMissing
 from merlin.local import LocalKafka, LocalPostgres
 from merlin.services import run_forwarder, run_read_api, run_write_api
 from merlin.settings import KafkaSettings
@@ -73,6 +75,14 @@ def _dev(_action: str) -> int:
     return asyncio.run(run_dev())
 
 
+def _bench(arguments: list[str]) -> int:
+    try:
+        from bench.__main__ import main as bench_main
+    except ImportError as exc:
+        raise ToolMissing("the benchmarks run from a checkout of merlin: python -m bench") from exc
+    return bench_main(arguments)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``merlin``."""
     parser = argparse.ArgumentParser(prog="merlin", description=__doc__)
@@ -85,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         service = commands.add_parser(name, help=summary)
         service.set_defaults(handler=_dev if run is None else _service(run), action=name)
+    bench = commands.add_parser("bench", help="benchmarks beside the machine's limits (python -m bench)")
+    bench.add_argument("action", nargs=argparse.REMAINDER, help="arguments of python -m bench")
+    bench.set_defaults(handler=_bench)
     db = commands.add_parser("db", help="the read store's schema (Alembic)")
     db.add_argument("action", choices=["upgrade"])
     db.set_defaults(handler=_db)
@@ -103,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``merlin``; errors merlin understands are one line on stderr, not a traceback."""
     arguments = build_parser().parse_args(argv)
-    handler: Callable[[str], int] = arguments.handler
+    handler: Callable[[Any], int] = arguments.handler
     try:
         return handler(arguments.action)
     except MerlinError as exc:
