@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -66,5 +67,10 @@ def test_every_merlin_variable_in_the_deployment_is_a_setting() -> None:
 def test_the_image_copies_every_package() -> None:
     dockerfile = (DOCKER / "Dockerfile").read_text()
     copied = set(re.findall(r"^COPY (\S+) ", dockerfile, flags=re.MULTILINE))
-    packages = {path.parent.name for path in Path(PROJECT_ROOT).glob("*/__init__.py")} - {"tests"}
-    assert packages <= copied
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    shipped = {name.rstrip("*") for name in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert shipped == {path.parent.name for path in Path(PROJECT_ROOT).glob("*/__init__.py")} - {
+        "tests",
+        "bench",
+    }
+    assert shipped <= copied
