@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import orjson
 import structlog
@@ -66,6 +65,7 @@ class Flow:
         self.tracker = OffsetTracker()
         self.generation = 0
         self.paused: set[int] = set()
+        self._committed: dict[int, int] = {}
         self._batches: deque[tuple[int, list[Message]]] = deque()
         self._batch_ready = asyncio.Event()
         self._idle = asyncio.Event()  # set while the projector has nothing to do
@@ -105,7 +105,7 @@ class Flow:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace)
 
-    async def _supervise(self, name: str, child: Any) -> None:
+    async def _supervise(self, name: str, child: Callable[[], Awaitable[None]]) -> None:
         hooks = Hooks(
             on_start=lambda stage, restarts: log.info("stage_started", stage=stage, restarts=restarts),
             on_stop=lambda stage: log.info("stage_stopped", stage=stage),
@@ -128,7 +128,10 @@ class Flow:
                 self._batches.append((self.generation, batch))
                 self._idle.clear()
                 self._batch_ready.set()
-            await self.consumer.commit(self.tracker.committable())
+            committable = self.tracker.committable()
+            if committable != self._committed:
+                await self.consumer.commit(committable)
+                self._committed = committable
 
     async def _apply_back_pressure(self) -> None:
         wanted: set[int] = set()
