@@ -75,20 +75,15 @@ class Bench:
 async def bench(quick: bool) -> AsyncIterator[Bench]:
     """The local broker (started if needed) and topics for this run only."""
     bootstrap = LocalKafka().start().bootstrap
-    suffix = uuid.uuid4().hex[:8]
-    kafka = KafkaSettings(
-        bootstrap_servers=bootstrap,
-        events_topic=f"bench-{suffix}.events",
-        dead_letter_topic=f"bench-{suffix}.dlq",
-        settings_topic=f"bench-{suffix}.settings",
-        partitions=6,
+    kafka = KafkaSettings().namespaced(
+        f"bench-{uuid.uuid4().hex[:8]}", bootstrap_servers=bootstrap, partitions=6
     )
     await ensure_topics(kafka)
     with tempfile.TemporaryDirectory(prefix="merlin-bench-") as workdir:
         try:
             yield Bench(kafka, Path(workdir), quick)
         finally:
-            await delete_topics(kafka, [kafka.events_topic, kafka.dead_letter_topic, kafka.settings_topic])
+            await delete_topics(kafka, kafka.topics)
 
 
 Measure = Callable[[], Coroutine[Any, Any, dict[str, float]]]

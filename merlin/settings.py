@@ -27,6 +27,21 @@ class KafkaSettings(BaseSettings):
     # Extra librdkafka properties, e.g. for SASL: MERLIN_KAFKA_CLIENT_CONFIG='{"security.protocol": "SSL"}'
     client_config: dict[str, str] = Field(default_factory=dict)
 
+    @property
+    def topics(self) -> list[str]:
+        return [self.events_topic, self.dead_letter_topic, self.settings_topic]
+
+    def namespaced(self, prefix: str, **changes: object) -> KafkaSettings:
+        """A copy whose three topics are named after ``prefix`` (a test's or a benchmark's own)."""
+        return self.model_copy(
+            update={
+                "events_topic": f"{prefix}.events",
+                "dead_letter_topic": f"{prefix}.dlq",
+                "settings_topic": f"{prefix}.settings",
+                **changes,
+            }
+        )
+
     def client(self, overrides: ClientConfig | None = None) -> ClientConfig:
         """A librdkafka configuration for these settings, with ``overrides`` on top."""
         return {"bootstrap.servers": self.bootstrap_servers, **self.client_config, **(overrides or {})}

@@ -27,20 +27,12 @@ def kafka_bootstrap() -> str:
 @pytest.fixture
 async def kafka_settings(kafka_bootstrap: str) -> AsyncIterator[KafkaSettings]:
     """Settings whose events, dead-letter and settings topics exist only for this test."""
-    suffix = uuid.uuid4().hex[:10]
-    settings = KafkaSettings(
-        bootstrap_servers=kafka_bootstrap,
-        events_topic=f"test-{suffix}.events",
-        dead_letter_topic=f"test-{suffix}.dlq",
-        settings_topic=f"test-{suffix}.settings",
-        partitions=3,
-        replication_factor=1,
+    settings = KafkaSettings().namespaced(
+        f"test-{uuid.uuid4().hex[:10]}", bootstrap_servers=kafka_bootstrap, partitions=3, replication_factor=1
     )
     await ensure_topics(settings)
     yield settings
-    await delete_topics(
-        settings, [settings.events_topic, settings.dead_letter_topic, settings.settings_topic]
-    )
+    await delete_topics(settings, settings.topics)
 
 
 @dataclass(frozen=True)
