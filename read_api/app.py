@@ -13,7 +13,6 @@ from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from fastapi import FastAPI, Query, Request
 from prometheus_client import CollectorRegistry
-from sqlalchemy import text
 from starlette.responses import Response
 
 from domain.errors import InvalidCommand
@@ -51,14 +50,13 @@ def create_app(
         try:
             yield
         finally:
-            await engine.dispose()
+            await app.state.reads.close()
 
     def readiness(app: FastAPI) -> ReadinessCheck:
         async def check() -> dict[str, bool]:
             reads: ReadStore = app.state.reads
             try:
-                async with reads.engine.connect() as connection:
-                    await connection.execute(text("SELECT 1"))
+                await reads.ping()
             except Exception:  # any failure to reach the store means not ready
                 return {"read_store": False}
             return {"read_store": True}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -42,6 +43,22 @@ def create_engine(url: str, *, writer: bool = False, schema: str | None = None) 
     return create_async_engine(
         url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args
     )
+
+
+def sqlite_reader(url: str) -> Engine:
+    """A synchronous engine that only reads a SQLite read store (WAL: never waits for the writer)."""
+    parsed = make_url(url).set(drivername="sqlite+pysqlite")
+    engine = sa_create_engine(parsed, pool_size=8, max_overflow=0, connect_args={"check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None  # autocommit: each read sees the latest commit
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA query_only=ON")
+        cursor.close()
+
+    return engine
 
 
 def _sqlite_engine(url: str, database: str | None, writer: bool) -> AsyncEngine:

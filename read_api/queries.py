@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.envelope import format_time
 from merlin.position import Position
+from read_api.database import sqlite_reader
 from read_api.schema import event_outcomes, messages, positions
 from read_api.timestamps import as_utc
+
+T = TypeVar("T")
+_SQLITE_READERS = 4
 
 _COLUMNS = (
     messages.c.message_id,
@@ -27,23 +33,52 @@ _COLUMNS = (
 
 
 class ReadStore:
-    """Answers the read API's questions from the read store."""
+    """Answers the read API's questions from the read store.
+
+    Each question is one plain SQLAlchemy function over a connection. On
+    PostgreSQL it runs on the async engine; on SQLite it runs whole in a small
+    thread pool on the standard sqlite3 driver, one hand-off per question
+    instead of one per driver call (what the aiosqlite adapter costs).
+    """
 
     def __init__(self, engine: AsyncEngine, topic: str) -> None:
         self.engine = engine
         self.topic = topic
+        self._sqlite: Engine | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            self._sqlite = sqlite_reader(engine.url.render_as_string(hide_password=False))
+            self._threads = ThreadPoolExecutor(max_workers=_SQLITE_READERS, thread_name_prefix="sqlite-read")
+
+    async def _run(self, question: Callable[[Connection], T]) -> T:
+        if self._sqlite is not None and self._threads is not None:
+            engine = self._sqlite
+
+            def ask() -> T:
+                with engine.connect() as connection:
+                    return question(connection)
+
+            return await asyncio.get_running_loop().run_in_executor(self._threads, ask)
+        async with self.engine.connect() as connection:
+            return await connection.run_sync(question)
+
+    async def close(self) -> None:
+        """Release the connections and threads."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
+        if self._sqlite is not None:
+            self._sqlite.dispose()
+        await self.engine.dispose()
 
     async def message(self, room_id: str, message_id: str) -> dict[str, Any] | None:
         """One message as the API shows it, or None."""
-        async with self.engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(*_COLUMNS).where(
-                        messages.c.room_id == room_id, messages.c.message_id == message_id
-                    )
-                )
-            ).first()
-        return None if row is None else _message(row._mapping)
+        query = select(*_COLUMNS).where(messages.c.room_id == room_id, messages.c.message_id == message_id)
+
+        def ask(connection: Connection) -> dict[str, Any] | None:
+            row = connection.execute(query).first()
+            return None if row is None else _message(row._mapping)
+
+        return await self._run(ask)
 
     async def page(
         self, room_id: str, after_seq: int | None, before_seq: int | None, limit: int
@@ -60,16 +95,17 @@ class ReadStore:
             query = query.where(messages.c.seq < before_seq)
         backwards = before_seq is not None and after_seq is None
         query = query.order_by(messages.c.seq.desc() if backwards else messages.c.seq).limit(limit)
-        async with self.engine.connect() as connection:
-            rows = [_message(row._mapping) for row in await connection.execute(query)]
-        return rows[::-1] if backwards else rows
+
+        def ask(connection: Connection) -> list[dict[str, Any]]:
+            rows = [_message(row._mapping) for row in connection.execute(query)]
+            return rows[::-1] if backwards else rows
+
+        return await self._run(ask)
 
     async def outcome(self, event_id: str) -> dict[str, Any] | None:
         """The projection's outcome of one event, or None when it has not seen it."""
-        async with self.engine.connect() as connection:
-            row = (
-                await connection.execute(select(event_outcomes).where(event_outcomes.c.event_id == event_id))
-            ).first()
+        query = select(event_outcomes).where(event_outcomes.c.event_id == event_id)
+        row = await self._run(lambda connection: connection.execute(query).first())
         if row is None:
             return None
         outcome: dict[str, Any] = {
@@ -91,11 +127,14 @@ class ReadStore:
 
     async def positions(self) -> dict[int, int]:
         """The last applied offset per partition."""
-        async with self.engine.connect() as connection:
-            rows = await connection.execute(
-                select(positions.c.partition, positions.c.offset).where(positions.c.topic == self.topic)
-            )
-            return {row.partition: row.offset for row in rows}
+        query = select(positions.c.partition, positions.c.offset).where(positions.c.topic == self.topic)
+        return await self._run(
+            lambda connection: {row.partition: row.offset for row in connection.execute(query)}
+        )
+
+    async def ping(self) -> None:
+        """Raise unless the store answers."""
+        await self._run(lambda connection: connection.execute(text("SELECT 1")).scalar())
 
     async def wait_for(self, position: Position, timeout: float, interval: float = 0.01) -> bool:
         """Wait until the projection has applied ``position``; False if ``timeout`` s pass first."""
