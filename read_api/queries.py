@@ -6,9 +6,10 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, String, select, text, type_coerce
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.envelope import format_time
@@ -30,6 +31,13 @@ _COLUMNS = (
     messages.c.created_at,
     messages.c.updated_at,
 )
+# SQLite keeps times as UTC text ("YYYY-MM-DD HH:MM:SS.ffffff"): read them as text and
+# reshape them, rather than parse them into datetimes only to format them again.
+_SQLITE_COLUMNS = (
+    *_COLUMNS[:-2],
+    type_coerce(messages.c.created_at, String).label("created_at"),
+    type_coerce(messages.c.updated_at, String).label("updated_at"),
+)
 
 
 class ReadStore:
@@ -46,7 +54,9 @@ class ReadStore:
         self.topic = topic
         self._sqlite: Engine | None = None
         self._threads: ThreadPoolExecutor | None = None
+        self._columns: tuple[ColumnElement[Any], ...] = _COLUMNS
         if engine.dialect.name == "sqlite":
+            self._columns = _SQLITE_COLUMNS
             self._sqlite = sqlite_reader(engine.url.render_as_string(hide_password=False))
             self._threads = ThreadPoolExecutor(max_workers=_SQLITE_READERS, thread_name_prefix="sqlite-read")
 
@@ -72,7 +82,9 @@ class ReadStore:
 
     async def message(self, room_id: str, message_id: str) -> dict[str, Any] | None:
         """One message as the API shows it, or None."""
-        query = select(*_COLUMNS).where(messages.c.room_id == room_id, messages.c.message_id == message_id)
+        query = select(*self._columns).where(
+            messages.c.room_id == room_id, messages.c.message_id == message_id
+        )
 
         def ask(connection: Connection) -> dict[str, Any] | None:
             row = connection.execute(query).first()
@@ -88,7 +100,7 @@ class ReadStore:
         With only ``before_seq``, the page is the one just before it (scrolling
         back through history); otherwise it starts right after ``after_seq``.
         """
-        query = select(*_COLUMNS).where(messages.c.room_id == room_id)
+        query = select(*self._columns).where(messages.c.room_id == room_id)
         if after_seq is not None:
             query = query.where(messages.c.seq > after_seq)
         if before_seq is not None:
@@ -157,6 +169,13 @@ def _message(row: Any) -> dict[str, Any]:
         "body": row["body"],
         "version": row["version"],
         "seq": row["seq"],
-        "created_at": format_time(as_utc(row["created_at"])),
-        "updated_at": format_time(as_utc(row["updated_at"])),
+        "created_at": _timestamp(row["created_at"]),
+        "updated_at": _timestamp(row["updated_at"]),
     }
+
+
+def _timestamp(value: datetime | str) -> str:
+    """RFC 3339 UTC, the same text ``format_time`` gives, from a datetime or SQLite's stored text."""
+    if isinstance(value, str):
+        return f"{value[:10]}T{value[11:26]}Z"
+    return format_time(as_utc(value))
