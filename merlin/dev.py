@@ -26,8 +26,7 @@ async def _pipe(name: str, stream: asyncio.StreamReader) -> None:
 
 async def run_dev() -> int:
     """Start everything, print the URLs, and stop it all cleanly on Ctrl-C; the exit code of the run."""
-    kafka = LocalKafka()
-    status = kafka.start()
+    status = await asyncio.to_thread(LocalKafka().start)
     print(status.describe())
     env = {**os.environ, "MERLIN_KAFKA_BOOTSTRAP_SERVERS": status.bootstrap}
     topics = KafkaSettings(bootstrap_servers=status.bootstrap)
