@@ -90,7 +90,7 @@ async def _project(bench: Bench, url: str, schema: str | None, count: int) -> di
     finally:
         stop.set()
         await running
-        await engine.dispose()
+        await reads.close()
     return {"events_per_second": count / elapsed}
 
 

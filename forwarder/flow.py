@@ -207,24 +207,28 @@ class Flow:
             self.metrics.outcomes.labels(outcome.status).inc()
         if generation != self.generation:
             return  # revoked while projecting: the new owner delivers these
-        deliverable = {(r.partition, r.offset): r for r in changes.deliverable}
+        deliverable = {(r.partition, r.offset) for r in changes.deliverable}
         for record in records:
-            wanting = [
+            key = (record.partition, record.offset)
+            event = record.event if key in deliverable else None
+            wanting = [] if event is None else [
                 dispatcher
                 for dispatcher in self.dispatchers.values()
-                if (key := (record.partition, record.offset)) in deliverable
-                and record.event is not None
-                and event_type(record.event) in dispatcher.endpoint.event_types
-            ]
+                if event_type(event) in dispatcher.endpoint.event_types
+            ]  # fmt: skip
             self.tracker.add(record.partition, record.offset, len(wanting))
             for dispatcher in wanting:
-                assert record.event is not None
+                assert event is not None
                 dispatcher.submit(
                     Job(
-                        record.partition, record.offset, record.event.room_id,
-                        str(record.event.event_id), bodies[key], generation,
+                        record.partition,
+                        record.offset,
+                        event.room_id,
+                        str(event.event_id),
+                        bodies[key],
+                        generation,
                     )
-                )  # fmt: skip
+                )
 
     def _finished(self, job: Job) -> None:
         if job.generation == self.generation:

@@ -58,7 +58,6 @@ class Changes:
     """What the store must write, in one transaction, for a batch."""
 
     messages: dict[MessageKey, ProjectedMessage] = field(default_factory=dict)
-    created: set[MessageKey] = field(default_factory=set)
     last_seq: dict[str, int] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
     positions: dict[int, int] = field(default_factory=dict)
@@ -121,7 +120,6 @@ def project(records: Sequence[Record], snapshot: Snapshot) -> Changes:
             seq = last_seq.get(event.room_id, 0) + 1
             last_seq[event.room_id] = seq
             changes.last_seq[event.room_id] = seq
-            changes.created.add(key)
         else:
             seq = current.seq
         messages[key] = changes.messages[key] = ProjectedMessage(updated, seq)

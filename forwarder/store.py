@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain import Message, event_type
 from forwarder.projection import Changes, Outcome, ProjectedMessage, Record, Snapshot, keys_of, project
-from read_api.schema import event_outcomes, messages, positions, rooms
+from read_api.schema import applied_positions, event_outcomes, messages, positions, rooms
 from read_api.timestamps import as_utc
 
 
@@ -28,9 +28,7 @@ class ProjectionStore:
     async def load_positions(self) -> dict[int, int]:
         """The last applied offset of every partition the store has seen."""
         async with self.engine.connect() as connection:
-            rows = await connection.execute(
-                select(positions.c.partition, positions.c.offset).where(positions.c.topic == self.topic)
-            )
+            rows = await connection.execute(applied_positions(self.topic))
             return {row.partition: row.offset for row in rows}
 
     async def apply(self, records: Sequence[Record]) -> Changes:

@@ -16,7 +16,6 @@ from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 
 from domain.errors import InvalidCommand
-from domain.model import check_identifier
 from merlin.http.app import new_api
 from merlin.http.operations import ReadinessCheck
 from merlin.http.params import AfterPosition, RoomId
@@ -101,7 +100,6 @@ def create_app(
     async def get_message(
         request: Request, room_id: RoomId, message_id: UUID, after_position: AfterPosition = None
     ) -> Response:
-        check_identifier("room_id", room_id)
         if (behind := await caught_up(request, after_position)) is not None:
             return behind
         message = await request.app.state.reads.message(room_id, str(message_id))
@@ -122,7 +120,6 @@ def create_app(
         limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
         after_position: AfterPosition = None,
     ) -> Response:
-        check_identifier("room_id", room_id)
         size = min(limit or settings.default_page_size, settings.max_page_size)
         if (behind := await caught_up(request, after_position)) is not None:
             return behind

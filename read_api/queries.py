@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.envelope import format_time
 from merlin.position import Position
 from read_api.database import sqlite_reader
-from read_api.schema import event_outcomes, messages, positions
+from read_api.schema import applied_positions, event_outcomes, messages
 from read_api.timestamps import as_utc
 
 T = TypeVar("T")
@@ -139,7 +139,7 @@ class ReadStore:
 
     async def positions(self) -> dict[int, int]:
         """The last applied offset per partition."""
-        query = select(positions.c.partition, positions.c.offset).where(positions.c.topic == self.topic)
+        query = applied_positions(self.topic)
         return await self._run(
             lambda connection: {row.partition: row.offset for row in connection.execute(query)}
         )

@@ -9,10 +9,12 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
     UniqueConstraint,
+    select,
 )
 
 metadata = MetaData()
@@ -68,3 +70,8 @@ positions = Table(
 )
 
 Index("ix_event_outcomes_message", event_outcomes.c.room_id, event_outcomes.c.message_id)
+
+
+def applied_positions(topic: str) -> Select[tuple[int, int]]:
+    """The last applied offset of each partition of ``topic``: what the projection resumes from."""
+    return select(positions.c.partition, positions.c.offset).where(positions.c.topic == topic)

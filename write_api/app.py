@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from domain import (
     CreateMessage,
+    Event,
     InvalidCommand,
     UpdateMessage,
     create_event_id,
@@ -23,11 +24,11 @@ from domain import (
     to_event,
     update_event_id,
 )
-from domain.model import check_identifier
 from merlin.http.app import new_api
 from merlin.http.operations import ReadinessCheck
 from merlin.http.params import RoomId
 from merlin.http.responses import OrjsonResponse, problem_responses
+from merlin.position import Position
 from merlin.producer import AsyncProducer
 from merlin.settings import KafkaSettings
 from write_api.appender import Appender, EventAppender, producer_config
@@ -42,10 +43,6 @@ IdempotencyKey = Annotated[
     Header(alias="Idempotency-Key", description="Retries with the same key make one message."),
 ]
 Traceparent = Annotated[str | None, Header(include_in_schema=False)]
-
-
-def _room(room_id: str) -> str:
-    return check_identifier("room_id", room_id)
 
 
 def _key(key: str | None) -> str | None:
@@ -118,6 +115,11 @@ def create_app(
     )
     app.state.retry_after_seconds = settings.retry_after_seconds
 
+    async def append(request: Request, event: Event, traceparent: str | None) -> Position:
+        with append_latency.time():
+            position: Position = await request.app.state.appender.append(event, traceparent)
+        return position
+
     @app.post(
         "/v1/rooms/{room_id}/messages",
         status_code=202,
@@ -132,20 +134,19 @@ def create_app(
         idempotency_key: IdempotencyKey = None,
         traceparent: Traceparent = None,
     ) -> Response:
-        room = _room(room_id)
         key = _key(idempotency_key)
         message_id = command.message_id
         if key is not None:
-            keyed = message_id_for(room, key)
+            keyed = message_id_for(room_id, key)
             if message_id is not None and message_id != keyed:
                 raise InvalidCommand("message_id", "disagrees with the Idempotency-Key")
             message_id = keyed
         message_id = message_id or uuid.uuid4()
-        event_id = create_event_id(room, message_id, command.sender_id, command.body)
-        create = CreateMessage(event_id, room, message_id, command.sender_id, command.body, datetime.now(UTC))
-        event = to_event(create)
-        with append_latency.time():
-            position = await request.app.state.appender.append(event, traceparent)
+        event_id = create_event_id(room_id, message_id, command.sender_id, command.body)
+        create = CreateMessage(
+            event_id, room_id, message_id, command.sender_id, command.body, datetime.now(UTC)
+        )
+        position = await append(request, to_event(create), traceparent)
         return OrjsonResponse(
             {"message_id": str(message_id), "event_id": str(event_id), "position": str(position)},
             status_code=202,
@@ -167,15 +168,13 @@ def create_app(
         if_match: Annotated[str | None, Header(alias="If-Match")] = None,
         traceparent: Traceparent = None,
     ) -> Response:
-        room = _room(room_id)
         key = _key(idempotency_key)
         expected = _if_match(if_match, command.expected_version)
-        event_id = update_event_id(room, message_id, key) if key else uuid.uuid4()
+        event_id = update_event_id(room_id, message_id, key) if key else uuid.uuid4()
         update = UpdateMessage(
-            event_id, room, message_id, command.sender_id, command.body, datetime.now(UTC), expected
+            event_id, room_id, message_id, command.sender_id, command.body, datetime.now(UTC), expected
         )
-        with append_latency.time():
-            position = await request.app.state.appender.append(to_event(update), traceparent)
+        position = await append(request, to_event(update), traceparent)
         return OrjsonResponse({"event_id": str(event_id), "position": str(position)}, status_code=202)
 
     return app

@@ -297,7 +297,7 @@ async def test_workers_joining_leaving_and_dying_lose_nothing_while_the_downstre
         page = await reads.page(room, None, None, 100_000)
         assert [m["seq"] for m in page] == list(range(1, len(sent[room]) + 1))
         assert all(m["version"] == 1 for m in page)
-    await engine.dispose()
+    await reads.close()
     assert third.stop() == 0
 
 

@@ -152,7 +152,7 @@ async def test_rejections_are_the_same_in_two_read_stores_fed_from_one_log(
             outcome.pop("recorded_at")
             outcomes.append(outcome)
         views.append((outcomes, await reads.message("r1", mid)))
-        await engine.dispose()
+        await reads.close()
     assert views[0] == views[1]
     outcomes, message = views[0]
     assert [o["status"] for o in outcomes] == [
@@ -239,7 +239,7 @@ async def test_sigkilled_forwarders_still_apply_every_event_exactly_once(postgre
         assert outcome is not None
         assert outcome["status"] == "applied", (room, message_id)
     assert final.stop() == 0
-    await engine.dispose()
+    await reads.close()
 
 
 async def test_a_poison_record_is_dead_lettered_and_the_flow_goes_on(sqlite_services: Services) -> None:

@@ -43,9 +43,13 @@ class ReadStoreContract:
     # Each backend's subclass provides the ``engines`` fixture: (writer, reader).
 
     @pytest.fixture
-    def stores(self, engines: tuple[AsyncEngine, AsyncEngine]) -> tuple[ProjectionStore, ReadStore]:
+    async def stores(
+        self, engines: tuple[AsyncEngine, AsyncEngine]
+    ) -> AsyncIterator[tuple[ProjectionStore, ReadStore]]:
         writer, reader = engines
-        return ProjectionStore(writer, TOPIC), ReadStore(reader, TOPIC)
+        reads = ReadStore(reader, TOPIC)
+        yield ProjectionStore(writer, TOPIC), reads
+        await reads.close()
 
     async def test_creates_and_updates_are_readable(self, stores: tuple[ProjectionStore, ReadStore]) -> None:
         projection, reads = stores
