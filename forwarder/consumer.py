@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
+from domain import MalformedEvent, decode
 from forwarder.metrics import ForwarderMetrics
+from forwarder.projection import Record
 from merlin.settings import ClientConfig
 
 log = structlog.get_logger()
@@ -30,6 +33,23 @@ T = TypeVar("T")
 PositionLoader = Callable[[], Coroutine[Any, Any, dict[int, int]]]
 # Told which partitions were revoked (and whether lost); answers the offsets safe to commit.
 RevokeHandler = Callable[[list[int], bool], Coroutine[Any, Any, dict[int, int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """One fetched record, decoded on the consumer thread, off the event loop."""
+
+    record: Record
+    message: Message
+    malformed: str | None = None  # why the value is no event: it goes to the dead-letter topic
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one fetch returned, and from which partitions."""
+
+    records: list[Consumed]
+    partitions: frozenset[int]
 
 
 class EventConsumer:
@@ -121,10 +141,36 @@ class EventConsumer:
             consumer = self._consumer
             await self._call(consumer.resume, [TopicPartition(self._topic, p) for p in partitions])
 
-    async def batch(self, max_records: int, timeout: float) -> list[Message]:
-        """Up to ``max_records`` records, waiting at most ``timeout`` s for the first."""
+    async def batch(self, max_records: int, timeout: float) -> Batch:
+        """Up to ``max_records`` records, decoded, waiting at most ``timeout`` s for the first."""
         assert self._consumer is not None, "start() first"
-        return await self._call(self._consumer.consume, max_records, timeout)
+        return await self._call(self._fetch, self._consumer, max_records, timeout)
+
+    @staticmethod
+    def _fetch(consumer: Consumer, max_records: int, timeout: float) -> Batch:
+        # Decoding here overlaps it with the projector's transaction instead of following it.
+        # consume() waits until it has max_records or the timeout passes: wait only for the
+        # first record, then take what is already fetched, so a quiet topic adds no delay.
+        first = consumer.poll(timeout)
+        messages = (
+            []
+            if first is None
+            else [first, *(consumer.consume(max_records - 1, 0) if max_records > 1 else [])]
+        )
+        fetched: list[Consumed] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("consume_error", error=error.str())
+                continue
+            partition, offset = message.partition() or 0, message.offset() or 0
+            try:
+                fetched.append(Consumed(Record(partition, offset, decode(message.value())), message))
+            except MalformedEvent as exc:
+                fetched.append(Consumed(Record(partition, offset, None), message, str(exc)))
+        return Batch(fetched, frozenset(consumed.record.partition for consumed in fetched))
 
     async def commit(self, next_offsets: dict[int, int]) -> None:
         """Record progress in the group too, so Kafka tooling shows the forwarder's lag."""

@@ -17,21 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
 import orjson
 import structlog
-from confluent_kafka import KafkaException, Message
 
-from domain import MalformedEvent, decode, event_type
-from forwarder.consumer import EventConsumer
+from domain import event_type
+from forwarder.consumer import Batch, EventConsumer
 from forwarder.dead_letters import DeadLetters
 from forwarder.delivery import Attempt, Deliverer
 from forwarder.dispatcher import Dispatcher, Job
 from forwarder.endpoints import Endpoint
 from forwarder.metrics import ForwarderMetrics
-from forwarder.projection import Record
 from forwarder.settings import ForwarderSettings
 from forwarder.store import ProjectionStore
 from forwarder.supervisor import BackoffPolicy, BackoffSupervisor, Hooks
@@ -66,7 +64,7 @@ class Flow:
         self.generation = 0
         self.paused: set[int] = set()
         self._committed: dict[int, int] = {}
-        self._batches: deque[tuple[int, list[Message]]] = deque()
+        self._batches: deque[tuple[int, Batch]] = deque()
         self._batch_ready = asyncio.Event()
         self._idle = asyncio.Event()  # set while the projector has nothing to do
         self._idle.set()
@@ -123,8 +121,8 @@ class Flow:
         while not stop.is_set():
             await self._apply_back_pressure()
             batch = await self.consumer.batch(self.settings.batch_max, self.settings.poll_timeout)
-            if batch:
-                self.metrics.records.inc(len(batch))
+            if batch.records:
+                self.metrics.records.inc(len(batch.records))
                 self._batches.append((self.generation, batch))
                 self._idle.clear()
                 self._batch_ready.set()
@@ -136,7 +134,7 @@ class Flow:
     async def _apply_back_pressure(self) -> None:
         wanted: set[int] = set()
         if len(self._batches) >= _PROJECTOR_QUEUE:
-            wanted |= {message.partition() or 0 for _, batch in self._batches for message in batch}
+            wanted = wanted.union(*(batch.partitions for _, batch in self._batches))
         for dispatcher in self.dispatchers.values():
             if dispatcher.full() or (
                 dispatcher.feeding_partitions() & self.paused and not dispatcher.drained()
@@ -178,40 +176,30 @@ class Flow:
             if self._batches and self._batches[0][1] is batch:
                 self._batches.popleft()
 
-    async def _project(self, generation: int, batch: list[Message]) -> None:
-        records: list[Record] = []
-        bodies: dict[tuple[int, int], bytes] = {}
-        for message in batch:
-            error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise KafkaException(error)
-                log.warning("consume_error", error=error.str())
-                continue
-            partition, offset = message.partition() or 0, message.offset() or 0
-            value = message.value()
-            try:
-                event = decode(value)
-            except MalformedEvent as exc:
-                await self.dead_letters.send(message, "decode", str(exc))
+    async def _project(self, generation: int, batch: Batch) -> None:
+        records = [consumed.record for consumed in batch.records]
+        for consumed in batch.records:
+            if consumed.malformed is not None:
+                record, reason = consumed.record, consumed.malformed
+                await self.dead_letters.send(consumed.message, "decode", reason)
                 self.metrics.dead_letters.labels("decode").inc()
-                log.warning("poison_record", partition=partition, offset=offset, reason=str(exc))
-                event = None
-            records.append(Record(partition, offset, event))
-            bodies[(partition, offset)] = value or b""
+                log.warning("poison_record", partition=record.partition, offset=record.offset, reason=reason)
         self.metrics.batch_size.observe(len(records))
         with self.metrics.batch_seconds.time():
             changes = await self.store.apply(records)
         self.metrics.replayed.inc(changes.replayed)
-        for outcome in changes.outcomes:
-            self.metrics.outcomes.labels(outcome.status).inc()
+        for status, count in Counter(outcome.status for outcome in changes.outcomes).items():
+            self.metrics.outcomes.labels(status).inc(count)
         if generation != self.generation:
             return  # revoked while projecting: the new owner delivers these
+        if not self.dispatchers:
+            for record in records:
+                self.tracker.add(record.partition, record.offset, 0)
+            return
         deliverable = {(r.partition, r.offset) for r in changes.deliverable}
-        for record in records:
-            key = (record.partition, record.offset)
-            event = record.event if key in deliverable else None
-            wanting = [] if event is None else [
+        for consumed in batch.records:
+            record, event = consumed.record, consumed.record.event
+            wanting = [] if event is None or (record.partition, record.offset) not in deliverable else [
                 dispatcher
                 for dispatcher in self.dispatchers.values()
                 if event_type(event) in dispatcher.endpoint.event_types
@@ -219,15 +207,9 @@ class Flow:
             self.tracker.add(record.partition, record.offset, len(wanting))
             for dispatcher in wanting:
                 assert event is not None
+                body = consumed.message.value() or b""
                 dispatcher.submit(
-                    Job(
-                        record.partition,
-                        record.offset,
-                        event.room_id,
-                        str(event.event_id),
-                        bodies[key],
-                        generation,
-                    )
+                    Job(record.partition, record.offset, event.room_id, str(event.event_id), body, generation)
                 )
 
     def _finished(self, job: Job) -> None:

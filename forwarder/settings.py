@@ -12,7 +12,8 @@ class ForwarderSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MERLIN_FORWARDER_", extra="ignore")
 
     group_id: str = "merlin-forwarder"
-    batch_max: int = Field(default=1000, ge=1)
+    # Under a backlog, bigger batches mean fewer transactions and fewer index pages written per event.
+    batch_max: int = Field(default=5000, ge=1)
     # How long one poll waits for records; also how fast a stop request is noticed.
     poll_timeout: float = Field(default=0.2, gt=0)
     session_timeout_ms: int = Field(default=10_000, ge=1000)

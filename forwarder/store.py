@@ -1,20 +1,119 @@
-"""The projection's side of the read store: one transaction per batch, positions included."""
+"""The projection's side of the read store: one transaction per batch, positions included.
+
+A batch is a few statements whatever its size: one lookup per table for the
+keys it touches, then one multi-row write per table, with plain driver SQL and
+tuples, since SQLAlchemy's per-row parameter handling cost more than the
+database itself. On SQLite the whole batch runs on one writer thread (one
+hand-off per batch); on PostgreSQL it runs on the async engine.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import orjson
+from sqlalchemy import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import Message, event_type
 from forwarder.projection import Changes, Outcome, ProjectedMessage, Record, Snapshot, keys_of, project
-from read_api.schema import applied_positions, event_outcomes, messages, positions, rooms
+from read_api.database import sqlite_writer
+from read_api.schema import applied_positions
 from read_api.timestamps import as_utc
+
+_MESSAGE_COLUMNS = "room_id, message_id, sender_id, body, version, seq, created_at, updated_at"
+
+
+def _insert(table: str, columns: str, conflict: str) -> str:
+    placeholders = ", ".join("?" * len(columns.split(",")))
+    return f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) {conflict}"
+
+
+# Each write is one executemany of tuples. (One statement over arrays on PostgreSQL
+# saved server time but cost more in asyncpg's encoding of the arrays.)
+_MESSAGES = _insert(
+    "messages",
+    _MESSAGE_COLUMNS,
+    "ON CONFLICT (room_id, message_id) DO UPDATE"
+    " SET body = excluded.body, version = excluded.version, updated_at = excluded.updated_at",
+)
+_ROOMS = _insert(
+    "rooms", "room_id, last_seq", "ON CONFLICT (room_id) DO UPDATE SET last_seq = excluded.last_seq"
+)
+_OUTCOMES = _insert(
+    "event_outcomes",
+    "event_id, event_type, room_id, message_id, status, code, reason, version,"
+    ' "partition", "offset", recorded_at',
+    "ON CONFLICT DO NOTHING",
+)
+_POSITIONS = _insert("positions", 'topic, "partition", "offset", updated_at', "ON CONFLICT DO NOTHING")
+_MOVE_POSITION = 'UPDATE positions SET "offset" = ?, updated_at = ? WHERE topic = ? AND "partition" = ?'
+
+
+class _Dialect:
+    """The SQL that differs between the backends: how a list is passed, how a time is kept."""
+
+    def __init__(self, postgresql: bool) -> None:
+        self.postgresql = postgresql
+        if postgresql:
+            self.held = (
+                'SELECT "partition", "offset" FROM positions'
+                ' WHERE topic = $1 AND "partition" = ANY($2::int[]) FOR UPDATE'
+            )
+            self.messages = (
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE (room_id, message_id)"
+                " IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+            )
+            self.rooms = "SELECT room_id, last_seq FROM rooms WHERE room_id = ANY($1::text[])"
+            self.outcomes = (
+                "SELECT event_id, status, code FROM event_outcomes WHERE event_id = ANY($1::text[])"
+            )
+        else:
+            # One JSON parameter, however long the list: no statement re-rendered per batch size.
+            self.held = (
+                'SELECT "partition", "offset" FROM positions'
+                ' WHERE topic = ? AND "partition" IN (SELECT value FROM json_each(?))'
+            )
+            self.messages = (
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE (room_id, message_id)"
+                " IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+            )
+            self.rooms = (
+                "SELECT room_id, last_seq FROM rooms WHERE room_id IN (SELECT value FROM json_each(?))"
+            )
+            self.outcomes = (
+                "SELECT event_id, status, code FROM event_outcomes"
+                " WHERE event_id IN (SELECT value FROM json_each(?))"
+            )
+
+    def sql(self, statement: str) -> str:
+        """``statement`` in the driver's parameter style (``?`` or ``$n``)."""
+        if not self.postgresql:
+            return statement
+        parts = statement.split("?")
+        return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], 1)) + parts[-1]
+
+    def lists(self, *columns: list[Any]) -> tuple[Any, ...]:
+        """The parameters that pass ``columns`` (of equal length) to a lookup."""
+        if self.postgresql:
+            return columns
+        return (orjson.dumps(list(zip(*columns, strict=True)) if len(columns) > 1 else columns[0]).decode(),)
+
+    def time(self, moment: datetime) -> datetime | str:
+        """``moment`` as the store keeps it; SQLite keeps UTC text, as SQLAlchemy writes it."""
+        if self.postgresql:
+            return moment
+        if moment.tzinfo is not UTC:
+            moment = moment.astimezone(UTC)
+        return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    def read_time(self, stored: datetime | str) -> datetime:
+        return as_utc(datetime.fromisoformat(stored) if isinstance(stored, str) else stored)
 
 
 class ProjectionStore:
@@ -23,7 +122,15 @@ class ProjectionStore:
     def __init__(self, engine: AsyncEngine, topic: str) -> None:
         self.engine = engine
         self.topic = topic
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._dialect = _Dialect(engine.dialect.name == "postgresql")
+        self._sqlite: Engine | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            self._sqlite = sqlite_writer(engine.url.render_as_string(hide_password=False))
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-write")
+        self._sql = {
+            sql: self._dialect.sql(sql) for sql in (_MESSAGES, _ROOMS, _OUTCOMES, _POSITIONS, _MOVE_POSITION)
+        }
 
     async def load_positions(self) -> dict[int, int]:
         """The last applied offset of every partition the store has seen."""
@@ -35,127 +142,90 @@ class ProjectionStore:
         """Project ``records`` in one transaction that also moves the positions."""
         if not records:
             return Changes()
-        async with self.engine.begin() as connection:
-            snapshot = await self._snapshot(connection, records)
-            changes = project(records, snapshot)
-            await self._write(connection, changes)
-            return changes
+        if self._sqlite is not None:
+            sqlite = self._sqlite
 
-    async def _snapshot(self, connection: AsyncConnection, records: Sequence[Record]) -> Snapshot:
+            def in_writer_thread() -> Changes:
+                with sqlite.begin() as connection:
+                    return self._apply(connection, records)
+
+            return await asyncio.get_running_loop().run_in_executor(self._writer, in_writer_thread)
+        async with self.engine.begin() as connection:
+            return await connection.run_sync(self._apply, records)
+
+    async def close(self) -> None:
+        """Stop the writer thread (the engine stays its owner's to dispose)."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+        if self._sqlite is not None:
+            self._sqlite.dispose()
+
+    def _apply(self, connection: Connection, records: Sequence[Record]) -> Changes:
+        snapshot = self._snapshot(connection, records)
+        changes = project(records, snapshot)
+        self._write(connection, changes)
+        return changes
+
+    def _snapshot(self, connection: Connection, records: Sequence[Record]) -> Snapshot:
+        dialect, run = self._dialect, connection.exec_driver_sql
         keys, room_ids, event_ids, partitions = keys_of(records)
-        now = datetime.now(UTC)
-        await connection.execute(
-            self._insert(positions)
-            .values(
-                [{"topic": self.topic, "partition": p, "offset": -1, "updated_at": now} for p in partitions]
-            )
-            .on_conflict_do_nothing()
+        now = dialect.time(datetime.now(UTC))
+        run(self._sql[_POSITIONS], [(self.topic, partition, -1, now) for partition in partitions])
+        # On PostgreSQL, lock the positions: a projector that lost the partitions in a
+        # rebalance but is still finishing a batch waits here, then sees the newer
+        # positions. SQLite's writer already holds the database's write lock.
+        snapshot = Snapshot(
+            positions=dict(run(dialect.held, (self.topic, *dialect.lists(list(partitions)))).all())
         )
-        # Lock this batch's partitions: a projector that lost them in a rebalance
-        # but is still finishing a batch waits here, then sees the newer positions.
-        held = select(positions.c.partition, positions.c.offset).where(
-            positions.c.topic == self.topic, positions.c.partition.in_(partitions)
-        )
-        if self.engine.dialect.name == "postgresql":
-            held = held.with_for_update()
-        snapshot = Snapshot(positions={row.partition: row.offset for row in await connection.execute(held)})
         if keys:
-            rows = await connection.execute(
-                select(messages).where(
-                    tuple_(messages.c.room_id, messages.c.message_id).in_(
-                        [(room, str(message_id)) for room, message_id in keys]
-                    )
-                )
-            )
-            for row in rows:
+            rooms, ids = [room for room, _ in keys], [str(message_id) for _, message_id in keys]
+            for row in run(dialect.messages, dialect.lists(rooms, ids)):
+                room_id, message_id, sender_id, body, version, seq, created_at, updated_at = row
                 message = Message(
-                    room_id=row.room_id,
-                    message_id=UUID(row.message_id),
-                    sender_id=row.sender_id,
-                    body=row.body,
-                    version=row.version,
-                    created_at=as_utc(row.created_at),
-                    updated_at=as_utc(row.updated_at),
-                )
-                snapshot.messages[(row.room_id, message.message_id)] = ProjectedMessage(message, row.seq)
+                    room_id, UUID(message_id), sender_id, body, version,
+                    dialect.read_time(created_at), dialect.read_time(updated_at),
+                )  # fmt: skip
+                snapshot.messages[(room_id, message.message_id)] = ProjectedMessage(message, seq)
         if room_ids:
-            rows = await connection.execute(
-                select(rooms.c.room_id, rooms.c.last_seq).where(rooms.c.room_id.in_(room_ids))
-            )
-            snapshot.last_seq = {row.room_id: row.last_seq for row in rows}
+            snapshot.last_seq = dict(run(dialect.rooms, dialect.lists(list(room_ids))).all())
         if event_ids:
-            rows = await connection.execute(
-                select(event_outcomes.c.event_id, event_outcomes.c.status, event_outcomes.c.code).where(
-                    event_outcomes.c.event_id.in_([str(event_id) for event_id in event_ids])
-                )
-            )
+            rows = run(dialect.outcomes, dialect.lists([str(event_id) for event_id in event_ids]))
             snapshot.seen_event_ids = {
-                UUID(row.event_id): row.status == "applied" and row.code != "duplicate" for row in rows
+                UUID(event_id): status == "applied" and code != "duplicate" for event_id, status, code in rows
             }
         return snapshot
 
-    async def _write(self, connection: AsyncConnection, changes: Changes) -> None:
-        now = datetime.now(UTC)
+    def _write(self, connection: Connection, changes: Changes) -> None:
+        run, time = connection.exec_driver_sql, self._dialect.time
+        now = time(datetime.now(UTC))
         if changes.messages:
-            statement = self._insert(messages)
-            await connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[messages.c.room_id, messages.c.message_id],
-                    set_={
-                        "body": statement.excluded.body,
-                        "version": statement.excluded.version,
-                        "updated_at": statement.excluded.updated_at,
-                    },
-                ),
-                [_message_row(projected) for projected in changes.messages.values()],
-            )
+            rows = [_message_row(projected, time) for projected in changes.messages.values()]
+            run(self._sql[_MESSAGES], rows)
         if changes.last_seq:
-            statement = self._insert(rooms)
-            await connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[rooms.c.room_id], set_={"last_seq": statement.excluded.last_seq}
-                ),
-                [{"room_id": room, "last_seq": seq} for room, seq in changes.last_seq.items()],
-            )
+            run(self._sql[_ROOMS], list(changes.last_seq.items()))
         if changes.outcomes:
-            await connection.execute(
-                self._insert(event_outcomes).on_conflict_do_nothing(),
-                [_outcome_row(outcome, now) for outcome in changes.outcomes],
-            )
-        for partition, offset in changes.positions.items():
-            await connection.execute(
-                update(positions)
-                .where(positions.c.topic == self.topic, positions.c.partition == partition)
-                .values(offset=offset, updated_at=now)
+            run(self._sql[_OUTCOMES], [_outcome_row(outcome, now) for outcome in changes.outcomes])
+        if changes.positions:
+            run(
+                self._sql[_MOVE_POSITION],
+                [(offset, now, self.topic, partition) for partition, offset in changes.positions.items()],
             )
 
 
-def _message_row(projected: ProjectedMessage) -> dict[str, Any]:
+def _message_row(projected: ProjectedMessage, time: Callable[[datetime], datetime | str]) -> tuple[Any, ...]:
     message = projected.message
-    return {
-        "room_id": message.room_id,
-        "message_id": str(message.message_id),
-        "sender_id": message.sender_id,
-        "body": message.body,
-        "version": message.version,
-        "seq": projected.seq,
-        "created_at": message.created_at,
-        "updated_at": message.updated_at,
-    }
+    created = time(message.created_at)
+    # A new message was created and last updated at the same moment: format it once.
+    updated = created if message.updated_at is message.created_at else time(message.updated_at)
+    return (
+        message.room_id, str(message.message_id), message.sender_id, message.body, message.version,
+        projected.seq, created, updated,
+    )  # fmt: skip
 
 
-def _outcome_row(outcome: Outcome, now: datetime) -> dict[str, Any]:
+def _outcome_row(outcome: Outcome, now: datetime | str) -> tuple[Any, ...]:
     event = outcome.event
-    return {
-        "event_id": str(event.event_id),
-        "event_type": event_type(event),
-        "room_id": event.room_id,
-        "message_id": str(event.message_id),
-        "status": outcome.status,
-        "code": outcome.code,
-        "reason": outcome.reason,
-        "version": outcome.version,
-        "partition": outcome.partition,
-        "offset": outcome.offset,
-        "recorded_at": now,
-    }
+    return (
+        str(event.event_id), event_type(event), event.room_id, str(event.message_id), outcome.status,
+        outcome.code, outcome.reason, outcome.version, outcome.partition, outcome.offset, now,
+    )  # fmt: skip

@@ -103,4 +103,5 @@ class Forwarder:
         finally:
             await client.aclose()
             await producer.close()
+            await store.close()
             await engine.dispose()

@@ -13,6 +13,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from merlin.settings import PROJECT_ROOT
 
+_WRITER_CACHE_KIB = 64 * 1024
 DEFAULT_URL = f"sqlite+aiosqlite:///{PROJECT_ROOT / 'var' / 'merlin.db'}"
 
 
@@ -47,18 +48,51 @@ def create_engine(url: str, *, writer: bool = False, schema: str | None = None) 
 
 def sqlite_reader(url: str) -> Engine:
     """A synchronous engine that only reads a SQLite read store (WAL: never waits for the writer)."""
+    return _sqlite_sync_engine(url, writer=False, pool_size=8)
+
+
+def sqlite_writer(url: str) -> Engine:
+    """A synchronous engine with one connection that writes a SQLite read store, for a writer thread."""
+    return _sqlite_sync_engine(url, writer=True, pool_size=1)
+
+
+def _sqlite_sync_engine(url: str, *, writer: bool, pool_size: int) -> Engine:
     parsed = make_url(url).set(drivername="sqlite+pysqlite")
-    engine = sa_create_engine(parsed, pool_size=8, max_overflow=0, connect_args={"check_same_thread": False})
+    engine = sa_create_engine(
+        parsed, pool_size=pool_size, max_overflow=0, connect_args={"check_same_thread": False}
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        dbapi_connection.isolation_level = None  # autocommit: each read sees the latest commit
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA query_only=ON")
-        cursor.close()
+        _prepare_sqlite(dbapi_connection, writer=writer, read_only=not writer)
 
+    if writer:
+        _begin_immediately(engine)
     return engine
+
+
+def _prepare_sqlite(dbapi_connection: Any, *, writer: bool, read_only: bool = False) -> None:
+    # Let SQLAlchemy, not the driver, decide where transactions begin; readers autocommit,
+    # so each read sees the latest commit.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    if writer:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        # A bigger page cache keeps the indexes of random ids in memory as the store grows.
+        cursor.execute(f"PRAGMA cache_size=-{_WRITER_CACHE_KIB}")
+    if read_only:
+        cursor.execute("PRAGMA query_only=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _begin_immediately(engine: Engine) -> None:
+    # A writer takes SQLite's write lock when its transaction begins, so two
+    # projectors never interleave (and never fail to upgrade a read lock).
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_engine(url: str, database: str | None, writer: bool) -> AsyncEngine:
@@ -68,16 +102,14 @@ def _sqlite_engine(url: str, database: str | None, writer: bool) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        # Let SQLAlchemy, not the driver, decide where transactions begin.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
+        _prepare_sqlite(dbapi_connection, writer=True)
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+    if writer:
+        _begin_immediately(engine.sync_engine)
+    else:
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN")
 
     return engine

@@ -6,7 +6,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
-    Index,
     Integer,
     MetaData,
     Select,
@@ -68,8 +67,6 @@ positions = Table(
     Column("offset", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
-
-Index("ix_event_outcomes_message", event_outcomes.c.room_id, event_outcomes.c.message_id)
 
 
 def applied_positions(topic: str) -> Select[tuple[int, int]]:
