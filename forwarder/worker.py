@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import structlog
 
 from forwarder.dead_letters import DeadLetters
-from forwarder.delivery import Deliverer
+from forwarder.delivery import AiohttpSend, Deliverer
 from forwarder.endpoints import Endpoint, load_endpoints
 from forwarder.flow import Flow
 from forwarder.metrics import ForwarderMetrics
@@ -78,12 +77,8 @@ class Forwarder:
         store = ProjectionStore(engine, self.kafka.events_topic)
         producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True}))
         dead_letters = DeadLetters(producer, self.kafka.dead_letter_topic)
-        connections = max(1, sum(endpoint.max_in_flight for endpoint in self.endpoints))
-        client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            follow_redirects=False,
-        )
-        deliverers = [Deliverer(client, endpoint) for endpoint in self.endpoints]
+        send = AiohttpSend(sum(endpoint.max_in_flight for endpoint in self.endpoints))
+        deliverers = [Deliverer(send, endpoint) for endpoint in self.endpoints]
 
         async def flow() -> None:
             await Flow(
@@ -101,7 +96,7 @@ class Forwarder:
         try:
             await supervisor.run()
         finally:
-            await client.aclose()
+            await send.close()
             await producer.close()
             await store.close()
             await engine.dispose()

@@ -1,13 +1,13 @@
-"""Delivery to one endpoint: signed, idempotent, retried by the rules, through httpx.MockTransport."""
+"""Delivery to one endpoint: signed, idempotent, retried by the rules, through a scripted sender."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from forwarder.delivery import Deliverer, DeliveryFailed, _Retryable, _waits
+from forwarder.delivery import CallFailed, Deliverer, DeliveryFailed, _Retryable, _waits
 from forwarder.endpoints import Endpoint, RetryPolicy
+from tests.unit.scripted import Call, Scripted
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 BODY = b'{"event_id": "e1", "payload": {"body": "hi"}}'
@@ -25,32 +25,27 @@ def endpoint(**changes: object) -> Endpoint:
     return Endpoint.model_validate(fields)
 
 
-def scripted(*answers: int | Exception) -> tuple[httpx.AsyncClient, list[httpx.Request]]:
-    seen: list[httpx.Request] = []
-    queue = list(answers)
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        answer = queue.pop(0) if queue else 200
-        if isinstance(answer, Exception):
-            raise answer
-        return httpx.Response(answer, headers={"Retry-After": "0"} if answer in (429, 503) else {})
-
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler)), seen
+def scripted(*answers: int | CallFailed) -> tuple[Scripted, list[Call]]:
+    send = Scripted(list(answers))
+    return send, send.seen
 
 
 async def test_retries_5xx_429_408_timeouts_and_connect_errors_with_one_idempotency_key() -> None:
-    client, seen = scripted(503, 429, 408, httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), 200)
+    refused, slow = (
+        CallFailed("ClientConnectorError: refused"),
+        CallFailed("timeout after 0.5 s", timed_out=True),
+    )
+    client, seen = scripted(503, 429, 408, refused, slow, 200)
     with pytest.raises(DeliveryFailed):  # five attempts allowed, the sixth would have worked
         await Deliverer(client, endpoint()).deliver("e1", BODY)
-    client, seen = scripted(503, 429, httpx.ConnectError("refused"), 200)
+    client, seen = scripted(503, 429, refused, 200)
     attempts = await Deliverer(client, endpoint()).deliver("e1", BODY)
     assert [a.status for a in attempts] == [503, 429, None, 200]
     assert attempts[2].error is not None
-    assert attempts[2].error.startswith("ConnectError")
+    assert attempts[2].error.startswith("ClientConnectorError")
     assert {request.headers["idempotency-key"] for request in seen} == {"e1"}
     assert {request.headers["webhook-id"] for request in seen} == {"e1"}
-    assert all(request.content == BODY for request in seen)
+    assert all(request.body == BODY for request in seen)
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 410, 422])
@@ -79,7 +74,7 @@ def test_waits_grow_with_full_jitter_and_follow_retry_after() -> None:
 
 
 async def test_receivers_verify_the_signature_and_reject_a_tampered_body() -> None:
-    deliverer = Deliverer(httpx.AsyncClient(), endpoint())
+    deliverer = Deliverer(Scripted([]), endpoint())
     headers = deliverer.signed_headers("e1", BODY)
     receiver = Webhook(SECRET)
     assert receiver.verify(BODY, headers)["event_id"] == "e1"

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from forwarder.delivery import Attempt, Deliverer, DeliveryFailed
 from forwarder.dispatcher import Dispatcher, Job
 from forwarder.endpoints import Endpoint
+from tests.unit.scripted import Scripted
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -20,7 +20,7 @@ class ScriptedDeliverer(Deliverer):
     """Records the order of calls; fails events listed in ``refuse``; waits on ``gate`` if given."""
 
     def __init__(self, endpoint: Endpoint, refuse: set[str] | None = None) -> None:
-        super().__init__(httpx.AsyncClient(), endpoint)
+        super().__init__(Scripted([]), endpoint)
         self.calls: list[str] = []
         self.in_flight: dict[str, int] = {}
         self.max_per_room = 0
