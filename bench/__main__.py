@@ -6,9 +6,9 @@ import argparse
 import asyncio
 from collections.abc import Sequence
 
-from bench.harness import bench
+from bench.harness import Row, bench
 from bench.report import save, table
-from bench.scenarios import SCENARIOS, Row
+from bench.scenarios import SCENARIOS
 
 
 async def run(names: list[str], runs: int, quick: bool) -> list[Row]:

@@ -23,13 +23,44 @@ from tests.integration.services import Services, eventually, free_port
 
 
 @dataclass
+class Row:
+    """One line of the results: merlin's figure and the limit measured beside it in the same run."""
+
+    scenario: str
+    measure: str
+    unit: str
+    merlin: float
+    limit: float | None = None
+    limit_name: str | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    extra: dict[str, float] | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return None if not self.limit else self.merlin / self.limit
+
+
+@dataclass
 class Bench:
     kafka: KafkaSettings
     workdir: Path
     quick: bool
 
-    def services(self, store_url: str, schema: str | None = None) -> Services:
-        return Services(self.kafka, store_url, self.workdir, schema)
+    def services(
+        self, store_url: str, schema: str | None = None, kafka: KafkaSettings | None = None
+    ) -> Services:
+        return Services(kafka or self.kafka, store_url, self.workdir, schema)
+
+    @asynccontextmanager
+    async def topics(self) -> AsyncIterator[KafkaSettings]:
+        """Topics of their own, for a scenario whose new consumer group must not see earlier events."""
+        kafka = self.kafka.namespaced(f"bench-{uuid.uuid4().hex[:8]}")
+        await ensure_topics(kafka)
+        try:
+            yield kafka
+        finally:
+            await delete_topics(kafka, kafka.topics)
 
     def env(self) -> dict[str, str]:
         return Services(self.kafka, "sqlite://", self.workdir).env()
@@ -50,21 +81,34 @@ class Bench:
     async def null_write_api(self) -> AsyncIterator[str]:
         """The write API's HTTP stack answering 202 without producing; its URL."""
         port = free_port()
+        async with self.serving([sys.executable, "-m", "bench.limits", "http", str(port)], port) as url:
+            yield url
+
+    @asynccontextmanager
+    async def downstream(self) -> AsyncIterator[str]:
+        """The test downstream (``tests.downstream``) in its own process; its URL."""
+        port = free_port()
+        async with self.serving([sys.executable, "-m", "tests.downstream", "--port", str(port)], port) as url:
+            yield url
+
+    @asynccontextmanager
+    async def serving(self, argv: list[str], port: int) -> AsyncIterator[str]:
+        """Run ``argv`` (an HTTP server on ``port``) until the block ends; its URL once it answers."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.limits", "http", str(port), env=self.env(),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+            *argv, env=self.env(), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
         url = f"http://127.0.0.1:{port}"
 
         async def up() -> bool | None:
             try:
                 async with httpx.AsyncClient() as client:
-                    return (await client.get(f"{url}/healthz")).status_code == 200 or None
+                    await client.get(f"{url}/healthz")
+                    return True
             except httpx.TransportError:
                 return None
 
         try:
-            await eventually(up, 30, "the null write API answering")
+            await eventually(up, 30, f"{argv[-2:]} answering")
             yield url
         finally:
             process.terminate()

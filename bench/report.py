@@ -9,13 +9,15 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.scenarios import Row
+from bench.harness import Row
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _number(value: float | None, digits: int = 0) -> str:
-    return "" if value is None else f"{value:,.{digits}f}"
+def _number(value: float | None, digits: int | None = None) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.{(0 if abs(value) >= 100 else 2) if digits is None else digits}f}"
 
 
 def table(rows: list[Row]) -> str:

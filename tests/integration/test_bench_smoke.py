@@ -9,21 +9,28 @@ import pytest
 
 from bench.__main__ import run
 from bench.report import save, table
+from bench.scenarios import SCENARIOS
 
 
 @pytest.mark.timeout(600)
 async def test_a_quick_run_measures_every_scenario_and_writes_its_results(tmp_path: Path) -> None:
-    rows = await run(["write", "projection", "read"], runs=1, quick=True)
+    rows = await run(list(SCENARIOS), runs=1, quick=True)
     measures = {(row.scenario, row.measure.split(" (")[0]) for row in rows}
     assert ("write", "POST /messages") in measures
-    assert {row.scenario for row in rows} == {"write", "projection", "read"}
+    assert {row.scenario for row in rows} == {
+        "write", "projection", "end-to-end", "delivery", "recovery", "read"
+    }  # fmt: skip
     for row in rows:
         assert row.merlin > 0, row
         if row.limit is not None:
             assert row.limit > 0, row
-    write = next(row for row in rows if row.measure.startswith("POST"))
-    assert write.extra is not None
-    assert write.extra["errors"] == 0
+    for row in rows:
+        if row.extra is not None and "errors" in row.extra:
+            assert row.extra["errors"] == 0, row
+    for row in rows:  # every latency measured is a real, ordered pair
+        if row.p50_ms is not None:
+            assert row.p99_ms is not None
+            assert 0 < row.p50_ms <= row.p99_ms, row
     assert "ratio" in table(rows)
     data, picture = save(rows, runs=1, quick=True, directory=tmp_path)
     document = json.loads(data.read_text())
