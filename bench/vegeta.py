@@ -13,17 +13,20 @@ import resource
 import shutil
 import subprocess
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import orjson
+import structlog
 
 from merlin.errors import ToolMissing
 from merlin.settings import PROJECT_ROOT
 
 VEGETA_MODULE = "github.com/tsenart/vegeta/v12@v12.13.0"
 _CACHE = PROJECT_ROOT / ".cache" / "go"
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Sent:
     latency_s: float
     status: int
     body: bytes
+    error: str = ""  # vegeta's words when there was no answer (status 0)
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ def attack(url: str, paths: list[str], body: bytes, rate: int, seconds: float) -
         )
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     results = [_sent(orjson.loads(line)) for line in encoded.stdout.splitlines() if line.strip()]
+    _report_failures(results)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return Attack(results, cpu)
 
@@ -97,4 +102,15 @@ def attack(url: str, paths: list[str], body: bytes, rate: int, seconds: float) -
 def _sent(result: dict[str, object]) -> Sent:
     sent_at = datetime.fromisoformat(str(result["timestamp"])).timestamp()
     body = base64.b64decode(str(result.get("body") or ""))
-    return Sent(sent_at, int(str(result["latency"])) / 1e9, int(str(result["code"])), body)
+    latency, status, error = (
+        int(str(result["latency"])) / 1e9,
+        int(str(result["code"])),
+        str(result.get("error") or ""),
+    )
+    return Sent(sent_at, latency, status, body, error)
+
+
+def _report_failures(results: list[Sent]) -> None:
+    failed = Counter(sent.error or f"HTTP {sent.status}" for sent in results if not 200 <= sent.status < 300)
+    if failed:
+        log.warning("requests_failed", failures=dict(failed.most_common(5)), of=len(results))

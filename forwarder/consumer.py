@@ -51,6 +51,9 @@ class Batch:
     records: list[Consumed]
     partitions: frozenset[int]
 
+    def joined(self, later: Batch) -> Batch:
+        return Batch(self.records + later.records, self.partitions | later.partitions)
+
 
 class EventConsumer:
     """Batches of records from the events topic, resumed from the read store's positions."""

@@ -136,6 +136,16 @@ class Deliverer:
         self.endpoint = endpoint
         self._webhook = Webhook(endpoint.secret)
         self._url = str(endpoint.url)
+        policy = endpoint.retry
+        # Built once: decorating per call cost about a tenth of the forwarder's CPU.
+        self._retrying = backoff.on_exception(
+            _waits(policy.base, policy.cap),
+            _Retryable,
+            max_tries=policy.max_attempts,
+            max_time=policy.max_elapsed,
+            jitter=None,
+            raise_on_giveup=True,
+        )(self._attempt)
 
     def signed_headers(self, event_id: str, body: bytes) -> dict[str, str]:
         """The headers of one attempt; the signature covers id, timestamp and body."""
@@ -151,36 +161,26 @@ class Deliverer:
     async def deliver(self, event_id: str, body: bytes) -> list[Attempt]:
         """Deliver until a 2xx (return the attempts) or a final failure (raise DeliveryFailed)."""
         attempts: list[Attempt] = []
-        policy = self.endpoint.retry
-
-        async def attempt() -> None:
-            started = time.perf_counter()
-            at = format_time(datetime.now(UTC))
-            try:
-                answer = await self.send(
-                    self._url, body, self.signed_headers(event_id, body), self.endpoint.timeout
-                )
-            except CallFailed as exc:
-                attempts.append(Attempt(at, error=str(exc), seconds=time.perf_counter() - started))
-                raise _Retryable("timed out" if exc.timed_out else "transport error") from exc
-            status = answer.status
-            attempts.append(Attempt(at, status=status, seconds=time.perf_counter() - started))
-            if 200 <= status < 300:
-                return
-            if status in _RETRYABLE_STATUSES or status >= 500:
-                raise _Retryable(f"answered {status}", _retry_after(answer.retry_after))
-            raise DeliveryFailed(f"refused with {status}", attempts)
-
-        retrying = backoff.on_exception(
-            _waits(policy.base, policy.cap),
-            _Retryable,
-            max_tries=policy.max_attempts,
-            max_time=policy.max_elapsed,
-            jitter=None,
-            raise_on_giveup=True,
-        )(attempt)
         try:
-            await retrying()
+            await self._retrying(event_id, body, attempts)
         except _Retryable as exc:
             raise DeliveryFailed(f"gave up after {len(attempts)} attempts: {exc}", attempts) from exc
         return attempts
+
+    async def _attempt(self, event_id: str, body: bytes, attempts: list[Attempt]) -> None:
+        started = time.perf_counter()
+        at = format_time(datetime.now(UTC))
+        try:
+            answer = await self.send(
+                self._url, body, self.signed_headers(event_id, body), self.endpoint.timeout
+            )
+        except CallFailed as exc:
+            attempts.append(Attempt(at, error=str(exc), seconds=time.perf_counter() - started))
+            raise _Retryable("timed out" if exc.timed_out else "transport error") from exc
+        status = answer.status
+        attempts.append(Attempt(at, status=status, seconds=time.perf_counter() - started))
+        if 200 <= status < 300:
+            return
+        if status in _RETRYABLE_STATUSES or status >= 500:
+            raise _Retryable(f"answered {status}", _retry_after(answer.retry_after))
+        raise DeliveryFailed(f"refused with {status}", attempts)

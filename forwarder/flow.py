@@ -123,13 +123,27 @@ class Flow:
             batch = await self.consumer.batch(self.settings.batch_max, self.settings.poll_timeout)
             if batch.records:
                 self.metrics.records.inc(len(batch.records))
-                self._batches.append((self.generation, batch))
+                self._enqueue(batch)
                 self._idle.clear()
                 self._batch_ready.set()
             committable = self.tracker.committable()
             if committable != self._committed:
                 await self.consumer.commit(committable)
                 self._committed = committable
+
+    def _enqueue(self, batch: Batch) -> None:
+        # While the projector works on the head batch, later records join the last waiting
+        # batch (up to batch_max): a few big transactions rather than a queue of small ones,
+        # and the partitions pause only under a real backlog.
+        if len(self._batches) >= 2:
+            generation, last = self._batches[-1]
+            if (
+                generation == self.generation
+                and len(last.records) + len(batch.records) <= self.settings.batch_max
+            ):
+                self._batches[-1] = (generation, last.joined(batch))
+                return
+        self._batches.append((self.generation, batch))
 
     async def _apply_back_pressure(self) -> None:
         wanted: set[int] = set()

@@ -56,6 +56,9 @@ class Forwarder:
                 "heartbeat.interval.ms": max(100, self.settings.session_timeout_ms // 3),
                 "max.poll.interval.ms": self.settings.max_poll_interval_ms,
                 "fetch.wait.max.ms": 10,
+                # librdkafka prefetches 100,000 records per partition by default, and a pause
+                # (back-pressure) throws the prefetched records away: keep about a batch.
+                "queued.min.messages": self.settings.batch_max,
             }
         )
 

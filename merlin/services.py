@@ -7,6 +7,7 @@ import signal
 
 import structlog
 import uvicorn
+import uvloop
 from prometheus_client import start_http_server
 
 from forwarder.settings import ForwarderSettings
@@ -66,7 +67,9 @@ def run_forwarder() -> None:
         log.info("forwarder_stopped")
 
     try:
-        asyncio.run(main())
+        # uvloop, as uvicorn uses for the APIs: less CPU per delivery and per callback.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
     except SupervisorGaveUp as exc:
         log.critical("forwarder_gave_up", reason=str(exc))
         raise SystemExit(1) from exc
