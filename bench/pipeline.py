@@ -144,7 +144,7 @@ async def _end_to_end_at(bench: Bench, rate: int, seconds: float) -> dict[str, f
     delivered = [arrived[m] - sent.sent_at for m, sent in accepted.items() if m in arrived]
     posted = [sent.latency_s for sent in load.results]
     return {
-        "achieved_rate": len(load.results) / seconds,
+        "achieved_rate": len(accepted) / seconds,
         "errors": float(len(load.results) - len(accepted)),
         "post_p50_ms": _ms(posted)[0], "post_p99_ms": _ms(posted)[1],
         "readable_p50_ms": _ms(readable)[0], "readable_p99_ms": _ms(readable)[1],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from merlin.settings import PROJECT_ROOT
 VEGETA_MODULE = "github.com/tsenart/vegeta/v12@v12.13.0"
 _CACHE = PROJECT_ROOT / ".cache" / "go"
 log = structlog.get_logger()
+_REQUEST = re.compile(r'^\w+ "[^"]*": ')  # vegeta's prefix naming the method and URL
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,10 @@ def _sent(result: dict[str, object]) -> Sent:
 
 
 def _report_failures(results: list[Sent]) -> None:
-    failed = Counter(sent.error or f"HTTP {sent.status}" for sent in results if not 200 <= sent.status < 300)
+    failed = Counter(
+        _REQUEST.sub("", sent.error) or f"HTTP {sent.status}"
+        for sent in results
+        if not 200 <= sent.status < 300
+    )
     if failed:
         log.warning("requests_failed", failures=dict(failed.most_common(5)), of=len(results))

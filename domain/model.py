@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import singledispatch
 from uuid import UUID
 
 from domain.errors import CommandRejected, InvalidCommand
@@ -182,36 +181,23 @@ def check_applicable(state: Message | None, event: Event) -> None:
         )
 
 
-@singledispatch
-def _apply(event: object, state: Message | None) -> Message:
-    raise TypeError(f"not an event: {type(event).__name__}")
-
-
-@_apply.register
-def _(event: MessageCreated, state: Message | None) -> Message:
-    if state is not None:
-        return state
-    return Message(
-        room_id=event.room_id,
-        message_id=event.message_id,
-        sender_id=event.sender_id,
-        body=event.body,
-        version=1,
-        created_at=event.occurred_at,
-        updated_at=event.occurred_at,
-    )
-
-
-@_apply.register
-def _(event: MessageUpdated, state: Message | None) -> Message:
+def evolve(state: Message | None, event: Event) -> Message:
+    """The state after ``event``; call only with events that passed ``check_applicable``."""
+    if isinstance(event, MessageCreated):
+        if state is not None:
+            return state
+        return Message(
+            room_id=event.room_id,
+            message_id=event.message_id,
+            sender_id=event.sender_id,
+            body=event.body,
+            version=1,
+            created_at=event.occurred_at,
+            updated_at=event.occurred_at,
+        )
     if state is None:
         raise CommandRejected("not_found", "no such message in this room")
     return replace(state, body=event.body, version=state.version + 1, updated_at=event.occurred_at)
-
-
-def evolve(state: Message | None, event: Event) -> Message:
-    """The state after ``event``; call only with events that passed ``check_applicable``."""
-    return _apply(event, state)
 
 
 def fold(events: list[Event]) -> Message | None:
