@@ -67,10 +67,11 @@ def chart(rows: list[Row], path: Path) -> Path | None:
     except ImportError:
         return None
     figure, (left, right) = plt.subplots(1, 2, figsize=(14, 6))
-    labels = [f"{r.scenario}: {r.measure}" for r in rows]
-    positions = range(len(rows))
-    left.barh([p + 0.2 for p in positions], [r.merlin for r in rows], height=0.4, label="merlin")
-    left.barh([p - 0.2 for p in positions], [r.limit or 0 for r in rows], height=0.4, label="limit")
+    rates = [r for r in rows if r.unit != "s"]  # recovery times are in the table, not on a rate axis
+    labels = [f"{r.scenario}: {r.measure}" for r in rates]
+    positions = range(len(rates))
+    left.barh([p + 0.2 for p in positions], [r.merlin for r in rates], height=0.4, label="merlin")
+    left.barh([p - 0.2 for p in positions], [r.limit or 0 for r in rates], height=0.4, label="limit")
     left.set_yticks(list(positions), labels, fontsize=8)
     left.set_xscale("log")
     left.set_xlabel("per second (log scale)")
@@ -81,7 +82,8 @@ def chart(rows: list[Row], path: Path) -> Path | None:
     right.barh([p + 0.2 for p in spots], [r.p50_ms or 0 for r in latency], height=0.4, label="p50")
     right.barh([p - 0.2 for p in spots], [r.p99_ms or 0 for r in latency], height=0.4, label="p99")
     right.set_yticks(list(spots), [f"{r.scenario}: {r.measure}" for r in latency], fontsize=8)
-    right.set_xlabel("milliseconds")
+    right.set_xscale("log")
+    right.set_xlabel("milliseconds (log scale)")
     right.set_title("latency")
     right.legend()
     figure.tight_layout()
