@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ async def end_to_end(bench: Bench, runs: int) -> list[Row]:
     seconds = 3 if bench.quick else 10
     rows: list[Row] = []
     for rate in rates:
-        result = await median_of(runs, lambda rate=rate: _end_to_end_at(bench, rate, seconds))  # type: ignore[misc]
+        result = await median_of(runs, partial(_end_to_end_at, bench, rate, seconds))
         extra = {"errors": result["errors"], "vegeta_cpu_s": result["vegeta_cpu_s"],
                  "post_p50_ms": result["post_p50_ms"], "post_p99_ms": result["post_p99_ms"]}  # fmt: skip
         rows += [
@@ -307,7 +308,7 @@ async def _recover(bench: Bench) -> dict[str, float]:
         async def projected() -> int:
             return sum(offset + 1 for offset in (await reads.positions()).values())
 
-        async def moved_past(mark: int) -> Callable[[], Awaitable[bool | None]]:
+        def moved_past(mark: int) -> Callable[[], Awaitable[bool | None]]:
             async def probe() -> bool | None:
                 return await projected() > mark or None
 
@@ -315,15 +316,15 @@ async def _recover(bench: Bench) -> dict[str, float]:
 
         try:
             first = services.forwarder(MERLIN_FORWARDER_METRICS_PORT=str(free_port()))
-            await eventually(await moved_past(0), 60, "the projection moving")
+            await eventually(moved_past(0), 60, "the projection moving")
             await asyncio.sleep(1)
             os.kill(first.process.pid, signal.SIGKILL)
             killed = time.perf_counter()
             first.process.wait()
             mark = await projected()
             port_a = free_port()
-            second = services.forwarder(MERLIN_FORWARDER_METRICS_PORT=str(port_a))
-            await eventually(await moved_past(mark), 60, "the projection moving after a SIGKILL")
+            services.forwarder(MERLIN_FORWARDER_METRICS_PORT=str(port_a))
+            await eventually(moved_past(mark), 60, "the projection moving after a SIGKILL")
             after_kill = time.perf_counter() - killed
             await eventually(lambda: _consuming(port_a, 0), 30, "the restarted worker consuming")
             records_a = (await _metrics(port_a))["merlin_forwarder_records_total"]
@@ -336,7 +337,6 @@ async def _recover(bench: Bench) -> dict[str, float]:
 
             await eventually(both, 60, "both workers consuming")
             rebalance = time.perf_counter() - joined
-            del second
         finally:
             stop.set()
             await load

@@ -76,13 +76,14 @@ def _prepare_sqlite(dbapi_connection: Any, *, writer: bool, read_only: bool = Fa
     # so each read sees the latest commit.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    if writer:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        # A bigger page cache keeps the indexes of random ids in memory as the store grows.
-        cursor.execute(f"PRAGMA cache_size=-{_WRITER_CACHE_KIB}")
     if read_only:
         cursor.execute("PRAGMA query_only=ON")
+    else:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    if writer:
+        # A bigger page cache keeps the indexes of random ids in memory as the store grows.
+        cursor.execute(f"PRAGMA cache_size=-{_WRITER_CACHE_KIB}")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
@@ -102,7 +103,7 @@ def _sqlite_engine(url: str, database: str | None, writer: bool) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        _prepare_sqlite(dbapi_connection, writer=True)
+        _prepare_sqlite(dbapi_connection, writer=writer)
 
     if writer:
         _begin_immediately(engine.sync_engine)
