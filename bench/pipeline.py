@@ -296,7 +296,9 @@ async def _steady_load(kafka: KafkaSettings, stop: asyncio.Event, rate: int = 50
         await producer.close()
 
 
-async def _recover(bench: Bench) -> dict[str, float]:
+async def _recover(bench: Bench, instance_id: str | None = None) -> dict[str, float]:
+    """SIGKILL a worker under load and restart it (under ``instance_id``, if given); then add one."""
+    static = {"MERLIN_FORWARDER_INSTANCE_ID": instance_id} if instance_id else {}
     async with bench.topics() as kafka:
         url = f"sqlite:///{bench.workdir / f'recovery-{uuid.uuid4().hex[:6]}.db'}"
         await upgrade(url)
@@ -315,7 +317,7 @@ async def _recover(bench: Bench) -> dict[str, float]:
             return probe
 
         try:
-            first = services.forwarder(MERLIN_FORWARDER_METRICS_PORT=str(free_port()))
+            first = services.forwarder(MERLIN_FORWARDER_METRICS_PORT=str(free_port()), **static)
             await eventually(moved_past(0), 60, "the projection moving")
             await asyncio.sleep(1)
             os.kill(first.process.pid, signal.SIGKILL)
@@ -323,7 +325,7 @@ async def _recover(bench: Bench) -> dict[str, float]:
             first.process.wait()
             mark = await projected()
             port_a = free_port()
-            services.forwarder(MERLIN_FORWARDER_METRICS_PORT=str(port_a))
+            services.forwarder(MERLIN_FORWARDER_METRICS_PORT=str(port_a), **static)
             await eventually(moved_past(mark), 60, "the projection moving after a SIGKILL")
             after_kill = time.perf_counter() - killed
             await eventually(lambda: _consuming(port_a, 0), 30, "the restarted worker consuming")
@@ -348,7 +350,12 @@ async def _recover(bench: Bench) -> dict[str, float]:
 async def recovery(bench: Bench, runs: int) -> list[Row]:
     """SIGKILL → projection moving again (restarted at once); a second worker → both consuming."""
     result = await median_of(runs, lambda: _recover(bench))
+    static = await median_of(runs, lambda: _recover(bench, f"bench-{uuid.uuid4().hex[:6]}"))
+    session = int(bench.services("sqlite://").env()["MERLIN_FORWARDER_SESSION_TIMEOUT_MS"]) / 1000
     return [
-        Row("recovery", "SIGKILL, restart -> projection moving", "s", result["after_sigkill_s"]),
+        Row("recovery", f"SIGKILL, restart -> projection moving (session {session:g} s)", "s",
+            result["after_sigkill_s"]),
+        Row("recovery", "SIGKILL, restart, same instance id -> projection moving", "s",
+            static["after_sigkill_s"]),
         Row("recovery", "second worker started -> both consuming", "s", result["rebalance_s"]),
-    ]
+    ]  # fmt: skip

@@ -12,6 +12,9 @@ class ForwarderSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MERLIN_FORWARDER_", extra="ignore")
 
     group_id: str = "merlin-forwarder"
+    # Static group membership (Kafka's group.instance.id): a worker restarted under the same
+    # id takes its partitions back at once instead of after the session timeout.
+    instance_id: str | None = Field(default=None, min_length=1, max_length=249)
     # Under a backlog, bigger batches mean fewer transactions and fewer index pages written per event.
     batch_max: int = Field(default=5000, ge=1)
     # How long one poll waits for records; also how fast a stop request is noticed.

@@ -46,8 +46,10 @@ class Forwarder:
         self.endpoints = endpoints if endpoints is not None else load_endpoints(settings.endpoints_file)
 
     def consumer_config(self) -> ClientConfig:
+        static = {"group.instance.id": self.settings.instance_id} if self.settings.instance_id else {}
         return self.kafka.client(
             {
+                **static,
                 "group.id": self.settings.group_id,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,

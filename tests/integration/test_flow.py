@@ -276,3 +276,23 @@ async def test_a_poison_record_is_dead_lettered_and_the_flow_goes_on(sqlite_serv
     assert dead[0][1]["merlin.dlq.reason"].startswith(b"not JSON")
     assert dead[0][1]["merlin.dlq.offset"] == b"0"
     assert b"unknown schema_version 99" in dead[1][1]["merlin.dlq.reason"]
+
+
+async def test_a_worker_restarted_under_its_instance_id_resumes_before_its_session_times_out(
+    sqlite_services: Services,
+) -> None:
+    # A 30 s session: a worker that had to wait for it would miss the 15 s read wait below.
+    static = {"MERLIN_FORWARDER_INSTANCE_ID": "worker-1", "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "30000"}
+    write, read = await sqlite_services.write_api(), await sqlite_services.read_api()
+    first = sqlite_services.forwarder(**static)
+    async with httpx.AsyncClient(timeout=30) as client:
+        before = await post(client, write, "lobby", {"sender_id": "alice", "body": "before"})
+        url = f"{read.url}/v1/rooms/lobby/messages/{before['message_id']}"
+        assert (await client.get(url, params={"after_position": before["position"]})).status_code == 200
+        first.kill()
+        sqlite_services.forwarder(**static)
+        after = await post(client, write, "lobby", {"sender_id": "alice", "body": "after"})
+        url = f"{read.url}/v1/rooms/lobby/messages/{after['message_id']}"
+        answer = await client.get(url, params={"after_position": after["position"]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["seq"] == 2
