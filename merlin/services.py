@@ -33,6 +33,10 @@ def _serve_http(app: object, host: str, port: int, service: str) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        # Longer than the idle timeouts of common client pools (Go's 90 s aside), so a client
+        # seldom sends a request on a connection the server is closing: a POST that meets
+        # such a reset is not retried by the client. uvicorn's default is 5 s.
+        timeout_keep_alive=75,
     )
     uvicorn.Server(config).run()
 
