@@ -130,7 +130,7 @@ class Bench:
 @asynccontextmanager
 async def bench(quick: bool) -> AsyncIterator[Bench]:
     """The local broker (started if needed, then warmed up) and topics for this run only."""
-    bootstrap = LocalKafka().start().bootstrap
+    bootstrap = (await asyncio.to_thread(LocalKafka().start)).bootstrap
     kafka = KafkaSettings().namespaced(
         f"bench-{uuid.uuid4().hex[:8]}", bootstrap_servers=bootstrap, partitions=6
     )

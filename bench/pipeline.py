@@ -86,8 +86,13 @@ def _created(room: str) -> MessageCreated:
 # -- end to end ------------------------------------------------------------------------------------
 
 
-async def _probe_readable(write: str, read: str, stop: asyncio.Event, latencies: list[float]) -> None:
-    """Every 50 ms: POST a message, then read it back with after_position; POST sent → 200 read."""
+async def _probe_readable(
+    write: str, read: str, stop: asyncio.Event, latencies: list[float], unread: list[int]
+) -> None:
+    """Every 50 ms: POST a message, then read it back with after_position; POST sent → 200 read.
+
+    A read that is not a 200 (the projection still behind after the wait) is counted in ``unread``.
+    """
     async with httpx.AsyncClient(timeout=30) as writer, httpx.AsyncClient(timeout=30) as reader:
         n = 0
         while not stop.is_set():
@@ -102,10 +107,12 @@ async def _probe_readable(write: str, read: str, stop: asyncio.Event, latencies:
             )
             if got.status_code == 200:
                 latencies.append(time.perf_counter() - started)
+            else:
+                unread.append(got.status_code)
             await asyncio.sleep(max(0.0, 0.05 - (time.perf_counter() - started)))
 
 
-async def _warm_up(write: str, downstream: str) -> None:
+async def _one_message_through(write: str, downstream: str) -> None:
     """One message through the whole pipeline, so the measurement starts with every stage running."""
     async with httpx.AsyncClient(timeout=30) as client:
         answer = await client.post(
@@ -124,10 +131,13 @@ async def _end_to_end_at(bench: Bench, rate: int, seconds: float) -> dict[str, f
             write = await services.write_api()
             read = await services.read_api()
             services.forwarder(MERLIN_ENDPOINTS_FILE=str(_endpoints_file(bench.workdir, downstream, 100)))
-            await _warm_up(write.url or "", downstream)
+            await _one_message_through(write.url or "", downstream)
             readable: list[float] = []
+            unread: list[int] = []
             stop = asyncio.Event()
-            probe = asyncio.create_task(_probe_readable(write.url or "", read.url or "", stop, readable))
+            probe = asyncio.create_task(
+                _probe_readable(write.url or "", read.url or "", stop, readable, unread)
+            )
             paths = [f"/v1/rooms/room-{n}/messages" for n in range(100)]
             try:
                 load = await asyncio.to_thread(attack, write.url or "", paths, BODY, rate, seconds)
@@ -146,7 +156,7 @@ async def _end_to_end_at(bench: Bench, rate: int, seconds: float) -> dict[str, f
     posted = [sent.latency_s for sent in load.results]
     return {
         "achieved_rate": len(accepted) / seconds,
-        "errors": float(len(load.results) - len(accepted)),
+        "errors": float(len(load.results) - len(accepted) + len(unread)),
         "post_p50_ms": _ms(posted)[0], "post_p99_ms": _ms(posted)[1],
         "readable_p50_ms": _ms(readable)[0], "readable_p99_ms": _ms(readable)[1],
         "delivered_p50_ms": _ms(delivered)[0], "delivered_p99_ms": _ms(delivered)[1],
@@ -322,7 +332,7 @@ async def _recover(bench: Bench, instance_id: str | None = None) -> dict[str, fl
             await asyncio.sleep(1)
             os.kill(first.process.pid, signal.SIGKILL)
             killed = time.perf_counter()
-            first.process.wait()
+            await asyncio.to_thread(first.process.wait)
             mark = await projected()
             port_a = free_port()
             services.forwarder(MERLIN_FORWARDER_METRICS_PORT=str(port_a), **static)

@@ -108,7 +108,9 @@ class AiohttpSend:
 
     def __init__(self, connections: int) -> None:
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max(1, connections)), auto_decompress=False
+            connector=aiohttp.TCPConnector(limit=max(1, connections)),
+            cookie_jar=aiohttp.DummyCookieJar(),  # each delivery stands alone: no cookies carried over
+            auto_decompress=False,
         )
 
     async def __call__(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answer:

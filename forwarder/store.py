@@ -154,11 +154,15 @@ class ProjectionStore:
             return await connection.run_sync(self._apply, records)
 
     async def close(self) -> None:
-        """Stop the writer thread (the engine stays its owner's to dispose)."""
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-        if self._sqlite is not None:
-            self._sqlite.dispose()
+        """Let the writer thread finish its batch, then stop it (the engine stays its owner's to dispose)."""
+        writer, sqlite = self._writer, self._sqlite
+        if writer is not None and sqlite is not None:
+
+            def stop() -> None:
+                writer.shutdown(wait=True)
+                sqlite.dispose()
+
+            await asyncio.to_thread(stop)
 
     def _apply(self, connection: Connection, records: Sequence[Record]) -> Changes:
         snapshot = self._snapshot(connection, records)
