@@ -192,12 +192,20 @@ class Flow:
 
     async def _project(self, generation: int, batch: Batch) -> None:
         records = [consumed.record for consumed in batch.records]
-        for consumed in batch.records:
-            if consumed.malformed is not None:
-                record, reason = consumed.record, consumed.malformed
-                await self.dead_letters.send(consumed.message, "decode", reason)
-                self.metrics.dead_letters.labels("decode").inc()
-                log.warning("poison_record", partition=record.partition, offset=record.offset, reason=reason)
+        poison = [
+            (consumed, consumed.malformed) for consumed in batch.records if consumed.malformed is not None
+        ]
+        # All of a batch's poison records go to the dead-letter topic at once, and all are
+        # acknowledged before the positions move past them: one round trip, not one each.
+        await asyncio.gather(*(self.dead_letters.send(c.message, "decode", reason) for c, reason in poison))
+        for consumed, reason in poison:
+            self.metrics.dead_letters.labels("decode").inc()
+            log.warning(
+                "poison_record",
+                partition=consumed.record.partition,
+                offset=consumed.record.offset,
+                reason=reason,
+            )
         self.metrics.batch_size.observe(len(records))
         with self.metrics.batch_seconds.time():
             changes = await self.store.apply(records)
