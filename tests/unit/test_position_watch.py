@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from merlin.position import Position
-from read_api.queries import PositionWatch
+from read_api.position_watch import PositionWatch
 
 
 class Projection:
