@@ -1,4 +1,4 @@
-"""``python -m bench`` (or ``merlin bench``): run the scenarios, print one table, save JSON and a chart."""
+"""``python -m bench`` (``make bench``): run the scenarios, print one table, save JSON and a chart."""
 
 from __future__ import annotations
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
+from kernel.settings import KafkaSettings
+from kernel.topics import delete_topics, ensure_topics
 from merlin.local import LocalKafka
-from merlin.settings import KafkaSettings
-from merlin.topics import delete_topics, ensure_topics
-from tests.integration.services import Services, eventually, free_port
+from merlin.local.service_processes import Services, eventually, free_port
 
 
 @dataclass

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from domain import MessageCreated, decode, encode, headers
-from merlin.position import Position
-from merlin.settings import KafkaSettings
+from kernel.position import Position
+from kernel.settings import KafkaSettings
 from write_api.appender import producer_config
 
 

@@ -21,12 +21,12 @@ from bench.harness import Bench, Row, median_of
 from bench.vegeta import attack
 from bench.wrk import run_wrk
 from domain import MessageCreated, encode, headers
-from merlin.producer import AsyncProducer
-from merlin.settings import KafkaSettings
-from read_api.database import create_engine
-from read_api.migrate import upgrade
-from read_api.queries import ReadStore
-from tests.integration.services import eventually, free_port
+from kernel.producer import AsyncProducer
+from kernel.settings import KafkaSettings
+from merlin.local.service_processes import eventually, free_port
+from read_store.engines import create_engine
+from read_store.migrate import upgrade
+from read_store.reader import ReadStore
 
 BODY = orjson.dumps({"sender_id": "bench", "body": "x" * 200})
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -13,15 +13,15 @@ from bench.pipeline import BODY, delivery, end_to_end, percentile, recovery
 from bench.vegeta import attack
 from bench.wrk import get_paths_script, post_messages_script, run_wrk
 from domain import MessageCreated
-from forwarder.projection import Record
 from forwarder.settings import ForwarderSettings
-from forwarder.store import ProjectionStore
 from forwarder.worker import Forwarder
 from merlin.local import LocalPostgres
-from read_api.database import create_engine
-from read_api.migrate import upgrade
-from read_api.queries import ReadStore
-from read_api.settings import ReadStoreSettings
+from read_store.engines import create_engine
+from read_store.migrate import upgrade
+from read_store.projection import Record
+from read_store.reader import ReadStore
+from read_store.settings import ReadStoreSettings
+from read_store.writer import ProjectionStore
 
 
 async def write_path(bench: Bench, runs: int) -> list[Row]:

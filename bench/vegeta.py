@@ -22,8 +22,8 @@ from pathlib import Path
 import orjson
 import structlog
 
-from merlin.errors import ToolMissing
-from merlin.settings import PROJECT_ROOT
+from kernel.errors import ToolMissing
+from kernel.settings import PROJECT_ROOT
 
 VEGETA_MODULE = "github.com/tsenart/vegeta/v12@v12.13.0"
 _CACHE = PROJECT_ROOT / ".cache" / "go"

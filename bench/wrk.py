@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from merlin.errors import ToolMissing
+from kernel.errors import ToolMissing
 
 _REPORT = """
 done = function(summary, latency, requests)

@@ -1,6 +1,6 @@
 """merlin's pure domain: the Message aggregate, its rules and its event envelope."""
 
-from domain.envelope import SCHEMA_VERSION, decode, encode, event_type, headers
+from domain.envelope import SCHEMA_VERSION, decode, encode, headers
 from domain.errors import (
     CommandRejected,
     DomainError,
@@ -10,22 +10,24 @@ from domain.errors import (
 )
 from domain.ids import create_event_id, message_id_for, update_event_id
 from domain.model import (
+    EVENT_TYPES,
     MAX_BODY_CHARS,
     Command,
     CreateMessage,
     Event,
+    EventType,
     Message,
     MessageCreated,
     MessageUpdated,
     UpdateMessage,
     check_applicable,
-    decide,
     evolve,
-    fold,
+    is_duplicate,
     to_event,
 )
 
 __all__ = [
+    "EVENT_TYPES",
     "MAX_BODY_CHARS",
     "SCHEMA_VERSION",
     "Command",
@@ -33,6 +35,7 @@ __all__ = [
     "CreateMessage",
     "DomainError",
     "Event",
+    "EventType",
     "InvalidCommand",
     "MalformedEvent",
     "MerlinError",
@@ -42,13 +45,11 @@ __all__ = [
     "UpdateMessage",
     "check_applicable",
     "create_event_id",
-    "decide",
     "decode",
     "encode",
-    "event_type",
     "evolve",
-    "fold",
     "headers",
+    "is_duplicate",
     "message_id_for",
     "to_event",
     "update_event_id",

@@ -14,6 +14,7 @@ import orjson
 
 from domain.errors import InvalidCommand, MalformedEvent
 from domain.model import (
+    EVENT_TYPES,
     Event,
     MessageCreated,
     MessageUpdated,
@@ -23,7 +24,6 @@ from domain.model import (
 )
 
 SCHEMA_VERSION: Final = 1
-EVENT_TYPES: Final = ("MessageCreated", "MessageUpdated")
 _FIELDS: Final = frozenset(
     {
         "event_id",
@@ -38,11 +38,6 @@ _FIELDS: Final = frozenset(
 )
 
 
-def event_type(event: Event) -> str:
-    """The envelope's ``event_type`` name of ``event``."""
-    return "MessageCreated" if isinstance(event, MessageCreated) else "MessageUpdated"
-
-
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with microseconds and a ``Z``."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -52,7 +47,7 @@ def to_dict(event: Event) -> dict[str, Any]:
     """The envelope of ``event`` as a JSON-ready dict."""
     return {
         "event_id": str(event.event_id),
-        "event_type": event_type(event),
+        "event_type": event.event_type,
         "schema_version": SCHEMA_VERSION,
         "room_id": event.room_id,
         "message_id": str(event.message_id),
@@ -70,7 +65,7 @@ def encode(event: Event) -> bytes:
 def headers(event: Event) -> list[tuple[str, bytes]]:
     """Kafka record headers that let a reader route ``event`` without parsing it."""
     return [
-        ("event_type", event_type(event).encode()),
+        ("event_type", event.event_type.encode()),
         ("event_id", str(event.event_id).encode()),
     ]
 
@@ -112,7 +107,7 @@ def from_dict(document: object) -> Event:
         expected = check_expected_version(document.get("expected_version"))
     except InvalidCommand as exc:
         raise MalformedEvent(str(exc)) from exc
-    if kind == "MessageCreated":
+    if kind == MessageCreated.event_type:
         if expected is not None:
             raise MalformedEvent("expected_version: must be null on MessageCreated")
         return MessageCreated(event_id, room_id, message_id, sender_id, body, occurred_at)

@@ -1,7 +1,8 @@
-"""The Message aggregate: commands in, events out, state by folding events.
+"""The Message aggregate: commands in, events out, state by applying events in log order.
 
-Pure: the standard library only. Time and ids come in with the commands, so
-``decide`` gives the same answer on every replica for the same input.
+Pure: the standard library only. Time and ids come in with the commands, and
+the rules depend only on the state and the event, so every replica that
+applies the same log reaches the same messages.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import ClassVar, Final, Literal, get_args, overload
 from uuid import UUID
 
 from domain.errors import CommandRejected, InvalidCommand
@@ -55,8 +57,15 @@ class UpdateMessage:
 Command = CreateMessage | UpdateMessage
 
 
+# The one registry of event types: every list of them (envelope, endpoints, headers) derives from it.
+EventType = Literal["MessageCreated", "MessageUpdated"]
+EVENT_TYPES: Final[tuple[EventType, ...]] = get_args(EventType)
+
+
 @dataclass(frozen=True, slots=True)
 class MessageCreated:
+    event_type: ClassVar[EventType] = "MessageCreated"
+
     event_id: UUID
     room_id: str
     message_id: UUID
@@ -67,6 +76,8 @@ class MessageCreated:
 
 @dataclass(frozen=True, slots=True)
 class MessageUpdated:
+    event_type: ClassVar[EventType] = "MessageUpdated"
+
     event_id: UUID
     room_id: str
     message_id: UUID
@@ -121,6 +132,14 @@ def validate(command: Command) -> None:
         check_expected_version(command.expected_version)
 
 
+@overload
+def to_event(command: CreateMessage) -> MessageCreated: ...
+
+
+@overload
+def to_event(command: UpdateMessage) -> MessageUpdated: ...
+
+
 def to_event(command: Command) -> Event:
     """The event that records ``command``; raise InvalidCommand when a field breaks the limits.
 
@@ -148,18 +167,11 @@ def to_event(command: Command) -> Event:
     )
 
 
-def decide(state: Message | None, command: Command) -> list[Event]:
-    """The events that ``command`` yields against ``state``; raise when it is refused.
-
-    A create whose message already exists with the same sender and body is a
-    retry and yields nothing; with other content it is refused.
-    """
-    event = to_event(command)
-    return [] if is_duplicate(state, event) else [event]
-
-
 def is_duplicate(state: Message | None, event: Event) -> bool:
-    """True when ``event`` repeats the create that made ``state``; raise if it conflicts."""
+    """True when ``event`` repeats the create that made ``state`` (a retry: nothing to apply).
+
+    Raise CommandRejected when the rules refuse ``event`` (``check_applicable``).
+    """
     check_applicable(state, event)
     return isinstance(event, MessageCreated) and state is not None
 
@@ -198,15 +210,3 @@ def evolve(state: Message | None, event: Event) -> Message:
     if state is None:
         raise CommandRejected("not_found", "no such message in this room")
     return replace(state, body=event.body, version=state.version + 1, updated_at=event.occurred_at)
-
-
-def fold(events: list[Event]) -> Message | None:
-    """Rebuild a message from its events, skipping those the rules refuse."""
-    state: Message | None = None
-    for event in events:
-        try:
-            check_applicable(state, event)
-        except CommandRejected:
-            continue
-        state = evolve(state, event)
-    return state

@@ -15,55 +15,32 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from domain import MalformedEvent, decode
 from forwarder.metrics import ForwarderMetrics
-from forwarder.projection import Record
-from merlin.settings import ClientConfig
+from forwarder.source import Batch, Consumed, RevokeHandler
+from kernel.settings import ClientConfig
+from read_store.projection import Record
 
 log = structlog.get_logger()
 P = ParamSpec("P")
 T = TypeVar("T")
 
 PositionLoader = Callable[[], Coroutine[Any, Any, dict[int, int]]]
-# Told which partitions were revoked (and whether lost); answers the offsets safe to commit.
-RevokeHandler = Callable[[list[int], bool], Coroutine[Any, Any, dict[int, int]]]
-
-
-@dataclass(frozen=True, slots=True)
-class Consumed:
-    """One fetched record, decoded on the consumer thread, off the event loop."""
-
-    record: Record
-    message: Message
-    malformed: str | None = None  # why the value is no event: it goes to the dead-letter topic
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """What one fetch returned, and from which partitions."""
-
-    records: list[Consumed]
-    partitions: frozenset[int]
-
-    def joined(self, later: Batch) -> Batch:
-        return Batch(self.records + later.records, self.partitions | later.partitions)
 
 
 class EventConsumer:
-    """Batches of records from the events topic, resumed from the read store's positions."""
+    """The flow's ``Source`` on Kafka: batches of the events topic, resumed from the store's positions."""
 
     def __init__(
         self,
         config: ClientConfig,
         topic: str,
         positions: PositionLoader,
-        revoked: RevokeHandler,
         metrics: ForwarderMetrics,
         delivers: bool = False,
     ) -> None:
@@ -71,7 +48,7 @@ class EventConsumer:
         self._config = config
         self._topic = topic
         self._positions = positions
-        self._revoked = revoked
+        self._revoked: RevokeHandler | None = None
         self._metrics = metrics
         self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
@@ -80,8 +57,9 @@ class EventConsumer:
     async def _call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
 
-    async def start(self) -> None:
-        """Join the group and subscribe."""
+    async def start(self, revoked: RevokeHandler) -> None:
+        """Join the group and subscribe; ``revoked`` hears of every revocation."""
+        self._revoked = revoked
         await self._call(self._open)
 
     def _open(self) -> None:
@@ -115,6 +93,7 @@ class EventConsumer:
         self._metrics.rebalances.labels("revoked").inc()
         self._metrics.assigned.set(0)
         numbers = [p.partition for p in partitions]
+        assert self._revoked is not None, "start() first"
         finished = asyncio.run_coroutine_threadsafe(self._revoked(numbers, False), self._loop).result(60)
         if finished:
             offsets = [TopicPartition(self._topic, p, offset) for p, offset in finished.items()]
@@ -129,6 +108,7 @@ class EventConsumer:
         self._metrics.assigned.set(0)
         numbers = [p.partition for p in partitions]
         # Lost partitions may already belong to another member: drop, never commit.
+        assert self._revoked is not None, "start() first"
         asyncio.run_coroutine_threadsafe(self._revoked(numbers, True), self._loop).result(60)
         log.warning("partitions_lost", topic=self._topic, partitions=numbers)
 

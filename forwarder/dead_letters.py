@@ -1,22 +1,45 @@
-"""The dead-letter topic: the original record, untouched, with why and where it failed in its headers."""
+"""The dead-letter topic: every dead-letter record merlin writes, its document and its headers, built here.
+
+- A record that is no event (or that the read store refused): the original
+  record, untouched, with why and where it failed in ``merlin.dlq.*`` headers.
+- A delivery that failed for good: a JSON document with the event, the
+  endpoint, the reason and every attempt, keyed by room.
+"""
 
 from __future__ import annotations
 
-from confluent_kafka import Message
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
-from forwarder.dispatcher import Job
-from merlin.producer import AsyncProducer
+import orjson
+
+from forwarder.delivery import Attempt
+from forwarder.endpoints import Endpoint
+from forwarder.source import Header, RawRecord
+
+
+class RecordSink(Protocol):
+    """Where dead letters go (``kernel.producer.AsyncProducer`` in production)."""
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, Header]] = (),
+    ) -> tuple[int, int]: ...
 
 
 class DeadLetters:
-    def __init__(self, producer: AsyncProducer, topic: str) -> None:
+    def __init__(self, producer: RecordSink, topic: str) -> None:
         self.producer = producer
         self.topic = topic
 
-    async def send(self, record: Message, stage: str, reason: str) -> None:
+    async def send(self, record: RawRecord, stage: str, reason: str) -> None:
         """Put ``record`` on the dead-letter topic; return once the broker has it."""
-        headers = [
-            *(record.headers() or []),
+        original = record.headers() or []
+        headers: list[tuple[str, Header]] = [
+            *(original.items() if isinstance(original, Mapping) else original),
             ("merlin.dlq.stage", stage.encode()),
             ("merlin.dlq.reason", reason.encode()),
             ("merlin.dlq.topic", (record.topic() or "").encode()),
@@ -25,14 +48,33 @@ class DeadLetters:
         ]
         await self.producer.send(self.topic, record.value(), key=record.key(), headers=headers)
 
-    async def send_failed_delivery(self, job: Job, endpoint: str, reason: str, document: bytes) -> None:
+    async def send_failed_delivery(
+        self,
+        *,
+        partition: int,
+        offset: int,
+        room_id: str,
+        event_id: str,
+        event: bytes,
+        endpoint: Endpoint,
+        reason: str,
+        attempts: list[Attempt],
+    ) -> None:
         """Record a delivery that failed for good: the event, the endpoint, the attempts, the reason."""
+        document = orjson.dumps(
+            {
+                "event": orjson.Fragment(event),
+                "endpoint": {"name": endpoint.name, "url": str(endpoint.url)},
+                "reason": reason,
+                "attempts": [attempt.as_dict() for attempt in attempts],
+            }
+        )
         headers = [
             ("merlin.dlq.stage", b"delivery"),
             ("merlin.dlq.reason", reason.encode()),
-            ("merlin.dlq.endpoint", endpoint.encode()),
-            ("merlin.dlq.partition", str(job.partition).encode()),
-            ("merlin.dlq.offset", str(job.offset).encode()),
-            ("event_id", job.event_id.encode()),
+            ("merlin.dlq.endpoint", endpoint.name.encode()),
+            ("merlin.dlq.partition", str(partition).encode()),
+            ("merlin.dlq.offset", str(offset).encode()),
+            ("event_id", event_id.encode()),
         ]
-        await self.producer.send(self.topic, document, key=job.room_id.encode(), headers=headers)
+        await self.producer.send(self.topic, document, key=room_id.encode(), headers=headers)

@@ -28,8 +28,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 from standardwebhooks import Webhook
 
-from domain.envelope import EVENT_TYPES
-from merlin.errors import InfrastructureError
+from domain import EVENT_TYPES, EventType
+from kernel.errors import InfrastructureError
 
 
 class RetryPolicy(BaseModel):
@@ -46,7 +46,7 @@ class Endpoint(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     url: HttpUrl
-    event_types: frozenset[Literal["MessageCreated", "MessageUpdated"]] = frozenset(EVENT_TYPES)
+    event_types: frozenset[EventType] = frozenset(EVENT_TYPES)
     timeout: float = Field(default=5.0, gt=0)
     retry: RetryPolicy = RetryPolicy()
     max_in_flight: int = Field(default=32, ge=1, le=10_000)

@@ -11,6 +11,9 @@
 - On a rebalance, everything in flight for the revoked partitions is dropped,
   what was finished is committed, and the new assignment starts again from
   the committed positions.
+
+The flow is given its source, its store and its dead-letter writer
+(``forwarder.source``), so all of this runs without a broker in unit tests.
 """
 
 from __future__ import annotations
@@ -20,21 +23,17 @@ import contextlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
-import orjson
 import structlog
 
-from domain import event_type
-from forwarder.consumer import Batch, EventConsumer
 from forwarder.dead_letters import DeadLetters
 from forwarder.delivery import Attempt, Deliverer
 from forwarder.dispatcher import Dispatcher, Job
 from forwarder.endpoints import Endpoint
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
-from forwarder.store import ProjectionStore
+from forwarder.source import Batch, ProjectionWriter, Source
 from forwarder.supervisor import BackoffPolicy, BackoffSupervisor, Hooks
 from forwarder.tracker import OffsetTracker
-from merlin.settings import ClientConfig
 
 log = structlog.get_logger()
 
@@ -47,9 +46,8 @@ class Flow:
     def __init__(
         self,
         settings: ForwarderSettings,
-        consumer_config: ClientConfig,
-        topic: str,
-        store: ProjectionStore,
+        source: Source,
+        store: ProjectionWriter,
         dead_letters: DeadLetters,
         deliverers: list[Deliverer],
         metrics: ForwarderMetrics,
@@ -68,9 +66,7 @@ class Flow:
         self._batch_ready = asyncio.Event()
         self._idle = asyncio.Event()  # set while the projector has nothing to do
         self._idle.set()
-        self.consumer = EventConsumer(
-            consumer_config, topic, store.load_positions, self._revoked, metrics, delivers=bool(deliverers)
-        )
+        self.source = source
         self.dispatchers = {
             deliverer.endpoint.name: Dispatcher(
                 deliverer, self._finished, self._dead_letter, self._delivered(deliverer.endpoint.name)
@@ -80,7 +76,7 @@ class Flow:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run the stages until ``stop`` is set or one of them gives up."""
-        await self.consumer.start()
+        await self.source.start(self._revoked)
         log.info("flow_started", group=self.settings.group_id)
         try:
             async with asyncio.TaskGroup() as stages:
@@ -94,8 +90,8 @@ class Flow:
         except* _Stopped:
             pass
         finally:
-            await self.consumer.commit(self.tracker.committable())
-            await self.consumer.close()
+            await self.source.commit(self.tracker.committable())
+            await self.source.close()
             log.info("flow_stopped")
 
     async def _finish_projecting(self, grace: float = 10.0) -> None:
@@ -120,7 +116,7 @@ class Flow:
     async def _consume(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self._apply_back_pressure()
-            batch = await self.consumer.batch(self.settings.batch_max, self.settings.poll_timeout)
+            batch = await self.source.batch(self.settings.batch_max, self.settings.poll_timeout)
             if batch.records:
                 self.metrics.records.inc(len(batch.records))
                 self._enqueue(batch)
@@ -128,7 +124,7 @@ class Flow:
                 self._batch_ready.set()
             committable = self.tracker.committable()
             if committable != self._committed:
-                await self.consumer.commit(committable)
+                await self.source.commit(committable)
                 self._committed = committable
 
     def _enqueue(self, batch: Batch) -> None:
@@ -155,10 +151,10 @@ class Flow:
             ):
                 wanted |= dispatcher.feeding_partitions()
         if wanted - self.paused:
-            await self.consumer.pause(wanted - self.paused)
+            await self.source.pause(wanted - self.paused)
             log.info("partitions_paused", partitions=sorted(wanted - self.paused))
         if self.paused - wanted:
-            await self.consumer.resume(self.paused - wanted)
+            await self.source.resume(self.paused - wanted)
             log.info("partitions_resumed", partitions=sorted(self.paused - wanted))
         self.paused = wanted
         self.metrics.paused.set(len(wanted))
@@ -224,7 +220,7 @@ class Flow:
             wanting = [] if event is None or (record.partition, record.offset) not in deliverable else [
                 dispatcher
                 for dispatcher in self.dispatchers.values()
-                if event_type(event) in dispatcher.endpoint.event_types
+                if event.event_type in dispatcher.endpoint.event_types
             ]  # fmt: skip
             self.tracker.add(record.partition, record.offset, len(wanting))
             for dispatcher in wanting:
@@ -239,8 +235,10 @@ class Flow:
             self.tracker.done(job.partition, job.offset)
 
     async def _dead_letter(self, job: Job, endpoint: Endpoint, reason: str, attempts: list[Attempt]) -> None:
-        document = dead_letter_document(job, endpoint.name, str(endpoint.url), reason, attempts)
-        await self.dead_letters.send_failed_delivery(job, endpoint.name, reason, document)
+        await self.dead_letters.send_failed_delivery(
+            partition=job.partition, offset=job.offset, room_id=job.room_id, event_id=job.event_id,
+            event=job.body, endpoint=endpoint, reason=reason, attempts=attempts,
+        )  # fmt: skip
         self.metrics.dead_letters.labels("delivery").inc()
 
     def _delivered(self, endpoint: str) -> Callable[[str, float], None]:
@@ -254,15 +252,3 @@ class Flow:
 
 class _Stopped(Exception):
     """The consumer stage was asked to stop: wind the other stages down."""
-
-
-def dead_letter_document(job: Job, endpoint: str, url: str, reason: str, attempts: list[Attempt]) -> bytes:
-    """The dead-letter record of a delivery that failed for good."""
-    return orjson.dumps(
-        {
-            "event": orjson.Fragment(job.body),
-            "endpoint": {"name": endpoint, "url": url},
-            "reason": reason,
-            "attempts": [attempt.as_dict() for attempt in attempts],
-        }
-    )

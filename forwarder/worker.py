@@ -11,19 +11,20 @@ import asyncio
 
 import structlog
 
+from forwarder.consumer import EventConsumer
 from forwarder.dead_letters import DeadLetters
 from forwarder.delivery import AiohttpSend, Deliverer
 from forwarder.endpoints import Endpoint, load_endpoints
 from forwarder.flow import Flow
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
-from forwarder.store import ProjectionStore
 from forwarder.supervisor import BackoffPolicy, BackoffSupervisor, Hooks
-from merlin.producer import AsyncProducer
-from merlin.settings import ClientConfig, KafkaSettings
-from read_api.database import create_engine
-from read_api.migrate import upgrade
-from read_api.settings import ReadStoreSettings
+from kernel.producer import AsyncProducer
+from kernel.settings import ClientConfig, KafkaSettings
+from read_store.engines import create_engine
+from read_store.migrate import upgrade
+from read_store.settings import ReadStoreSettings
+from read_store.writer import ProjectionStore
 
 log = structlog.get_logger()
 
@@ -86,10 +87,13 @@ class Forwarder:
         deliverers = [Deliverer(send, endpoint) for endpoint in self.endpoints]
 
         async def flow() -> None:
+            source = EventConsumer(
+                self.consumer_config(), self.kafka.events_topic, store.load_positions, self.metrics,
+                delivers=bool(deliverers),
+            )  # fmt: skip
             await Flow(
-                self.settings, self.consumer_config(), self.kafka.events_topic, store,
-                dead_letters, deliverers, self.metrics, self.policy(),
-            ).run(stop)  # fmt: skip
+                self.settings, source, store, dead_letters, deliverers, self.metrics, self.policy()
+            ).run(stop)
 
         def failed(name: str, exc: BaseException, delay: float) -> None:
             self.metrics.flow_restarts.inc()

@@ -9,14 +9,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from domain.errors import MerlinError
+from kernel.settings import KafkaSettings
+from kernel.topics import ensure_topics
 from merlin.dev import run_dev
-from merlin.errors import ToolMissing
 from merlin.local import LocalKafka, LocalPostgres
 from merlin.services import run_forwarder, run_read_api, run_write_api
-from merlin.settings import KafkaSettings
-from merlin.topics import ensure_topics
-from read_api.migrate import upgrade
-from read_api.settings import ReadStoreSettings
+from read_store.migrate import upgrade
+from read_store.settings import ReadStoreSettings
 
 
 def _kafka(action: str) -> int:
@@ -75,14 +74,6 @@ def _dev(_action: str) -> int:
     return asyncio.run(run_dev())
 
 
-def _bench(arguments: list[str]) -> int:
-    try:
-        from bench.__main__ import main as bench_main
-    except ImportError as exc:
-        raise ToolMissing("the benchmarks run from a checkout of merlin: python -m bench") from exc
-    return bench_main(arguments)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``merlin``."""
     parser = argparse.ArgumentParser(prog="merlin", description=__doc__)
@@ -95,9 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         service = commands.add_parser(name, help=summary)
         service.set_defaults(handler=_dev if run is None else _service(run), action=name)
-    bench = commands.add_parser("bench", help="benchmarks beside the machine's limits (python -m bench)")
-    bench.add_argument("action", nargs=argparse.REMAINDER, help="arguments of python -m bench")
-    bench.set_defaults(handler=_bench)
     db = commands.add_parser("db", help="the read store's schema (Alembic)")
     db.add_argument("action", choices=["upgrade"])
     db.set_defaults(handler=_db)

@@ -8,11 +8,12 @@ import os
 import signal
 import sys
 
+from kernel.settings import KafkaSettings
+from kernel.topics import ensure_topics
 from merlin.local import LocalKafka
-from merlin.settings import KafkaSettings
-from merlin.topics import ensure_topics
-from read_api.migrate import upgrade
-from read_api.settings import ReadApiSettings, ReadStoreSettings
+from read_api.settings import ReadApiSettings
+from read_store.migrate import upgrade
+from read_store.settings import ReadStoreSettings
 from write_api.settings import WriteApiSettings
 
 SERVICES = ("write-api", "forwarder", "read-api")

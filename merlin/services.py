@@ -13,10 +13,11 @@ from prometheus_client import start_http_server
 from forwarder.settings import ForwarderSettings
 from forwarder.supervisor import SupervisorGaveUp
 from forwarder.worker import Forwarder
-from merlin.logs import configure_logging
-from merlin.settings import KafkaSettings
+from kernel.logs import configure_logging
+from kernel.settings import KafkaSettings
 from read_api.app import create_app as create_read_app
-from read_api.settings import ReadApiSettings, ReadStoreSettings
+from read_api.settings import ReadApiSettings
+from read_store.settings import ReadStoreSettings
 from write_api.app import create_app as create_write_app
 from write_api.settings import WriteApiSettings
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
+from kernel.settings import KafkaSettings
+from kernel.topics import delete_topics, ensure_topics
 from merlin.local import LocalKafka, LocalPostgres
-from merlin.settings import KafkaSettings
-from merlin.topics import delete_topics, ensure_topics
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from domain import Event, encode, headers
-from merlin.position import Position
-from merlin.producer import AsyncProducer
-from merlin.settings import ClientConfig
+from kernel.position import Position
+from kernel.producer import AsyncProducer
+from kernel.settings import ClientConfig
 
 
 def producer_config(linger_ms: float, delivery_timeout_ms: int, queue_max_messages: int) -> ClientConfig:

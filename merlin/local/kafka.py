@@ -21,9 +21,10 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from merlin.errors import InfrastructureError, ToolMissing
+from kernel.errors import InfrastructureError, ToolMissing
+from kernel.settings import PROJECT_ROOT
 from merlin.local import processes
-from merlin.settings import PROJECT_ROOT, LocalSettings
+from merlin.local.settings import LocalSettings
 
 POM_DIR = PROJECT_ROOT / "docker" / "kafka-local"
 _MARKER = "kafka.Kafka"

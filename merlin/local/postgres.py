@@ -16,9 +16,9 @@ from pathlib import Path
 
 import asyncpg
 
-from merlin.errors import InfrastructureError, ToolMissing
+from kernel.errors import InfrastructureError, ToolMissing
 from merlin.local import processes
-from merlin.settings import LocalSettings
+from merlin.local.settings import LocalSettings
 
 _HOST = "127.0.0.1"
 _DEBIAN_BIN = Path("/usr/lib/postgresql")

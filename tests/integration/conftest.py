@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from merlin.settings import KafkaSettings
-from read_api.migrate import upgrade
+from kernel.settings import KafkaSettings
+from merlin.local.service_processes import Services
+from read_store.migrate import upgrade
 from tests.conftest import PostgresSchema
-from tests.integration.services import Services
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,11 +17,11 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from domain import MessageCreated, encode, headers
-from merlin.position import Position
-from read_api.database import create_engine
-from read_api.queries import ReadStore
+from kernel.position import Position
+from merlin.local.service_processes import Service, Services, eventually, free_port
+from read_store.engines import create_engine
+from read_store.reader import ReadStore
 from tests.downstream import Downstream, ServerThread
-from tests.integration.services import Service, Services, eventually, free_port
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -12,10 +12,10 @@ import httpx
 import orjson
 from confluent_kafka import Consumer, Producer
 
-from merlin.position import Position
-from read_api.database import create_engine
-from read_api.queries import ReadStore
-from tests.integration.services import Service, Services, eventually
+from kernel.position import Position
+from merlin.local.service_processes import Service, Services, eventually
+from read_store.engines import create_engine
+from read_store.reader import ReadStore
 
 JSON = {"content-type": "application/json"}
 

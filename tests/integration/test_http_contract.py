@@ -9,7 +9,7 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
-from tests.integration.services import Services, free_port
+from merlin.local.service_processes import Services, free_port
 
 PROBLEM = "application/problem+json"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.services import Services
+from merlin.local.service_processes import Services
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from merlin.settings import KafkaSettings
+from kernel.settings import KafkaSettings
 
 
 def _producer(settings: KafkaSettings) -> Producer:

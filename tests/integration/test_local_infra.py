@@ -11,8 +11,8 @@ from pathlib import Path
 import asyncpg
 from confluent_kafka.admin import AdminClient
 
-from merlin.settings import KafkaSettings
-from merlin.topics import delete_topics, ensure_topics
+from kernel.settings import KafkaSettings
+from kernel.topics import delete_topics, ensure_topics
 from tests.conftest import PostgresSchema
 
 

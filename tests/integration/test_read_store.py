@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import Event, MessageCreated, MessageUpdated
-from forwarder.projection import Record
-from forwarder.store import ProjectionStore
-from merlin.position import Position
-from read_api.database import create_engine
-from read_api.migrate import upgrade
-from read_api.queries import ReadStore
+from kernel.position import Position
+from read_store.engines import create_engine
+from read_store.migrate import upgrade
+from read_store.projection import Record
+from read_store.reader import ReadStore
+from read_store.writer import ProjectionStore
 from tests.conftest import PostgresSchema
 
 TOPIC = "events"

@@ -10,9 +10,11 @@ import pytest
 import yaml
 
 from forwarder.settings import ForwarderSettings
+from kernel.settings import PROJECT_ROOT, KafkaSettings
 from merlin.cli import build_parser
-from merlin.settings import PROJECT_ROOT, KafkaSettings, LocalSettings
-from read_api.settings import ReadApiSettings, ReadStoreSettings
+from merlin.local.settings import LocalSettings
+from read_api.settings import ReadApiSettings
+from read_store.settings import ReadStoreSettings
 from write_api.settings import WriteApiSettings
 
 DOCKER = PROJECT_ROOT / "docker"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from forwarder.endpoints import load_endpoints
-from merlin.errors import InfrastructureError
-from merlin.settings import PROJECT_ROOT
+from kernel.errors import InfrastructureError
+from kernel.settings import PROJECT_ROOT
 
 
 def test_the_documented_example_loads() -> None:

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from domain import Event, MalformedEvent, MessageCreated, MessageUpdated, decode, encode, headers
+from domain import (
+    EVENT_TYPES,
+    Event,
+    MalformedEvent,
+    MessageCreated,
+    MessageUpdated,
+    decode,
+    encode,
+    headers,
+)
 from domain.envelope import to_dict
+from forwarder.endpoints import Endpoint
 from tests.unit.strategies import created, events
+
+SECRET = "whsec_" + base64.b64encode(b"s" * 24).decode()
 
 
 @given(events)
@@ -115,3 +129,13 @@ def test_missing_fields_are_listed() -> None:
 def test_non_envelopes_are_malformed(data: bytes | str | None) -> None:
     with pytest.raises(MalformedEvent):
         decode(data)
+
+
+def test_every_list_of_event_types_derives_from_the_one_registry() -> None:
+    assert {MessageCreated.event_type, MessageUpdated.event_type} == set(EVENT_TYPES)
+    assert len(EVENT_TYPES) == len(set(EVENT_TYPES)) == 2
+    assert Endpoint.model_fields["event_types"].default == frozenset(EVENT_TYPES)
+    for event_type in EVENT_TYPES:
+        assert Endpoint(name="e", url="http://x.test", secret=SECRET, event_types=[event_type])
+    with pytest.raises(ValidationError):
+        Endpoint(name="e", url="http://x.test", secret=SECRET, event_types=["MessageDeleted"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from merlin.position import Position
-from read_api.position_watch import PositionWatch
+from kernel.position import Position
+from read_store.position_watch import PositionWatch
 
 
 class Projection:

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from merlin.errors import InfrastructureError
-from merlin.settings import ClientConfig
+from kernel.errors import InfrastructureError
+from kernel.settings import ClientConfig
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = Sequence[tuple[str, str | bytes | None]]
 
 
 class BrokerUnavailable(InfrastructureError):

@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from read_api.database import create_engine
-from read_api.schema import metadata
+from read_store.engines import create_engine
+from read_store.schema import metadata
 
 config = context.config
 

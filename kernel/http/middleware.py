@@ -7,8 +7,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from merlin.http.errors import BodyTooLarge
-from merlin.http.responses import problem
+from kernel.http.errors import BodyTooLarge
+from kernel.http.responses import problem
 
 
 class BodyLimit:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -11,8 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from domain.errors import InvalidCommand
-from merlin.http.responses import problem
-from merlin.producer import BrokerUnavailable
+from kernel.http.responses import problem
+from kernel.producer import BrokerUnavailable
 
 log = structlog.get_logger()
 
@@ -50,18 +51,6 @@ async def _invalid_command(_request: Request, exc: Exception) -> Response:
     )
 
 
-async def _unavailable(request: Request, exc: Exception) -> Response:
-    retry_after = str(getattr(request.app.state, "retry_after_seconds", 1))
-    log.warning("broker_unavailable", error=str(exc), path=request.url.path)
-    return problem(
-        503,
-        "unavailable",
-        "The event log cannot take writes right now; nothing was recorded. Retry later.",
-        str(exc),
-        headers={"Retry-After": retry_after},
-    )
-
-
 async def _http(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kinds = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}
@@ -78,10 +67,26 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return problem(500, "internal", "Something went wrong on our side.")
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Answer every error of ``app`` as problem+json."""
+def _unavailable(retry_after_seconds: int) -> Callable[[Request, Exception], Awaitable[Response]]:
+    retry_after = str(retry_after_seconds)
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        log.warning("broker_unavailable", error=str(exc), path=request.url.path)
+        return problem(
+            503,
+            "unavailable",
+            "The event log cannot take writes right now; nothing was recorded. Retry later.",
+            str(exc),
+            headers={"Retry-After": retry_after},
+        )
+
+    return handle
+
+
+def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
+    """Answer every error of ``app`` as problem+json; a 503 asks clients to wait ``retry_after_seconds``."""
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(InvalidCommand, _invalid_command)
-    app.add_exception_handler(BrokerUnavailable, _unavailable)
+    app.add_exception_handler(BrokerUnavailable, _unavailable(retry_after_seconds))
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

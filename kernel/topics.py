@@ -1,15 +1,15 @@
-"""merlin creates its own topics (broker auto-creation is off) with confluent-kafka's AdminClient."""
+"""merlin's topics through the AdminClient: created here (broker auto-creation is off), and their ends."""
 
 from __future__ import annotations
 
 import asyncio
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from confluent_kafka.cimpl import NewTopic
 
-from merlin.errors import InfrastructureError
-from merlin.settings import KafkaSettings
+from kernel.errors import InfrastructureError
+from kernel.settings import KafkaSettings
 
 
 def topic_specs(settings: KafkaSettings) -> list[NewTopic]:
@@ -57,3 +57,21 @@ async def delete_topics(settings: KafkaSettings, names: list[str]) -> None:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                 raise InfrastructureError(f"deleting topics failed: {exc}") from exc
+
+
+async def end_offsets(admin: AdminClient, topic: str) -> dict[int, int] | None:
+    """The log-end offset of every partition of ``topic``; None when the broker does not answer."""
+    try:
+        metadata = await asyncio.to_thread(admin.list_topics, topic, 2.0)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            return None
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        requests = {TopicPartition(topic, p): latest for p in found.partitions}
+        futures = admin.list_offsets(requests, request_timeout=2.0)
+        ends: dict[int, int] = {}
+        for partition, future in futures.items():
+            ends[partition.partition] = (await asyncio.wrap_future(future)).offset
+        return ends
+    except KafkaException:
+        return None

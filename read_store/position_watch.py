@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from merlin.position import Position
+from kernel.position import Position
 
 log = structlog.get_logger()
 

@@ -8,10 +8,10 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from merlin.http.errors import install_error_handlers
-from merlin.http.middleware import BodyLimit, HttpMetrics
-from merlin.http.operations import ReadinessCheck, add_operations_routes
-from merlin.http.responses import OrjsonResponse
+from kernel.http.errors import install_error_handlers
+from kernel.http.middleware import BodyLimit, HttpMetrics
+from kernel.http.operations import ReadinessCheck, add_operations_routes
+from kernel.http.responses import OrjsonResponse
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -22,10 +22,14 @@ def new_api(
     description: str,
     lifespan: Lifespan,
     registry: CollectorRegistry,
-    readiness: Callable[[FastAPI], ReadinessCheck],
+    readiness: ReadinessCheck,
     max_body_bytes: int | None = None,
+    retry_after_seconds: int = 1,
 ) -> FastAPI:
-    """A FastAPI app with merlin's error handling, metrics and ``/healthz``, ``/readyz``, ``/metrics``."""
+    """A FastAPI app with merlin's error handling, metrics and ``/healthz``, ``/readyz``, ``/metrics``.
+
+    ``retry_after_seconds`` is what a 503 for an unavailable event log tells clients to wait.
+    """
     app = FastAPI(
         title=title,
         version="1",
@@ -33,10 +37,10 @@ def new_api(
         lifespan=lifespan,
         default_response_class=OrjsonResponse,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, retry_after_seconds)
     if max_body_bytes is not None:
         app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     # Added last, so outermost: it also counts the answers of the body limit.
     app.add_middleware(HttpMetrics, registry=registry, service=service)
-    add_operations_routes(app, registry, readiness(app))
+    add_operations_routes(app, registry, readiness)
     return app

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.responses import Response
 
-from merlin.http.responses import OrjsonResponse, problem, problem_responses
+from kernel.http.responses import OrjsonResponse, problem, problem_responses
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from uuid import UUID
 
-from domain import CommandRejected, Event, Message, MessageCreated, check_applicable, evolve
+from domain import CommandRejected, Event, Message, evolve, is_duplicate
 
 MessageKey = tuple[str, UUID]
 
@@ -103,13 +103,13 @@ def project(records: Sequence[Record], snapshot: Snapshot) -> Changes:
         current = messages.get(key)
         state = current.message if current is not None else None
         try:
-            check_applicable(state, event)
+            duplicate = is_duplicate(state, event)
         except CommandRejected as rejected:
             changes.outcomes.append(
                 Outcome(event, record.partition, record.offset, "rejected", rejected.code, rejected.reason)
             )
             continue
-        if isinstance(event, MessageCreated) and current is not None:
+        if duplicate:
             # The same create under another event id: one message, not two.
             changes.outcomes.append(
                 Outcome(event, record.partition, record.offset, "applied", "duplicate", None, 1)

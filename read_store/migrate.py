@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
-from read_api.database import create_engine, normalise_url
+from read_store.engines import create_engine, normalise_url
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 

@@ -21,7 +21,7 @@ class KafkaSettings(BaseSettings):
     bootstrap_servers: str = "127.0.0.1:9092"
     events_topic: str = "merlin.message-events"
     dead_letter_topic: str = "merlin.message-events.dlq"
-    settings_topic: str = "merlin.settings"
+    settings_topic: str = "kernel.settings"
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     # Extra librdkafka properties, e.g. for SASL: MERLIN_KAFKA_CLIENT_CONFIG='{"security.protocol": "SSL"}'
@@ -45,20 +45,3 @@ class KafkaSettings(BaseSettings):
     def client(self, overrides: ClientConfig | None = None) -> ClientConfig:
         """A librdkafka configuration for these settings, with ``overrides`` on top."""
         return {"bootstrap.servers": self.bootstrap_servers, **self.client_config, **(overrides or {})}
-
-
-class LocalSettings(BaseSettings):
-    """The broker and database that merlin runs on this machine (``MERLIN_LOCAL_*``)."""
-
-    model_config = SettingsConfigDict(env_prefix="MERLIN_LOCAL_", extra="ignore")
-
-    cache_dir: Path = PROJECT_ROOT / ".cache"
-    var_dir: Path = PROJECT_ROOT / "var"
-    kafka_port: int = Field(default=9092, ge=1, le=65535)
-    kafka_heap: str = "768m"
-    kafka_start_timeout: float = Field(default=90.0, gt=0)
-    postgres_port: int = Field(default=55432, ge=1, le=65535)
-    postgres_user: str = "merlin"
-    postgres_databases: list[str] = ["merlin", "merlin_test"]
-    # Where the cluster lives; by default under var/, or postgres' home when run as root.
-    postgres_data_dir: Path | None = None

@@ -1,4 +1,4 @@
-"""Run merlin's real services as processes for tests: on free ports, against the test's topics and store."""
+"""merlin's services as child processes on free ports, wired to given topics and store (tests, benchmarks)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import httpx
 
-from merlin.settings import KafkaSettings
+from kernel.settings import KafkaSettings
 
 T = TypeVar("T")
 

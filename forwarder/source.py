@@ -1,0 +1,83 @@
+"""What the flow reads and writes, as small protocols: Kafka and the store in production, fakes in tests.
+
+A ``Source`` hands out batches of log records (decoded off the event loop),
+pauses and resumes partitions for back-pressure, commits progress, and tells
+the flow when partitions are revoked. A ``ProjectionWriter`` applies a batch
+to the read store in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from read_store.projection import Changes, Record
+
+Header = str | bytes | None
+# Told which partitions were revoked (and whether lost); answers the offsets safe to commit.
+RevokeHandler = Callable[[list[int], bool], Coroutine[Any, Any, dict[int, int]]]
+
+
+class RawRecord(Protocol):
+    """A record as the log holds it (confluent-kafka's ``Message`` is one)."""
+
+    def topic(self) -> str | None: ...
+
+    def partition(self) -> int | None: ...
+
+    def offset(self) -> int | None: ...
+
+    def key(self) -> bytes | None: ...
+
+    def value(self) -> bytes | None: ...
+
+    def headers(self) -> Sequence[tuple[str, Header]] | Mapping[str, Header] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """One fetched record, decoded on the consumer thread, off the event loop."""
+
+    record: Record
+    message: RawRecord
+    malformed: str | None = None  # why the value is no event: it goes to the dead-letter topic
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one fetch returned, and from which partitions."""
+
+    records: list[Consumed]
+    partitions: frozenset[int]
+
+    def joined(self, later: Batch) -> Batch:
+        return Batch(self.records + later.records, self.partitions | later.partitions)
+
+
+class Source(Protocol):
+    """The events topic as the flow sees it."""
+
+    async def start(self, revoked: RevokeHandler) -> None:
+        """Join and subscribe; ``revoked`` is awaited whenever partitions are taken away."""
+        ...
+
+    async def batch(self, max_records: int, timeout: float) -> Batch:
+        """Up to ``max_records`` records, waiting at most ``timeout`` s for the first."""
+        ...
+
+    async def pause(self, partitions: set[int]) -> None: ...
+
+    async def resume(self, partitions: set[int]) -> None: ...
+
+    async def commit(self, next_offsets: dict[int, int]) -> None:
+        """Record that everything before ``next_offsets`` is finished."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class ProjectionWriter(Protocol):
+    """The read store's side that the projection writes."""
+
+    async def apply(self, records: Sequence[Record]) -> Changes: ...

@@ -1,0 +1,293 @@
+"""Every difference between the read store's two backends, SQLite and PostgreSQL, in one place.
+
+- **Engines**: SQLite in WAL mode with its write lock taken when a writer's
+  transaction begins; PostgreSQL through a pooled asyncpg engine, optionally in
+  a schema of its own.
+- **Where work runs**: SQLAlchemy work is a plain function over a connection.
+  On SQLite it runs whole in a small thread pool on the standard sqlite3 driver
+  (one hand-off per question or batch instead of one per driver call, which is
+  what the aiosqlite adapter costs); on PostgreSQL it runs on the async engine.
+- **SQL**: the projection's batch lookups (how a list is passed: ``ANY`` over
+  arrays, or ``json_each`` over one JSON parameter) and the parameter style.
+- **Times**: PostgreSQL keeps ``timestamptz``; SQLite keeps UTC text
+  ``YYYY-MM-DD HH:MM:SS.ffffff`` (what SQLAlchemy writes), written and read
+  back only here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import orjson
+from sqlalchemy import ColumnElement, Connection, Engine, String, event, type_coerce
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from domain.envelope import format_time
+from read_store.schema import messages as messages_table
+
+T = TypeVar("T")
+
+MESSAGE_COLUMNS = "room_id, message_id, sender_id, body, version, seq, created_at, updated_at"
+_READ_COLUMNS: tuple[ColumnElement[Any], ...] = (
+    messages_table.c.message_id,
+    messages_table.c.room_id,
+    messages_table.c.sender_id,
+    messages_table.c.body,
+    messages_table.c.version,
+    messages_table.c.seq,
+    messages_table.c.created_at,
+    messages_table.c.updated_at,
+)
+_SQLITE_READERS = 4
+_WRITER_CACHE_KIB = 64 * 1024
+
+
+class Connections(Protocol):
+    """Runs plain SQLAlchemy functions over a connection of the store, without blocking the loop."""
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """``work`` over a connection (each read sees the latest commit)."""
+        ...
+
+    async def transaction(self, work: Callable[[Connection], T]) -> T:
+        """``work`` in one transaction, committed when it returns."""
+        ...
+
+    async def close(self) -> None:
+        """Release threads and connections (not the async engine, which its owner disposes)."""
+        ...
+
+
+class Dialect:
+    """What a backend does its own way; one instance per backend."""
+
+    name: str
+    # The projection's lookups of what a batch touches, in the driver's parameter style.
+    positions_sql: str  # positions of some partitions (locked on PostgreSQL)
+    messages_sql: str  # messages by (room, id)
+    rooms_sql: str  # last seq of some rooms
+    outcomes_sql: str  # outcomes of some event ids
+    # The read API's columns of a message.
+    read_columns: tuple[ColumnElement[Any], ...] = _READ_COLUMNS
+
+    def engine(self, url: URL, *, writer: bool, schema: str | None) -> AsyncEngine:
+        """An async engine for the store at ``url``."""
+        raise NotImplementedError
+
+    def connections(self, engine: AsyncEngine, *, writer: bool) -> Connections:
+        """Where work over ``engine`` runs."""
+        return _AsyncConnections(engine)
+
+    def sql(self, statement: str) -> str:
+        """``statement`` (written with ``?``) in the driver's parameter style."""
+        return statement
+
+    def lists(self, *columns: list[Any]) -> tuple[Any, ...]:
+        """The parameters that pass ``columns`` (of equal length) to a lookup."""
+        return columns
+
+    def store_time(self, moment: datetime) -> datetime | str:
+        """``moment`` as the store keeps it."""
+        return moment
+
+    def read_time(self, stored: datetime | str) -> datetime:
+        """A time the store kept, as an aware UTC datetime."""
+        return as_utc(stored) if isinstance(stored, datetime) else as_utc(datetime.fromisoformat(stored))
+
+    def api_time(self, stored: datetime | str) -> str:
+        """A time the store kept, as the API shows it: RFC 3339 UTC, as ``format_time`` gives."""
+        return format_time(self.read_time(stored))
+
+
+class PostgreSQL(Dialect):
+    name = "postgresql"
+    positions_sql = (
+        'SELECT "partition", "offset" FROM positions'
+        ' WHERE topic = $1 AND "partition" = ANY($2::int[]) FOR UPDATE'
+    )
+    messages_sql = (
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE (room_id, message_id)"
+        " IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+    )
+    rooms_sql = "SELECT room_id, last_seq FROM rooms WHERE room_id = ANY($1::text[])"
+    outcomes_sql = "SELECT event_id, status, code FROM event_outcomes WHERE event_id = ANY($1::text[])"
+
+    def engine(self, url: URL, *, writer: bool, schema: str | None) -> AsyncEngine:
+        connect_args: dict[str, Any] = {}
+        if schema:
+            connect_args["server_settings"] = {"search_path": schema}
+        return create_async_engine(
+            url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args
+        )
+
+    def sql(self, statement: str) -> str:
+        parts = statement.split("?")
+        return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], 1)) + parts[-1]
+
+
+class SQLite(Dialect):
+    name = "sqlite"
+    # One JSON parameter, however long the list: no statement re-rendered per batch size.
+    positions_sql = (
+        'SELECT "partition", "offset" FROM positions'
+        ' WHERE topic = ? AND "partition" IN (SELECT value FROM json_each(?))'
+    )
+    messages_sql = (
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE (room_id, message_id)"
+        " IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+    )
+    rooms_sql = "SELECT room_id, last_seq FROM rooms WHERE room_id IN (SELECT value FROM json_each(?))"
+    outcomes_sql = (
+        "SELECT event_id, status, code FROM event_outcomes WHERE event_id IN (SELECT value FROM json_each(?))"
+    )
+    # Read times as the stored text and reshape it, rather than parse datetimes only to format them again.
+    read_columns = (
+        *_READ_COLUMNS[:-2],
+        type_coerce(messages_table.c.created_at, String).label("created_at"),
+        type_coerce(messages_table.c.updated_at, String).label("updated_at"),
+    )
+
+    def engine(self, url: URL, *, writer: bool, schema: str | None) -> AsyncEngine:
+        database = url.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+            _prepare(dbapi_connection, writer=writer)
+
+        if writer:
+            _begin_immediately(engine.sync_engine)
+        else:
+
+            @event.listens_for(engine.sync_engine, "begin")
+            def _on_begin(connection: Any) -> None:
+                connection.exec_driver_sql("BEGIN")
+
+        return engine
+
+    def connections(self, engine: AsyncEngine, *, writer: bool) -> Connections:
+        # Readers share a few threads and never wait for the writer (WAL); the writer has one
+        # thread and one connection, so a batch is one hand-off.
+        url = engine.url.set(drivername="sqlite+pysqlite")
+        size = 1 if writer else _SQLITE_READERS
+        sync = sa_create_engine(
+            url, pool_size=size, max_overflow=0, connect_args={"check_same_thread": False}
+        )
+
+        @event.listens_for(sync, "connect")
+        def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+            _prepare(dbapi_connection, writer=writer, read_only=not writer)
+
+        if writer:
+            _begin_immediately(sync)
+        name = "sqlite-write" if writer else "sqlite-read"
+        return _ThreadedConnections(sync, ThreadPoolExecutor(max_workers=size, thread_name_prefix=name))
+
+    def lists(self, *columns: list[Any]) -> tuple[Any, ...]:
+        return (orjson.dumps(list(zip(*columns, strict=True)) if len(columns) > 1 else columns[0]).decode(),)
+
+    def store_time(self, moment: datetime) -> str:
+        if moment.tzinfo is not UTC:
+            moment = moment.astimezone(UTC)
+        return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    def api_time(self, stored: datetime | str) -> str:
+        if isinstance(stored, str):  # the text store_time wrote: reshape, don't parse
+            return f"{stored[:10]}T{stored[11:26]}Z"
+        return super().api_time(stored)
+
+
+_DIALECTS: dict[str, Dialect] = {"sqlite": SQLite(), "postgresql": PostgreSQL()}
+
+
+def dialect_of(url: str | URL) -> Dialect:
+    """The dialect of the store at ``url``."""
+    backend = make_url(url).get_backend_name()
+    try:
+        return _DIALECTS[backend]
+    except KeyError:
+        raise ValueError(f"the read store runs on SQLite or PostgreSQL, not {backend}") from None
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; SQLite returns zone-less values that were written as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _prepare(dbapi_connection: Any, *, writer: bool, read_only: bool = False) -> None:
+    # Let SQLAlchemy, not the driver, decide where transactions begin; readers autocommit,
+    # so each read sees the latest commit.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    if read_only:
+        cursor.execute("PRAGMA query_only=ON")
+    else:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    if writer:
+        # A bigger page cache keeps the indexes of random ids in memory as the store grows.
+        cursor.execute(f"PRAGMA cache_size=-{_WRITER_CACHE_KIB}")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _begin_immediately(engine: Engine) -> None:
+    # A writer takes SQLite's write lock when its transaction begins, so two
+    # projectors never interleave (and never fail to upgrade a read lock).
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class _AsyncConnections:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        async with self._engine.connect() as connection:
+            return await connection.run_sync(work)
+
+    async def transaction(self, work: Callable[[Connection], T]) -> T:
+        async with self._engine.begin() as connection:
+            return await connection.run_sync(work)
+
+    async def close(self) -> None:
+        return None
+
+
+class _ThreadedConnections:
+    def __init__(self, engine: Engine, threads: ThreadPoolExecutor) -> None:
+        self._engine = engine
+        self._threads = threads
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with self._engine.connect() as connection:
+                return work(connection)
+
+        return await asyncio.get_running_loop().run_in_executor(self._threads, run)
+
+    async def transaction(self, work: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with self._engine.begin() as connection:
+                return work(connection)
+
+        return await asyncio.get_running_loop().run_in_executor(self._threads, run)
+
+    async def close(self) -> None:
+        # Let a transaction under way finish, then stop the threads, off the event loop.
+        def stop() -> None:
+            self._threads.shutdown(wait=True)
+            self._engine.dispose()
+
+        await asyncio.to_thread(stop)

@@ -1,0 +1,149 @@
+"""The projection's side of the read store: one transaction per batch, positions included.
+
+A batch is a few statements whatever its size: one lookup per table for the
+keys it touches, then one multi-row write per table, with plain driver SQL and
+tuples, since SQLAlchemy's per-row parameter handling cost more than the
+database itself. The dialect says where the transaction runs (on SQLite, one
+writer thread: one hand-off per batch) and how lists and times are passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain import Message
+from read_store.dialect import MESSAGE_COLUMNS, dialect_of
+from read_store.projection import Changes, Outcome, ProjectedMessage, Record, Snapshot, keys_of, project
+from read_store.schema import applied_positions
+
+
+def _insert(table: str, columns: str, conflict: str) -> str:
+    placeholders = ", ".join("?" * len(columns.split(",")))
+    return f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) {conflict}"
+
+
+# Each write is one executemany of tuples. (One statement over arrays on PostgreSQL
+# saved server time but cost more in asyncpg's encoding of the arrays.)
+_MESSAGES = _insert(
+    "messages",
+    MESSAGE_COLUMNS,
+    "ON CONFLICT (room_id, message_id) DO UPDATE"
+    " SET body = excluded.body, version = excluded.version, updated_at = excluded.updated_at",
+)
+_ROOMS = _insert(
+    "rooms", "room_id, last_seq", "ON CONFLICT (room_id) DO UPDATE SET last_seq = excluded.last_seq"
+)
+_OUTCOMES = _insert(
+    "event_outcomes",
+    "event_id, event_type, room_id, message_id, status, code, reason, version,"
+    ' "partition", "offset", recorded_at',
+    "ON CONFLICT DO NOTHING",
+)
+_POSITIONS = _insert("positions", 'topic, "partition", "offset", updated_at', "ON CONFLICT DO NOTHING")
+_MOVE_POSITION = 'UPDATE positions SET "offset" = ?, updated_at = ? WHERE topic = ? AND "partition" = ?'
+
+
+class ProjectionStore:
+    """Applies batches of records to the read store, each exactly once."""
+
+    def __init__(self, engine: AsyncEngine, topic: str) -> None:
+        self.engine = engine
+        self.topic = topic
+        self._dialect = dialect_of(engine.url)
+        self._connections = self._dialect.connections(engine, writer=True)
+        self._sql = {
+            sql: self._dialect.sql(sql) for sql in (_MESSAGES, _ROOMS, _OUTCOMES, _POSITIONS, _MOVE_POSITION)
+        }
+
+    async def load_positions(self) -> dict[int, int]:
+        """The last applied offset of every partition the store has seen."""
+        query = applied_positions(self.topic)
+        return await self._connections.read(
+            lambda connection: {row.partition: row.offset for row in connection.execute(query)}
+        )
+
+    async def apply(self, records: Sequence[Record]) -> Changes:
+        """Project ``records`` in one transaction that also moves the positions."""
+        if not records:
+            return Changes()
+        return await self._connections.transaction(lambda connection: self._apply(connection, records))
+
+    async def close(self) -> None:
+        """Let the batch under way finish, then release the writer (the engine is its owner's to dispose)."""
+        await self._connections.close()
+
+    def _apply(self, connection: Connection, records: Sequence[Record]) -> Changes:
+        snapshot = self._snapshot(connection, records)
+        changes = project(records, snapshot)
+        self._write(connection, changes)
+        return changes
+
+    def _snapshot(self, connection: Connection, records: Sequence[Record]) -> Snapshot:
+        dialect, run = self._dialect, connection.exec_driver_sql
+        keys, room_ids, event_ids, partitions = keys_of(records)
+        now = dialect.store_time(datetime.now(UTC))
+        run(self._sql[_POSITIONS], [(self.topic, partition, -1, now) for partition in partitions])
+        # On PostgreSQL, lock the positions: a projector that lost the partitions in a
+        # rebalance but is still finishing a batch waits here, then sees the newer
+        # positions. SQLite's writer already holds the database's write lock.
+        snapshot = Snapshot(
+            positions=dict(run(dialect.positions_sql, (self.topic, *dialect.lists(list(partitions)))).all())
+        )
+        if keys:
+            rooms, ids = [room for room, _ in keys], [str(message_id) for _, message_id in keys]
+            for row in run(dialect.messages_sql, dialect.lists(rooms, ids)):
+                room_id, message_id, sender_id, body, version, seq, created_at, updated_at = row
+                message = Message(
+                    room_id, UUID(message_id), sender_id, body, version,
+                    dialect.read_time(created_at), dialect.read_time(updated_at),
+                )  # fmt: skip
+                snapshot.messages[(room_id, message.message_id)] = ProjectedMessage(message, seq)
+        if room_ids:
+            snapshot.last_seq = dict(run(dialect.rooms_sql, dialect.lists(list(room_ids))).all())
+        if event_ids:
+            rows = run(dialect.outcomes_sql, dialect.lists([str(event_id) for event_id in event_ids]))
+            snapshot.seen_event_ids = {
+                UUID(event_id): status == "applied" and code != "duplicate" for event_id, status, code in rows
+            }
+        return snapshot
+
+    def _write(self, connection: Connection, changes: Changes) -> None:
+        run, time = connection.exec_driver_sql, self._dialect.store_time
+        now = time(datetime.now(UTC))
+        if changes.messages:
+            rows = [_message_row(projected, time) for projected in changes.messages.values()]
+            run(self._sql[_MESSAGES], rows)
+        if changes.last_seq:
+            run(self._sql[_ROOMS], list(changes.last_seq.items()))
+        if changes.outcomes:
+            run(self._sql[_OUTCOMES], [_outcome_row(outcome, now) for outcome in changes.outcomes])
+        if changes.positions:
+            run(
+                self._sql[_MOVE_POSITION],
+                [(offset, now, self.topic, partition) for partition, offset in changes.positions.items()],
+            )
+
+
+def _message_row(projected: ProjectedMessage, time: Callable[[datetime], datetime | str]) -> tuple[Any, ...]:
+    message = projected.message
+    created = time(message.created_at)
+    # A new message was created and last updated at the same moment: format it once.
+    updated = created if message.updated_at is message.created_at else time(message.updated_at)
+    return (
+        message.room_id, str(message.message_id), message.sender_id, message.body, message.version,
+        projected.seq, created, updated,
+    )  # fmt: skip
+
+
+def _outcome_row(outcome: Outcome, now: datetime | str) -> tuple[Any, ...]:
+    event = outcome.event
+    return (
+        str(event.event_id), event.event_type, event.room_id, str(event.message_id), outcome.status,
+        outcome.code, outcome.reason, outcome.version, outcome.partition, outcome.offset, now,
+    )  # fmt: skip

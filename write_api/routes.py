@@ -1,0 +1,72 @@
+"""The write API's routes: parse the request, call the use case, append, answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Request
+from starlette.responses import Response
+
+from kernel.http.params import RoomId
+from kernel.http.responses import OrjsonResponse, problem_responses
+from write_api.messages import create_message, edit_message
+from write_api.models import Accepted, CreateMessageRequest, UpdateAccepted, UpdateMessageRequest
+from write_api.state import WriteApi
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="Retries with the same key make one message."),
+]
+Traceparent = Annotated[str | None, Header(include_in_schema=False)]
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/rooms/{room_id}/messages",
+    status_code=202,
+    response_model=Accepted,
+    summary="Post a message",
+    responses=problem_responses(400, 413, 422, 503),
+)
+async def post_message(
+    request: Request,
+    room_id: RoomId,
+    command: CreateMessageRequest,
+    idempotency_key: IdempotencyKey = None,
+    traceparent: Traceparent = None,
+) -> Response:
+    event = create_message(
+        room_id, command.sender_id, command.body,
+        message_id=command.message_id, idempotency_key=idempotency_key,
+    )  # fmt: skip
+    position = await WriteApi.of(request).append(event, traceparent)
+    return OrjsonResponse(
+        {"message_id": str(event.message_id), "event_id": str(event.event_id), "position": str(position)},
+        status_code=202,
+    )
+
+
+@router.patch(
+    "/v1/rooms/{room_id}/messages/{message_id}",
+    status_code=202,
+    response_model=UpdateAccepted,
+    summary="Edit a message",
+    responses=problem_responses(400, 413, 422, 503),
+)
+async def patch_message(
+    request: Request,
+    room_id: RoomId,
+    message_id: UUID,
+    command: UpdateMessageRequest,
+    idempotency_key: IdempotencyKey = None,
+    if_match: Annotated[str | None, Header(alias="If-Match")] = None,
+    traceparent: Traceparent = None,
+) -> Response:
+    event = edit_message(
+        room_id, message_id, command.sender_id, command.body,
+        expected_version=command.expected_version, if_match=if_match, idempotency_key=idempotency_key,
+    )  # fmt: skip
+    position = await WriteApi.of(request).append(event, traceparent)
+    return OrjsonResponse({"event_id": str(event.event_id), "position": str(position)}, status_code=202)
