@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from kernel.http.app import new_api
 from kernel.settings import KafkaSettings
-from read_api.routes import router
+from read_api.routes import add_routes
 from read_api.settings import ReadApiSettings
 from read_api.state import ReadApi
 from read_store.settings import ReadStoreSettings
@@ -28,5 +28,5 @@ def create_app(
         api.readiness,
     )
     app.state.read_api = api
-    app.include_router(router)
+    add_routes(app)
     return app

