@@ -1,4 +1,4 @@
-"""Errors of merlin's own infrastructure tooling, under the one MerlinError tree."""
+"""Errors of the infrastructure merlin runs on (broker, database, tools), under the one MerlinError tree."""
 
 from __future__ import annotations
 

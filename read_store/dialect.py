@@ -69,7 +69,6 @@ class Connections(Protocol):
 class Dialect:
     """What a backend does its own way; one instance per backend."""
 
-    name: str
     # The projection's lookups of what a batch touches, in the driver's parameter style.
     positions_sql: str  # positions of some partitions (locked on PostgreSQL)
     messages_sql: str  # messages by (room, id)
@@ -108,7 +107,6 @@ class Dialect:
 
 
 class PostgreSQL(Dialect):
-    name = "postgresql"
     positions_sql = (
         'SELECT "partition", "offset" FROM positions'
         ' WHERE topic = $1 AND "partition" = ANY($2::int[]) FOR UPDATE'
@@ -134,7 +132,6 @@ class PostgreSQL(Dialect):
 
 
 class SQLite(Dialect):
-    name = "sqlite"
     # One JSON parameter, however long the list: no statement re-rendered per batch size.
     positions_sql = (
         'SELECT "partition", "offset" FROM positions'
