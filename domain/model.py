@@ -20,6 +20,9 @@ MAX_ID_CHARS = 128
 MAX_VERSION = 2**31 - 1
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
 _ID_PATTERN = re.compile(ID_PATTERN)
+# What no read store can keep, or JSON can't carry as UTF-8: C0 control characters other than
+# tab, line feed and carriage return (NUL above all: PostgreSQL refuses it), and lone surrogates.
+_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,22 @@ def check_body(value: object) -> str:
     return value
 
 
+def check_storable(field: str, value: str) -> str:
+    """Return ``value`` unless it holds a character no store can keep (C0 controls, lone surrogates).
+
+    Checked on new commands only: events already in the log are read as they are,
+    and a store that refuses one records it as rejected.
+    """
+    found = _UNSTORABLE.search(value)
+    if found is not None:
+        raise InvalidCommand(
+            field,
+            f"must not hold control characters other than tab and newlines, nor lone surrogates "
+            f"(found U+{ord(found.group()):04X} at character {found.start()})",
+        )
+    return value
+
+
 def check_expected_version(value: object) -> int | None:
     """Return ``value`` if it is absent or a positive version, else raise InvalidCommand."""
     if value is None:
@@ -127,7 +146,7 @@ def validate(command: Command) -> None:
     """Raise InvalidCommand when a field of ``command`` breaks the model's limits."""
     check_identifier("room_id", command.room_id)
     check_identifier("sender_id", command.sender_id)
-    check_body(command.body)
+    check_storable("body", check_body(command.body))
     if isinstance(command, UpdateMessage):
         check_expected_version(command.expected_version)
 

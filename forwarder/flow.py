@@ -4,7 +4,8 @@
   back-pressure pauses the partitions that feed a full endpoint buffer (or the
   projector's queue) and resumes them once drained.
 - The projector stage applies each batch in one transaction, then hands the
-  events it applied to every endpoint that wants them.
+  events it applied to every endpoint that wants them. A record the store
+  refuses for good is isolated and dead-lettered; the rest applies.
 - One dispatcher per endpoint delivers them, ordered per room.
 - Offsets are committed only up to the last record that is projected and
   finished for every endpoint, in arrival order.
@@ -31,9 +32,11 @@ from forwarder.dispatcher import Dispatcher, Job
 from forwarder.endpoints import Endpoint
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
-from forwarder.source import Batch, ProjectionWriter, Source
+from forwarder.source import Batch, Consumed, ProjectionWriter, Source
 from forwarder.supervisor import BackoffPolicy, BackoffSupervisor, Hooks
 from forwarder.tracker import OffsetTracker
+from read_store.projection import Changes
+from read_store.writer import StoreRefused
 
 log = structlog.get_logger()
 
@@ -62,6 +65,9 @@ class Flow:
         self.generation = 0
         self.paused: set[int] = set()
         self._committed: dict[int, int] = {}
+        # Records this flow has dead-lettered as refused by the store: a retried batch (after a
+        # transient error) sends each of them once, not once per retry.
+        self._refused_sent: set[tuple[int, int]] = set()
         self._batches: deque[tuple[int, Batch]] = deque()
         self._batch_ready = asyncio.Event()
         self._idle = asyncio.Event()  # set while the projector has nothing to do
@@ -169,6 +175,7 @@ class Flow:
         for dispatcher in self.dispatchers.values():
             dispatcher.drop(gone)
         self.tracker.forget(partitions)
+        self._refused_sent = {place for place in self._refused_sent if place[0] not in gone}
         self.paused -= gone
         log.info("flow_reset", partitions=partitions, lost=lost, generation=self.generation)
         return {} if lost else finished
@@ -204,7 +211,7 @@ class Flow:
             )
         self.metrics.batch_size.observe(len(records))
         with self.metrics.batch_seconds.time():
-            changes = await self.store.apply(records)
+            changes = await self._apply(batch.records)
         self.metrics.replayed.inc(changes.replayed)
         for status, count in Counter(outcome.status for outcome in changes.outcomes).items():
             self.metrics.outcomes.labels(status).inc(count)
@@ -229,6 +236,37 @@ class Flow:
                 dispatcher.submit(
                     Job(record.partition, record.offset, event.room_id, str(event.event_id), body, generation)
                 )
+
+    async def _apply(self, consumed: list[Consumed]) -> Changes:
+        """Apply ``consumed`` in order, isolating any record the store refuses for good.
+
+        A refused batch is split in two, each half applied in turn (so in log order),
+        until the refused record stands alone: it goes to the dead-letter topic, its
+        event is recorded as rejected with the store's reason, and the rest applies.
+        Errors a retry may cure are not caught here: the projector's supervisor
+        retries the batch, and nothing is dead-lettered.
+        """
+        try:
+            return await self.store.apply([c.record for c in consumed])
+        except StoreRefused as refused:
+            if len(consumed) > 1:
+                middle = len(consumed) // 2
+                first = await self._apply(consumed[:middle])
+                return first.then(await self._apply(consumed[middle:]))
+            record = consumed[0].record
+            place = (record.partition, record.offset)
+            if place not in self._refused_sent:
+                await self.dead_letters.send(consumed[0].message, "store", refused.reason)
+                self._refused_sent.add(place)
+                self.metrics.dead_letters.labels("store").inc()
+                log.warning(
+                    "record_refused", partition=record.partition, offset=record.offset, reason=refused.reason
+                )
+            try:
+                return await self.store.apply([record], {place: refused.reason})
+            except StoreRefused as again:
+                # Not the record: the store refuses even its rejection. A crash, retried with backoff.
+                raise RuntimeError(f"the read store refused recording a rejection: {again.reason}") from again
 
     def _finished(self, job: Job) -> None:
         if job.generation == self.generation:

@@ -78,6 +78,10 @@ class Source(Protocol):
 
 
 class ProjectionWriter(Protocol):
-    """The read store's side that the projection writes."""
+    """The read store's side that the projection writes (``read_store.writer.ProjectionStore``)."""
 
-    async def apply(self, records: Sequence[Record]) -> Changes: ...
+    async def apply(
+        self, records: Sequence[Record], refused: Mapping[tuple[int, int], str] | None = None
+    ) -> Changes:
+        """Apply ``records`` in one transaction; raise ``StoreRefused`` if the store will never keep them."""
+        ...

@@ -49,7 +49,8 @@ class BackoffPolicy:
 
     def delay(self, failures: int, rng: random.Random) -> float:
         """The delay before restart number ``failures`` (1-based)."""
-        base = min(self.max_backoff, self.min_backoff * 2 ** (failures - 1))
+        # The exponent is capped: past ~1,000 failures 2**n no longer fits a float.
+        base = min(self.max_backoff, self.min_backoff * 2 ** min(failures - 1, 64))
         return float(base * (1 + rng.random() * self.random_factor))
 
 

@@ -12,11 +12,18 @@
 - **Times**: PostgreSQL keeps ``timestamptz``; SQLite keeps UTC text
   ``YYYY-MM-DD HH:MM:SS.ffffff`` (what SQLAlchemy writes), written and read
   back only here.
+- **Refusals**: which driver errors mean "this data can never be stored"
+  (asyncpg's data and integrity errors, SQLSTATE classes 22 and 23; sqlite3's
+  ``DataError`` and ``IntegrityError``), as opposed to errors a retry may cure
+  (a lost connection, a lock, a full disk). PostgreSQL refuses a NUL character
+  in text; SQLite would keep it, so migration 0003 gives it a CHECK that
+  refuses it too, and both stores record the same outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -24,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import orjson
+from asyncpg.exceptions import DataError, IntegrityConstraintViolationError
 from sqlalchemy import ColumnElement, Connection, Engine, String, event, type_coerce
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import URL, make_url
@@ -47,6 +55,10 @@ _READ_COLUMNS: tuple[ColumnElement[Any], ...] = (
     messages_table.c.updated_at,
 )
 _SQLITE_READERS = 4
+# The reason every store gives for a NUL character, so that replicas agree on the outcome.
+NUL_REFUSED = "the read store cannot keep a NUL character (U+0000)"
+# SQLite's CHECK against NUL in a message body (migration 0003).
+SQLITE_NO_NUL = "ck_messages_body_no_nul"
 _WRITER_CACHE_KIB = 64 * 1024
 
 
@@ -105,6 +117,10 @@ class Dialect:
         """A time the store kept, as the API shows it: RFC 3339 UTC, as ``format_time`` gives."""
         return format_time(self.read_time(stored))
 
+    def refusal(self, error: BaseException) -> str | None:
+        """Why the store refuses the data for good, when ``error`` says so; None when a retry may pass."""
+        raise NotImplementedError
+
 
 class PostgreSQL(Dialect):
     positions_sql = (
@@ -125,6 +141,15 @@ class PostgreSQL(Dialect):
         return create_async_engine(
             url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args
         )
+
+    def refusal(self, error: BaseException) -> str | None:
+        # SQLAlchemy's asyncpg adapter wraps the driver's error: the class that tells is its cause.
+        cause = getattr(getattr(error, "orig", None), "__cause__", None)
+        if not isinstance(cause, DataError | IntegrityConstraintViolationError):
+            return None
+        if cause.sqlstate == "22021" and "0x00" in str(cause):
+            return NUL_REFUSED
+        return f"{cause} (SQLSTATE {cause.sqlstate})"
 
     def sql(self, statement: str) -> str:
         parts = statement.split("?")
@@ -189,6 +214,12 @@ class SQLite(Dialect):
             _begin_immediately(sync)
         name = "sqlite-write" if writer else "sqlite-read"
         return _ThreadedConnections(sync, ThreadPoolExecutor(max_workers=size, thread_name_prefix=name))
+
+    def refusal(self, error: BaseException) -> str | None:
+        cause = getattr(error, "orig", None)
+        if not isinstance(cause, sqlite3.DataError | sqlite3.IntegrityError):
+            return None
+        return NUL_REFUSED if SQLITE_NO_NUL in str(cause) else str(cause)
 
     def lists(self, *columns: list[Any]) -> tuple[Any, ...]:
         return (orjson.dumps(list(zip(*columns, strict=True)) if len(columns) > 1 else columns[0]).decode(),)

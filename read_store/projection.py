@@ -6,7 +6,7 @@ only on the records, their order, and the state the previous records produced.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 from uuid import UUID
@@ -14,6 +14,8 @@ from uuid import UUID
 from domain import CommandRejected, Event, Message, evolve, is_duplicate
 
 MessageKey = tuple[str, UUID]
+# The outcome code of an event whose record the read store refused to keep (e.g. a NUL character).
+STORE_REFUSED = "store_refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,17 @@ class Changes:
     # Records whose event the projection applied, now or in an earlier run: what goes downstream.
     deliverable: list[Record] = field(default_factory=list)
 
+    def then(self, later: Changes) -> Changes:
+        """These changes followed by ``later``'s (of the records right after these, stored after them)."""
+        return Changes(
+            messages={**self.messages, **later.messages},
+            last_seq={**self.last_seq, **later.last_seq},
+            outcomes=self.outcomes + later.outcomes,
+            positions={**self.positions, **later.positions},
+            replayed=self.replayed + later.replayed,
+            deliverable=self.deliverable + later.deliverable,
+        )
+
 
 def keys_of(records: Sequence[Record]) -> tuple[set[MessageKey], set[str], set[UUID], set[int]]:
     """The message keys, rooms, event ids and partitions a batch touches."""
@@ -77,8 +90,14 @@ def keys_of(records: Sequence[Record]) -> tuple[set[MessageKey], set[str], set[U
     )
 
 
-def project(records: Sequence[Record], snapshot: Snapshot) -> Changes:
-    """Apply ``records`` in order over ``snapshot``; return the changes to store."""
+def project(
+    records: Sequence[Record], snapshot: Snapshot, refused: Mapping[tuple[int, int], str] | None = None
+) -> Changes:
+    """Apply ``records`` in order over ``snapshot``; return the changes to store.
+
+    ``refused`` names records (partition, offset) the store would not keep, with its
+    reason: their events are rejected (``store_refused``) instead of applied.
+    """
     changes = Changes()
     positions = dict(snapshot.positions)
     messages = dict(snapshot.messages)
@@ -99,6 +118,11 @@ def project(records: Sequence[Record], snapshot: Snapshot) -> Changes:
             changes.replayed += 1
             continue
         seen[event.event_id] = False
+        if refused and (reason := refused.get((record.partition, record.offset))) is not None:
+            changes.outcomes.append(
+                Outcome(event, record.partition, record.offset, "rejected", STORE_REFUSED, reason)
+            )
+            continue
         key = (event.room_id, event.message_id)
         current = messages.get(key)
         state = current.message if current is not None else None

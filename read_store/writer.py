@@ -9,15 +9,17 @@ writer thread: one hand-off per batch) and how lists and times are passed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import Message
+from kernel.errors import InfrastructureError
 from read_store.dialect import MESSAGE_COLUMNS, dialect_of
 from read_store.projection import Changes, Outcome, ProjectedMessage, Record, Snapshot, keys_of, project
 from read_store.schema import applied_positions
@@ -49,6 +51,14 @@ _POSITIONS = _insert("positions", 'topic, "partition", "offset", updated_at', "O
 _MOVE_POSITION = 'UPDATE positions SET "offset" = ?, updated_at = ? WHERE topic = ? AND "partition" = ?'
 
 
+class StoreRefused(InfrastructureError):
+    """The store will never keep what a batch holds (a retry would fail the same way)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class ProjectionStore:
     """Applies batches of records to the read store, each exactly once."""
 
@@ -68,19 +78,36 @@ class ProjectionStore:
             lambda connection: {row.partition: row.offset for row in connection.execute(query)}
         )
 
-    async def apply(self, records: Sequence[Record]) -> Changes:
-        """Project ``records`` in one transaction that also moves the positions."""
+    async def apply(
+        self, records: Sequence[Record], refused: Mapping[tuple[int, int], str] | None = None
+    ) -> Changes:
+        """Project ``records`` in one transaction that also moves the positions.
+
+        Raise StoreRefused when the store refuses the data for good; any other error
+        (a lost connection, a lock, a full disk) may pass on retry. ``refused`` records
+        are rejected with their reason instead of applied (see ``project``).
+        """
         if not records:
             return Changes()
-        return await self._connections.transaction(lambda connection: self._apply(connection, records))
+        try:
+            return await self._connections.transaction(
+                lambda connection: self._apply(connection, records, refused)
+            )
+        except DBAPIError as error:
+            reason = self._dialect.refusal(error)
+            if reason is None:
+                raise
+            raise StoreRefused(reason) from error
 
     async def close(self) -> None:
         """Let the batch under way finish, then release the writer (the engine is its owner's to dispose)."""
         await self._connections.close()
 
-    def _apply(self, connection: Connection, records: Sequence[Record]) -> Changes:
+    def _apply(
+        self, connection: Connection, records: Sequence[Record], refused: Mapping[tuple[int, int], str] | None
+    ) -> Changes:
         snapshot = self._snapshot(connection, records)
-        changes = project(records, snapshot)
+        changes = project(records, snapshot, refused)
         self._write(connection, changes)
         return changes
 

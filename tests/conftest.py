@@ -55,11 +55,18 @@ async def postgres_schema(postgres_dsn: str) -> AsyncIterator[PostgresSchema]:
     connection = await asyncpg.connect(postgres_dsn)
     try:
         await connection.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await connection.close()
+    try:
         yield PostgresSchema(
             url=postgres_dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
             dsn=postgres_dsn,
             schema=schema,
         )
     finally:
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await connection.close()
+        # A connection of its own: a test may have restarted the server meanwhile.
+        connection = await asyncpg.connect(postgres_dsn)
+        try:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await connection.close()

@@ -28,6 +28,9 @@ async def read(sqlite_services: Services) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+JSON = {"content-type": "application/json"}
+
+
 def field_of(response: httpx.Response) -> list[str]:
     assert response.headers["content-type"] == PROBLEM, response.text
     return [error["field"] for error in response.json()["errors"]]
@@ -53,6 +56,29 @@ async def test_invalid_creates_name_the_field(
     response = await write.post("/v1/rooms/r1/messages", json=body)
     assert response.status_code == status
     assert field_of(response) == fields
+
+
+@pytest.mark.parametrize(
+    ("escaped", "says"),
+    [
+        ("a\\u0000b", "U+0000"),
+        ("bell \\u0007", "U+0007"),
+        ("x\\ud800", "unicode string"),  # a lone surrogate: refused while parsing
+        ("\\udfff", "unicode string"),
+    ],
+)
+async def test_text_no_store_can_keep_is_422_on_create_and_edit(
+    write: httpx.AsyncClient, escaped: str, says: str
+) -> None:
+    # Sent as JSON escapes: a NUL, another control character, lone surrogates.
+    content = b'{"sender_id": "u1", "body": "' + escaped.encode() + b'"}'
+    for response in (
+        await write.post("/v1/rooms/r1/messages", content=content, headers=JSON),
+        await write.patch(f"/v1/rooms/r1/messages/{uuid.uuid4()}", content=content, headers=JSON),
+    ):
+        assert response.status_code == 422, response.text
+        assert field_of(response) == ["body"]
+        assert says in response.json()["detail"]
 
 
 async def test_malformed_json_is_400(write: httpx.AsyncClient) -> None:

@@ -12,11 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import Event, MessageCreated, MessageUpdated
 from kernel.position import Position
+from read_store.dialect import NUL_REFUSED
 from read_store.engines import create_engine
 from read_store.migrate import upgrade
 from read_store.projection import Record
 from read_store.reader import ReadStore
-from read_store.writer import ProjectionStore
+from read_store.writer import ProjectionStore, StoreRefused
 from tests.conftest import PostgresSchema
 
 TOPIC = "events"
@@ -137,6 +138,33 @@ class ReadStoreContract:
         assert await reads.wait_for(Position(2, 8), timeout=0.1)
         assert not await reads.wait_for(Position(2, 9), timeout=0.05)
         assert await projection.load_positions() == {2: 8}
+
+    @pytest.mark.parametrize("refused_at", [0, 1], ids=["create", "update"])
+    async def test_a_record_the_store_refuses_writes_nothing_until_named_then_is_rejected(
+        self, stores: tuple[ProjectionStore, ReadStore], refused_at: int
+    ) -> None:
+        projection, reads = stores
+        first = created("r1", "fine")
+        bad: Event = created("r1", "a\x00b") if refused_at == 0 else updated(first, "a\x00b")
+        batch = records([first, bad, created("r1", "after")]) if refused_at == 0 else records([first, bad])
+        with pytest.raises(StoreRefused) as caught:
+            await projection.apply(batch)
+        assert caught.value.reason == NUL_REFUSED  # the same words from either store
+        assert await reads.positions() == {}
+        assert await reads.message("r1", str(first.message_id)) is None
+
+        await projection.apply(batch, refused={(0, 1): caught.value.reason})
+        assert await reads.positions() == {0: len(batch) - 1}
+        outcome = await reads.outcome(str(bad.event_id))
+        assert outcome is not None
+        assert (outcome["status"], outcome["rejection"]) == (
+            "rejected",
+            {"code": "store_refused", "reason": NUL_REFUSED},
+        )
+        page = await reads.page("r1", None, None, 10)
+        assert [(m["body"], m["version"], m["seq"]) for m in page] == [("fine", 1, 1)] + (
+            [("after", 1, 2)] if refused_at == 0 else []
+        )
 
 
 class TestSQLite(ReadStoreContract):

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from domain import Event, MalformedEvent, decode, encode, headers
 from forwarder.delivery import Answer
 from forwarder.source import Batch, Consumed, Header, RevokeHandler
 from read_store.projection import Changes, Record, Snapshot, project
+from read_store.writer import StoreRefused
 
 TOPIC = "merlin.events"
 
@@ -146,18 +147,40 @@ class FakeSource:
 class MemoryStore:
     """A ``ProjectionWriter`` over an in-memory snapshot, with the real projection rules.
 
-    While ``gate`` is given and not set, every ``apply`` waits for it.
+    While ``gate`` is given and not set, every ``apply`` waits for it. A batch holding a
+    record whose body is in ``refuses`` raises StoreRefused (as a store refusing it would);
+    ``failures`` are raised by the next applies, one each (a store having a bad minute).
     """
 
-    def __init__(self, gate: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        gate: asyncio.Event | None = None,
+        refuses: frozenset[str] = frozenset(),
+        failures: Sequence[Exception] = (),
+    ) -> None:
         self.gate = gate
+        self.refuses = refuses
+        self.failures = list(failures)
         self.snapshot = Snapshot()
         self.applied: list[list[Record]] = []
+        self.attempts: list[list[Record]] = []
 
-    async def apply(self, records: Sequence[Record]) -> Changes:
+    async def apply(
+        self, records: Sequence[Record], refused: Mapping[tuple[int, int], str] | None = None
+    ) -> Changes:
         if self.gate is not None:
             await self.gate.wait()
-        changes = project(records, self.snapshot)
+        self.attempts.append(list(records))
+        if self.failures:
+            raise self.failures.pop(0)
+        bodies = {
+            r.event.body
+            for r in records
+            if r.event is not None and (r.partition, r.offset) not in (refused or {})
+        }
+        if bodies & self.refuses:
+            raise StoreRefused("the read store cannot keep this")
+        changes = project(records, self.snapshot, refused)
         self.snapshot.positions.update(changes.positions)
         self.snapshot.messages.update(changes.messages)
         self.snapshot.last_seq.update(changes.last_seq)

@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 from domain import MAX_BODY_CHARS, MessageCreated, MessageUpdated
 
 identifiers = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,40}", fullmatch=True)
-bodies = st.text(min_size=1, max_size=MAX_BODY_CHARS).filter(lambda body: body.strip() != "")
+# What a client may send: no C0 control characters but tab and newlines, no lone surrogates.
+_STORABLE = st.characters(
+    exclude_categories=["Cs"],
+    exclude_characters=[chr(c) for c in range(0x20) if chr(c) not in "\t\n\r"],
+)
+bodies = st.text(_STORABLE, min_size=1, max_size=MAX_BODY_CHARS).filter(lambda body: body.strip() != "")
 moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 
 created = st.builds(

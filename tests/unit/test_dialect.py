@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from asyncpg.exceptions import (
+    AdminShutdownError,
+    CharacterNotInRepertoireError,
+    ConnectionDoesNotExistError,
+    DiskFullError,
+    SerializationError,
+    StringDataRightTruncationError,
+    UniqueViolationError,
+)
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.exc import DBAPIError
 
 from domain.envelope import format_time
-from read_store.dialect import PostgreSQL, SQLite, dialect_of
+from read_store.dialect import NUL_REFUSED, SQLITE_NO_NUL, PostgreSQL, SQLite, dialect_of
 
 moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 
@@ -42,3 +53,40 @@ def test_the_backend_comes_from_the_url() -> None:
     assert isinstance(dialect_of("postgresql+asyncpg://u@h/db"), PostgreSQL)
     with pytest.raises(ValueError, match="SQLite or PostgreSQL"):
         dialect_of("mysql://u@h/db")
+
+
+def _wrapped(cause: BaseException) -> DBAPIError:
+    """A driver error as SQLAlchemy's asyncpg adapter raises it: the driver's class is the cause."""
+    adapted = Exception(str(cause))
+    adapted.__cause__ = cause
+    return DBAPIError("INSERT …", None, adapted)
+
+
+@pytest.mark.parametrize(
+    ("cause", "reason"),
+    [
+        (CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8": 0x00'), NUL_REFUSED),
+        (StringDataRightTruncationError("value too long"), "value too long (SQLSTATE 22001)"),
+        (UniqueViolationError("duplicate key"), "duplicate key (SQLSTATE 23505)"),
+        (AdminShutdownError("terminating connection due to administrator command"), None),
+        (SerializationError("could not serialize access"), None),
+        (DiskFullError("could not extend file"), None),
+        (ConnectionDoesNotExistError("connection was closed in the middle of operation"), None),
+    ],
+)
+def test_postgresql_refuses_data_and_integrity_errors_only(cause: Exception, reason: str | None) -> None:
+    assert PostgreSQL().refusal(_wrapped(cause)) == reason
+    assert PostgreSQL().refusal(cause) is None  # not from the store's driver at all: not a refusal
+
+
+@pytest.mark.parametrize(
+    ("orig", "reason"),
+    [
+        (sqlite3.IntegrityError(f"CHECK constraint failed: {SQLITE_NO_NUL}"), NUL_REFUSED),
+        (sqlite3.DataError("string or blob too big"), "string or blob too big"),
+        (sqlite3.OperationalError("database is locked"), None),
+        (sqlite3.OperationalError("database or disk is full"), None),
+    ],
+)
+def test_sqlite_refuses_data_and_integrity_errors_only(orig: Exception, reason: str | None) -> None:
+    assert SQLite().refusal(DBAPIError("INSERT …", None, orig)) == reason

@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
 import orjson
+import pytest
 
-from domain import Event, MessageCreated, MessageUpdated, encode
+from domain import Event, MessageCreated, MessageUpdated, encode, headers
 from forwarder.dead_letters import DeadLetters
 from forwarder.delivery import Deliverer, Send
 from forwarder.endpoints import Endpoint
 from forwarder.flow import _PROJECTOR_QUEUE, Flow
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
+from forwarder.source import Consumed
 from forwarder.supervisor import BackoffPolicy
+from read_store.projection import STORE_REFUSED, Changes, Record
+from read_store.writer import StoreRefused
 from tests.unit.fakes import (
     TOPIC,
     FakeSource,
@@ -66,17 +71,19 @@ def rig(
     batch_max: int = 100,
     store: MemoryStore | None = None,
     sink: Sink | None = None,
+    policy: BackoffPolicy | None = None,
     **endpoint: object,
 ) -> Rig:
     """A flow over fakes, with one endpoint "e" served by ``send`` (none without it).
 
-    A stage that crashes is not restarted: it fails the flow, and so the test.
+    Unless ``policy`` says otherwise, a stage that crashes is not restarted: it fails the flow, and so
+    the test.
     """
     source, store, sink = FakeSource(), store or MemoryStore(), sink or Sink()
     settings = ForwarderSettings(batch_max=batch_max, poll_timeout=0.01)
     config = {"name": "e", "url": "http://x.test/", "secret": SECRET, **endpoint}
     deliverers = [] if send is None else [Deliverer(send, Endpoint.model_validate(config))]
-    letters, policy = DeadLetters(sink, DLQ), BackoffPolicy(max_restarts=0)
+    letters, policy = DeadLetters(sink, DLQ), policy or BackoffPolicy(max_restarts=0)
     flow = Flow(settings, source, store, letters, deliverers, ForwarderMetrics(), policy)
     return Rig(flow, source, store, sink)
 
@@ -262,3 +269,257 @@ async def test_a_delivery_that_fails_for_good_is_dead_lettered_and_its_offset_co
         ("event_id", eid(event).encode()),
     ]
     assert r.flow.metrics.registry.get_sample_value("merlin_dead_letters_total", {"stage": "delivery"}) == 1
+
+
+# -- records the read store refuses for good -------------------------------------------------------
+
+REFUSAL = "the read store cannot keep this"  # what MemoryStore's StoreRefused says
+UNSTORABLE = "nul \x00 inside"
+# Restart a crashed stage at once, as often as it takes.
+RESTART_AT_ONCE = BackoffPolicy(min_backoff=0.001, max_backoff=0.001, random_factor=0, max_restarts=None)
+
+
+class RecordingStore(MemoryStore):
+    """A MemoryStore that also keeps the changes of every apply that succeeded, in order."""
+
+    def __init__(self, refuses: frozenset[str] = frozenset(), failures: Sequence[Exception] = ()) -> None:
+        super().__init__(refuses=refuses, failures=failures)
+        self.changes: list[Changes] = []
+
+    async def apply(
+        self, records: Sequence[Record], refused: Mapping[tuple[int, int], str] | None = None
+    ) -> Changes:
+        changes = await super().apply(records, refused)
+        self.changes.append(changes)
+        return changes
+
+    def outcomes(self) -> list[tuple[int, int, str, str | None, str | None]]:
+        return [(o.partition, o.offset, o.status, o.code, o.reason) for c in self.changes for o in c.outcomes]
+
+    def applied_at(self) -> list[tuple[int, int]]:
+        """Where every record applied (once its apply succeeded) is, in the order the store took them."""
+        return [(record.partition, record.offset) for records in self.applied for record in records]
+
+
+def unstorable(n: int, room: str) -> MessageCreated:
+    return MessageCreated(UUID(int=n), room, UUID(int=n), "ann", UNSTORABLE, T0)
+
+
+def at(records: Sequence[Consumed]) -> list[tuple[int, int]]:
+    return [(c.record.partition, c.record.offset) for c in records]
+
+
+def store_letter(event: Event, partition: int, offset: int) -> Sent:
+    """The dead letter of a record the store refused: the record untouched, with why and where."""
+    return Sent(DLQ, encode(event), event.room_id.encode(), [
+        *headers(event),
+        ("merlin.dlq.stage", b"store"),
+        ("merlin.dlq.reason", REFUSAL.encode()),
+        ("merlin.dlq.topic", TOPIC.encode()),
+        ("merlin.dlq.partition", str(partition).encode()),
+        ("merlin.dlq.offset", str(offset).encode()),
+    ])  # fmt: skip
+
+
+def dead_letters(r: Rig, stage: str) -> float | None:
+    return r.flow.metrics.registry.get_sample_value("merlin_dead_letters_total", {"stage": stage})
+
+
+async def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_of_its_batch_applied() -> None:
+    """One refused record among seven, in two partitions: it alone goes to the dead-letter topic and is
+    recorded as store_refused (taking no seq); the six others are applied once each, in log order; the
+    commit passes every offset; and isolating it takes a logarithmic number of applies, not one each."""
+    store = RecordingStore(refuses=frozenset({UNSTORABLE}))
+    r = rig(store=store)
+    a0, b0, a1, bad, a2, b2, a3 = (
+        created(0, "a"), created(1, "b"), created(2, "a"), unstorable(3, "b"),
+        created(4, "a"), created(5, "b"), created(6, "a"),
+    )  # fmt: skip
+    records = [
+        consumed(0, 0, a0), consumed(1, 0, b0), consumed(0, 1, a1), consumed(1, 1, bad),
+        consumed(0, 2, a2), consumed(1, 2, b2), consumed(0, 3, a3),
+    ]  # fmt: skip
+    async with running(r):
+        r.source.push(batch(*records))
+        await until(lambda: r.source.committed() == {0: 4, 1: 3}, "committed past the whole batch")
+    assert r.sink.sent == [store_letter(bad, 1, 1)]
+    assert dead_letters(r, "store") == 1
+    assert dead_letters(r, "decode") is None
+    assert store.applied_at() == at(records)  # each once, in log order (the refused one alone)
+    assert [(1, 1)] in [[(x.partition, x.offset) for x in xs] for xs in store.applied]
+    assert store.outcomes() == [
+        (0, 0, "applied", None, None),
+        (1, 0, "applied", None, None),
+        (0, 1, "applied", None, None),
+        (1, 1, "rejected", STORE_REFUSED, REFUSAL),
+        (0, 2, "applied", None, None),
+        (1, 2, "applied", None, None),
+        (0, 3, "applied", None, None),
+    ]
+    seqs = {key: projected.seq for key, projected in store.snapshot.messages.items()}
+    assert seqs == {
+        ("a", a0.message_id): 1, ("a", a1.message_id): 2, ("a", a2.message_id): 3, ("a", a3.message_id): 4,
+        ("b", b0.message_id): 1, ("b", b2.message_id): 2,
+    }  # fmt: skip
+    assert store.snapshot.positions == {0: 3, 1: 2}
+    assert store.snapshot.seen_event_ids[bad.event_id] is False
+    # Halving finds it in 2 applies per level (plus the whole batch, plus it alone, refused): not one each.
+    assert len(store.attempts) <= 2 * math.ceil(math.log2(len(records))) + 2
+    samples = {s: r.flow.metrics.registry.get_sample_value("merlin_projection_events_total", {"status": s})
+               for s in ("applied", "rejected")}  # fmt: skip
+    assert samples == {"applied": 6, "rejected": 1}
+
+
+@pytest.mark.parametrize("refused", [(1, 5), (3, 4), (0, 6)], ids=["apart", "adjacent", "first-and-last"])
+async def test_every_record_the_store_refuses_in_a_batch_is_dead_lettered_in_log_order(
+    refused: tuple[int, int],
+) -> None:
+    """Two refused records in one batch of seven: both dead-lettered, in log order, both recorded as
+    store_refused; the other five applied once each, in log order; the commit passes all."""
+    store = RecordingStore(refuses=frozenset({UNSTORABLE}))
+    r = rig(store=store)
+    events = [unstorable(n, "a") if n in refused else created(n, "a") for n in range(7)]
+    records = [consumed(0, n, event) for n, event in enumerate(events)]
+    async with running(r):
+        r.source.push(batch(*records))
+        await until(lambda: r.source.committed() == {0: 7}, "committed past the whole batch")
+    assert r.sink.sent == [store_letter(events[n], 0, n) for n in refused]
+    assert dead_letters(r, "store") == 2
+    assert store.applied_at() == at(records)
+    assert store.outcomes() == [
+        (0, n, "rejected", STORE_REFUSED, REFUSAL) if n in refused else (0, n, "applied", None, None)
+        for n in range(7)
+    ]
+    good = [event for n, event in enumerate(events) if n not in refused]
+    assert {key: p.seq for key, p in store.snapshot.messages.items()} == {
+        ("a", event.message_id): seq for seq, event in enumerate(good, 1)
+    }
+    assert store.snapshot.positions == {0: 6}
+
+
+async def test_a_store_error_a_retry_may_cure_retries_the_batch_and_dead_letters_nothing() -> None:
+    """A lost connection is no refusal: the projector crashes, is restarted, and the same batch is tried
+    again until it applies, once; nothing is dead-lettered and the commit passes the batch."""
+    store = RecordingStore(failures=[ConnectionError("lost"), ConnectionError("lost")])
+    r = rig(store=store, policy=RESTART_AT_ONCE)
+    records = [
+        consumed(0, 0, created(0, "a")),
+        consumed(0, 1, created(1, "b")),
+        consumed(1, 0, created(2, "a")),
+    ]
+    async with running(r):
+        r.source.push(batch(*records))
+        await until(lambda: r.source.committed() == {0: 2, 1: 1}, "committed past the batch")
+    whole = [c.record for c in records]
+    assert store.attempts == [whole, whole, whole]
+    assert store.applied == [whole]
+    assert store.outcomes() == [
+        (0, 0, "applied", None, None),
+        (0, 1, "applied", None, None),
+        (1, 0, "applied", None, None),
+    ]
+    assert r.sink.sent == []
+    assert dead_letters(r, "store") is None
+    restarts = r.flow.metrics.registry.get_sample_value(
+        "merlin_forwarder_stage_restarts_total", {"stage": "projector"}
+    )
+    assert restarts == 2
+
+
+async def test_a_transient_error_after_the_dead_letter_retries_the_batch_without_applying_twice() -> None:
+    """The store loses its connection while recording the refused record (its dead letter already sent):
+    the batch is retried from the start; what applied before is replayed, not applied again; the record
+    is dead-lettered once (the flow remembers it) and recorded as store_refused once."""
+    store = RecordingStore(refuses=frozenset({UNSTORABLE}))
+    r = rig(store=store, policy=RESTART_AT_ONCE)
+    events = [created(0, "a"), created(1, "a"), unstorable(2, "a"), created(3, "a")]
+    records = [consumed(0, n, event) for n, event in enumerate(events)]
+    original, lost = store.apply, [ConnectionError("lost")]
+
+    async def flaky(
+        records: Sequence[Record], refused: Mapping[tuple[int, int], str] | None = None
+    ) -> Changes:
+        if refused and lost:
+            raise lost.pop()
+        return await original(records, refused)
+
+    store.apply = flaky  # type: ignore[method-assign]
+    async with running(r):
+        r.source.push(batch(*records))
+        await until(lambda: r.source.committed() == {0: 4}, "committed past the batch")
+    assert r.sink.sent == [store_letter(events[2], 0, 2)]
+    assert dead_letters(r, "store") == 1
+    assert store.outcomes() == [
+        (0, 0, "applied", None, None),
+        (0, 1, "applied", None, None),
+        (0, 2, "rejected", STORE_REFUSED, REFUSAL),
+        (0, 3, "applied", None, None),
+    ]
+    assert sum(c.replayed for c in store.changes) == 2  # the first two, met again on the retry
+    assert {key: p.seq for key, p in store.snapshot.messages.items()} == {
+        ("a", events[0].message_id): 1, ("a", events[1].message_id): 2, ("a", events[3].message_id): 3,
+    }  # fmt: skip
+
+
+async def test_a_record_the_store_refused_is_never_delivered_and_the_others_are() -> None:
+    """With an endpoint: the refused record's event goes nowhere downstream (it is not in the store);
+    the others are delivered, in order per room, and the commit passes all of them."""
+    send = Scripted([])
+    store = RecordingStore(refuses=frozenset({UNSTORABLE}))
+    r = rig(send, store=store)
+    a0, b0, bad, a1, b1 = (
+        created(0, "a"),
+        created(1, "b"),
+        unstorable(2, "a"),
+        created(3, "a"),
+        created(4, "b"),
+    )
+    records = [
+        consumed(0, 0, a0),
+        consumed(1, 0, b0),
+        consumed(0, 1, bad),
+        consumed(0, 2, a1),
+        consumed(1, 1, b1),
+    ]
+    async with running(r):
+        r.source.push(batch(*records))
+        await until(lambda: r.source.committed() == {0: 3, 1: 2}, "committed past the whole batch")
+    delivered = [call.headers["webhook-id"] for call in send.seen]
+    assert sorted(delivered) == sorted(map(eid, (a0, b0, a1, b1)))
+    assert [d for d in delivered if d in (eid(a0), eid(a1))] == [eid(a0), eid(a1)]
+    assert [d for d in delivered if d in (eid(b0), eid(b1))] == [eid(b0), eid(b1)]
+    assert r.sink.sent == [store_letter(bad, 0, 1)]
+    deliveries = r.flow.metrics.registry.get_sample_value(
+        "merlin_deliveries_total", {"endpoint": "e", "outcome": "delivered"}
+    )
+    assert deliveries == 4
+
+
+async def test_a_store_that_refuses_even_the_rejection_retries_without_dead_lettering_again() -> None:
+    """When recording the rejection is refused too, the record is not to blame: the projector crashes
+    and retries with backoff, the record is dead-lettered once, and nothing is committed past it until
+    the store takes the rejection."""
+
+    class RefusesEverything(RecordingStore):
+        refusing = True
+
+        async def apply(
+            self, records: Sequence[Record], refused: Mapping[tuple[int, int], str] | None = None
+        ) -> Changes:
+            if not self.refusing:
+                return await super().apply(records, refused)
+            self.attempts.append(list(records))
+            raise StoreRefused(REFUSAL)
+
+    store = RefusesEverything(refuses=frozenset({UNSTORABLE}))
+    r = rig(store=store, policy=RESTART_AT_ONCE)
+    event = unstorable(0, "a")
+    async with running(r):
+        r.source.push(batch(consumed(0, 0, event)))
+        await until(lambda: len(store.attempts) >= 20, "ten rounds of refusal and retry")
+        assert r.source.committed() in (None, {})
+        store.refusing = False
+        await until(lambda: r.source.committed() == {0: 1}, "committed once the store takes it")
+    assert r.sink.sent == [store_letter(event, 0, 0)]
+    assert dead_letters(r, "store") == 1
+    assert store.outcomes() == [(0, 0, "rejected", STORE_REFUSED, REFUSAL)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,6 +20,8 @@ from domain import (
     MessageCreated,
     UpdateMessage,
     create_event_id,
+    decode,
+    encode,
     evolve,
     is_duplicate,
     message_id_for,
@@ -117,6 +120,58 @@ def test_invalid_commands_name_their_field(command: CreateMessage | UpdateMessag
     with pytest.raises(InvalidCommand) as caught:
         to_event(command)
     assert caught.value.field == field
+
+
+def _create_with(body: str) -> CreateMessage:
+    return CreateMessage(uuid.uuid4(), "r1", MESSAGE, "u1", body, T0)
+
+
+def _update_with(body: str) -> UpdateMessage:
+    return UpdateMessage(uuid.uuid4(), "r1", MESSAGE, "u1", body, T0, 1)
+
+
+_COMMANDS = pytest.mark.parametrize("command", [_create_with, _update_with], ids=["create", "update"])
+
+
+@_COMMANDS
+@pytest.mark.parametrize(
+    ("body", "found"),
+    [
+        ("a\x00b", "U+0000 at character 1"),
+        ("ab\x1f", "U+001F at character 2"),
+        ("\x0bvertical tab", "U+000B at character 0"),
+        ("lone \ud800 surrogate", "U+D800 at character 5"),
+        ("tab\tok, then \x00", "U+0000 at character 13"),
+    ],
+    ids=["nul", "unit-separator", "vertical-tab", "lone-surrogate", "after-a-tab"],
+)
+def test_a_body_no_store_can_keep_is_refused_naming_the_character(
+    command: Callable[[str], CreateMessage | UpdateMessage], body: str, found: str
+) -> None:
+    """C0 controls other than tab, LF and CR, and lone surrogates, are refused on the body field,
+    naming the first such code point and where it is."""
+    with pytest.raises(InvalidCommand) as caught:
+        to_event(command(body))
+    assert caught.value.field == "body"
+    assert caught.value.reason == (
+        f"must not hold control characters other than tab and newlines, nor lone surrogates (found {found})"
+    )
+    assert str(caught.value) == f"body: {caught.value.reason}"
+
+
+@_COMMANDS
+@pytest.mark.parametrize("body", ["tab\there", "line\nfeed", "crlf\r\n", "é😀", "\x7f"])
+def test_tab_newlines_and_non_ascii_bodies_are_accepted(
+    command: Callable[[str], CreateMessage | UpdateMessage], body: str
+) -> None:
+    """Tab, LF, CR, DEL and characters beyond ASCII (astral ones too) are kept as they are."""
+    assert to_event(command(body)).body == body
+
+
+def test_an_event_read_from_the_log_is_not_checked_for_storable_characters() -> None:
+    """The check is on new commands only: an old log record with a NUL body decodes as it is."""
+    event = MessageCreated(uuid.uuid4(), "r1", MESSAGE, "u1", "old\x00body", T0)
+    assert decode(encode(event)) == event
 
 
 def test_a_body_at_the_limit_is_accepted() -> None:

@@ -12,7 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain import Event, Message, MessageCreated, MessageUpdated, decode, encode
-from read_store.projection import Changes, Outcome, ProjectedMessage, Record, Snapshot, project
+from read_store.projection import (
+    STORE_REFUSED,
+    Changes,
+    Outcome,
+    ProjectedMessage,
+    Record,
+    Snapshot,
+    project,
+)
 from tests.unit.strategies import events
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -340,6 +348,139 @@ def test_a_poison_record_moves_the_position_and_yields_no_outcome() -> None:
     )
 
 
+REFUSAL = "the read store cannot keep a NUL character (U+0000)"
+
+
+def test_a_record_the_store_refused_is_rejected_with_its_reason_and_changes_nothing_else() -> None:
+    """A refused create or update records store_refused and the store's reason; it moves the position
+    but writes no message, takes no seq and is not delivered: the next create gets the seq it would have."""
+    first, refused_create = created("a"), created("b\x00", message=uuid.UUID(int=2))
+    refused_edit, edit = updated("a\x00", expected=1), updated("c", expected=1, minutes=2)
+    later = created("d", message=uuid.UUID(int=3))
+    records = records_of([first, refused_create, refused_edit, edit, later], start=10)
+    snapshot = Snapshot(positions={0: 9}, last_seq={ROOM: 4})
+    changes = project(records, snapshot, {(0, 11): REFUSAL, (0, 12): "another reason"})
+    assert STORE_REFUSED == "store_refused"
+    assert changes == Changes(
+        messages={
+            KEY: ProjectedMessage(Message(ROOM, MESSAGE, "u1", "c", 2, T0, T0 + timedelta(minutes=2)), seq=5),
+            (ROOM, uuid.UUID(int=3)): ProjectedMessage(
+                Message(ROOM, uuid.UUID(int=3), "u1", "d", 1, T0, T0), seq=6
+            ),
+        },
+        last_seq={ROOM: 6},
+        outcomes=[
+            Outcome(first, 0, 10, "applied", version=1),
+            Outcome(refused_create, 0, 11, "rejected", "store_refused", REFUSAL),
+            Outcome(refused_edit, 0, 12, "rejected", "store_refused", "another reason"),
+            Outcome(edit, 0, 13, "applied", version=2),
+            Outcome(later, 0, 14, "applied", version=1),
+        ],
+        positions={0: 14},
+        replayed=0,
+        deliverable=[records[0], records[3], records[4]],
+    )
+
+
+def test_a_refused_record_last_in_its_partition_still_moves_the_position() -> None:
+    """A batch of only a refused record writes its position and its outcome, nothing else."""
+    event = created("x\x00")
+    records = [Record(2, 7, event)]
+    changes = project(records, Snapshot(positions={2: 6}), {(2, 7): REFUSAL})
+    assert changes == Changes(
+        outcomes=[Outcome(event, 2, 7, "rejected", STORE_REFUSED, REFUSAL)], positions={2: 7}
+    )
+
+
+def test_refused_only_names_records_by_partition_and_offset() -> None:
+    """The same offset in another partition is applied as usual."""
+    refused, other = created("a\x00"), created("b", message=uuid.UUID(int=2))
+    records = [Record(0, 3, refused), Record(1, 3, other)]
+    changes = project(records, Snapshot(), {(0, 3): REFUSAL})
+    assert [(o.partition, o.status, o.code) for o in changes.outcomes] == [
+        (0, "rejected", STORE_REFUSED),
+        (1, "applied", None),
+    ]
+    assert changes.deliverable == [records[1]]
+    assert changes.last_seq == {ROOM: 1}
+
+
+def test_a_refused_record_already_projected_or_seen_is_just_replayed() -> None:
+    """The replay rules come first: at or before the position, or an event id already seen, a refused
+    record is replayed (redelivered if it was applied then), with no outcome."""
+    applied, rejected, repeated = created("a"), updated("x", "mallory"), created("a")
+    records = [Record(0, 4, applied), Record(0, 5, rejected), Record(0, 6, applied), Record(1, 0, repeated)]
+    snapshot = Snapshot(
+        positions={0: 5},
+        messages={KEY: ProjectedMessage(stored("a"), seq=1)},
+        last_seq={ROOM: 1},
+        seen_event_ids={applied.event_id: True, rejected.event_id: False, repeated.event_id: False},
+    )
+    refused = {(0, 4): REFUSAL, (0, 5): REFUSAL, (0, 6): REFUSAL, (1, 0): REFUSAL}
+    changes = project(records, snapshot, refused)
+    assert changes == Changes(positions={0: 6, 1: 0}, replayed=4, deliverable=[records[0]])
+
+
+def stored_after(snapshot: Snapshot, changes: Changes) -> Snapshot:
+    """What the store holds once ``changes`` are written over ``snapshot`` (as the writer does)."""
+    seen = dict(snapshot.seen_event_ids)
+    for outcome in changes.outcomes:
+        seen[outcome.event.event_id] = outcome.status == "applied" and outcome.code != "duplicate"
+    return Snapshot(
+        positions={**snapshot.positions, **changes.positions},
+        messages={**snapshot.messages, **changes.messages},
+        last_seq={**snapshot.last_seq, **changes.last_seq},
+        seen_event_ids=seen,
+    )
+
+
+def test_then_joins_the_changes_of_consecutive_batches_as_one() -> None:
+    """Projecting a batch in two parts, the second over what the first stored, then joining the changes,
+    gives what projecting it at once gives: messages, seqs, outcomes, positions, replays, deliveries."""
+    a, b, retry = created("a"), created("b", message=uuid.UUID(int=2)), created("a")
+    edit, stale = updated("a2", expected=1), updated("a3", expected=1, minutes=2)
+    records = [
+        Record(0, 0, a),
+        Record(1, 0, b),
+        Record(0, 1, None),
+        Record(0, 2, edit),
+        Record(1, 1, retry),
+        Record(0, 3, edit),
+        Record(1, 2, stale),
+    ]
+    first = project(records[:3], Snapshot())
+    joined = first.then(project(records[3:], stored_after(Snapshot(), first)))
+    whole = project(records, Snapshot())
+    assert joined == whole
+    assert (whole.replayed, whole.positions, whole.last_seq) == (1, {0: 3, 1: 2}, {ROOM: 2})
+    assert whole.deliverable == [records[0], records[1], records[3]]
+
+
+def test_then_keeps_the_first_changes_unchanged() -> None:
+    """Joining builds new changes; neither part is modified."""
+    first = project(records_of([created("a")]), Snapshot())
+    before = replace(first, outcomes=list(first.outcomes), deliverable=list(first.deliverable))
+    later = project(records_of([updated("b")], start=1), stored_after(Snapshot(), first))
+    joined = first.then(later)
+    assert first == before
+    assert joined.outcomes == first.outcomes + later.outcomes
+
+
+def test_a_refused_record_applied_alone_between_its_neighbours_joins_as_if_refused_in_one_batch() -> None:
+    """What the flow does after isolating a refused record (before, it alone, after: each over what the
+    previous stored) equals projecting the whole batch with that record refused."""
+    history: list[Event | None] = [created("a"), created("b\x00", message=uuid.UUID(int=2)), None]
+    history += [created("c", message=uuid.UUID(int=3)), updated("a2")]
+    records = records_of(history)
+    refused = {(0, 1): REFUSAL}
+    snapshot, joined = Snapshot(), Changes()
+    for part, refusing in [(records[:1], None), (records[1:2], refused), (records[2:], None)]:
+        changes = project(part, snapshot, refusing)
+        snapshot, joined = stored_after(snapshot, changes), joined.then(changes)
+    assert joined == project(records, Snapshot(), refused)
+    assert [seq.seq for seq in joined.messages.values()] == [1, 2]
+
+
 # Events drawn onto a few rooms, messages and senders, so that creates repeat and clash and updates land.
 _rooms = st.sampled_from(["r1", "r2"])
 _message_ids = st.sampled_from([uuid.UUID(int=n) for n in range(3)])
@@ -362,3 +503,26 @@ def test_projecting_the_same_events_always_gives_the_same_changes(history: list[
     """A replica projects what it decoded from the log and must land on the same state."""
     replayed = [decode(encode(event)) for event in history]
     assert project(records_of(replayed), Snapshot()) == project(records_of(history), Snapshot())
+
+
+@st.composite
+def _split(draw: st.DrawFn) -> tuple[list[Record], int]:
+    """Records of two partitions, event ids repeating now and then, and a place to cut them."""
+    pool = draw(st.lists(events | _colliding(), min_size=1, max_size=8))
+    history = draw(st.lists(st.none() | st.sampled_from(pool), max_size=20))
+    partitions = draw(st.lists(st.integers(0, 1), min_size=len(history), max_size=len(history)))
+    next_offset = [0, 0]
+    records = []
+    for event, partition in zip(history, partitions, strict=True):
+        records.append(Record(partition, next_offset[partition], event))
+        next_offset[partition] += 1
+    return records, draw(st.integers(0, len(records)))
+
+
+@given(_split())
+def test_then_of_two_consecutive_projections_is_one_projection(split: tuple[list[Record], int]) -> None:
+    """For any batch and any cut, the two parts projected in turn and joined equal the whole."""
+    records, cut = split
+    first = project(records[:cut], Snapshot())
+    second = project(records[cut:], stored_after(Snapshot(), first))
+    assert first.then(second) == project(records, Snapshot())

@@ -95,3 +95,11 @@ async def test_hooks_see_every_start_stop_and_failure_and_cannot_break_it() -> N
     policy = BackoffPolicy(min_backoff=2, random_factor=0)
     await BackoffSupervisor("d", Child(clock, crashes=1), policy, hooks, clock).run()
     assert seen == ["start d 0", "fail d crash 1 2", "start d 1", "stop d"]
+
+
+def test_the_delay_stays_at_the_maximum_however_many_failures() -> None:
+    # A stage failing at once for hours must not overflow the delay (and crash the supervisor).
+    policy = BackoffPolicy(min_backoff=0.001, max_backoff=30.0, random_factor=0.0)
+    rng = random.Random(1)
+    assert [policy.delay(n, rng) for n in (1, 2, 16)] == [0.001, 0.002, 30.0]
+    assert policy.delay(10_000, rng) == 30.0
