@@ -23,6 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from domain import MalformedEvent, decode
 from forwarder.metrics import ForwarderMetrics
 from forwarder.source import Batch, Consumed, RevokeHandler
+from kernel.logs import KAFKA_LOGGER
 from kernel.settings import ClientConfig
 from read_store.projection import Record
 
@@ -53,6 +54,9 @@ class EventConsumer:
         self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
         self._consumer: Consumer | None = None
+        self._group = str(config.get("group.id", ""))
+        # Per partition, the next offset this group has committed (or will start from): what lag counts from.
+        self._next: dict[int, int] = {}
 
     async def _call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
@@ -63,7 +67,7 @@ class EventConsumer:
         await self._call(self._open)
 
     def _open(self) -> None:
-        consumer = Consumer(self._config)
+        consumer = Consumer({**self._config, "logger": KAFKA_LOGGER})
         consumer.subscribe(
             [self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -80,6 +84,7 @@ class EventConsumer:
             never = 0 if self._delivers else projected
             start = min(projected, delivered) if delivered >= 0 else never
             partition.offset = OFFSET_BEGINNING if start <= 0 else start
+            self._next[partition.partition] = max(0, start)
         consumer.assign(partitions)
         self._metrics.rebalances.labels("assigned").inc()
         self._metrics.assigned.set(len(partitions))
@@ -93,6 +98,7 @@ class EventConsumer:
         self._metrics.rebalances.labels("revoked").inc()
         self._metrics.assigned.set(0)
         numbers = [p.partition for p in partitions]
+        self._forget_lag(numbers)
         assert self._revoked is not None, "start() first"
         finished = asyncio.run_coroutine_threadsafe(self._revoked(numbers, False), self._loop).result(60)
         if finished:
@@ -107,6 +113,7 @@ class EventConsumer:
         self._metrics.rebalances.labels("lost").inc()
         self._metrics.assigned.set(0)
         numbers = [p.partition for p in partitions]
+        self._forget_lag(numbers)
         # Lost partitions may already belong to another member: drop, never commit.
         assert self._revoked is not None, "start() first"
         asyncio.run_coroutine_threadsafe(self._revoked(numbers, True), self._loop).result(60)
@@ -127,7 +134,21 @@ class EventConsumer:
     async def batch(self, max_records: int, timeout: float) -> Batch:
         """Up to ``max_records`` records, decoded, waiting at most ``timeout`` s for the first."""
         assert self._consumer is not None, "start() first"
-        return await self._call(self._fetch, self._consumer, max_records, timeout)
+        return await self._call(self._fetch_and_observe, self._consumer, max_records, timeout)
+
+    def _fetch_and_observe(self, consumer: Consumer, max_records: int, timeout: float) -> Batch:
+        batch = self._fetch(consumer, max_records, timeout)
+        for partition, next_offset in self._next.items():
+            # The end as of the last fetch response: no request to the broker.
+            _low, high = consumer.get_watermark_offsets(TopicPartition(self._topic, partition), cached=True)
+            if high >= 0:
+                self._metrics.lag.labels(self._group, str(partition)).set(max(0, high - next_offset))
+        return batch
+
+    def _forget_lag(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            if self._next.pop(partition, None) is not None:
+                self._metrics.lag.remove(self._group, str(partition))
 
     @staticmethod
     def _fetch(consumer: Consumer, max_records: int, timeout: float) -> Batch:
@@ -159,8 +180,14 @@ class EventConsumer:
         """Record progress in the group too, so Kafka tooling shows the forwarder's lag."""
         if self._consumer is None or not next_offsets:
             return
+        consumer = self._consumer
         offsets = [TopicPartition(self._topic, p, offset) for p, offset in next_offsets.items()]
-        await self._call(self._consumer.commit, offsets=offsets, asynchronous=True)
+
+        def commit() -> None:
+            consumer.commit(offsets=offsets, asynchronous=True)
+            self._next.update((p, o) for p, o in next_offsets.items() if p in self._next)
+
+        await self._call(commit)
 
     async def close(self) -> None:
         """Leave the group and stop the consumer thread."""

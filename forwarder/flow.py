@@ -123,6 +123,7 @@ class Flow:
         while not stop.is_set():
             await self._apply_back_pressure()
             batch = await self.source.batch(self.settings.batch_max, self.settings.poll_timeout)
+            self.metrics.polled()
             if batch.records:
                 self.metrics.records.inc(len(batch.records))
                 self._enqueue(batch)
@@ -283,7 +284,9 @@ class Flow:
         def observe(outcome: str, seconds: float) -> None:
             self.metrics.deliveries.labels(endpoint, outcome).inc()
             self.metrics.delivery_seconds.labels(endpoint).observe(seconds)
-            self.metrics.buffered.labels(endpoint).set(self.dispatchers[endpoint].size)
+            dispatcher = self.dispatchers[endpoint]
+            self.metrics.buffered.labels(endpoint).set(dispatcher.size)
+            self.metrics.blocked_rooms.labels(endpoint).set(len(dispatcher.blocked_rooms()))
 
         return observe
 

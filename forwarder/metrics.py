@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -68,3 +70,24 @@ class ForwarderMetrics:
         self.assigned = Gauge(
             "merlin_forwarder_assigned_partitions", "Partitions this worker owns", registry=self.registry
         )
+        self.lag = Gauge(
+            "merlin_forwarder_lag_records",
+            "Records between a partition's committed offset and its end, per consumer group",
+            ["group", "partition"],
+            registry=self.registry,
+        )
+        self.blocked_rooms = Gauge(
+            "merlin_delivery_blocked_rooms", "Rooms an endpoint holds until an operator acts", ["endpoint"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.last_poll = Gauge(
+            "merlin_forwarder_last_poll_timestamp_seconds",
+            "When the consumer last polled the events topic (Unix time)",
+            registry=self.registry,
+        )
+        self.last_poll_at = 0.0  # the same, on the monotonic clock, for readiness
+
+    def polled(self) -> None:
+        """The consumer just polled."""
+        self.last_poll_at = time.monotonic()
+        self.last_poll.set_to_current_time()

@@ -21,7 +21,7 @@ class ForwarderSettings(BaseSettings):
     poll_timeout: float = Field(default=0.2, gt=0)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
-    # Prometheus metrics on http://metrics_host:metrics_port/metrics; port 0 turns them off.
+    # /metrics (Prometheus), /healthz and /readyz on http://metrics_host:metrics_port; port 0 turns them off.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9102, ge=0, le=65535)
     migrate_on_start: bool = False

@@ -8,6 +8,7 @@ delay; past ``max_restarts`` within ``restart_window`` the worker gives up
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import structlog
 
@@ -16,6 +17,7 @@ from forwarder.dead_letters import DeadLetters
 from forwarder.delivery import AiohttpSend, Deliverer
 from forwarder.endpoints import Endpoint, load_endpoints
 from forwarder.flow import Flow
+from forwarder.health import Health, serving
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
 from forwarder.supervisor import BackoffPolicy, BackoffSupervisor, Hooks
@@ -76,7 +78,10 @@ class Forwarder:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set; raise SupervisorGaveUp past the restart limit."""
+        """Run until ``stop`` is set; raise SupervisorGaveUp past the restart limit.
+
+        With a metrics port, ``/healthz``, ``/readyz`` and ``/metrics`` are served meanwhile.
+        """
         if self.settings.migrate_on_start:
             await upgrade(self.store_settings.url, self.store_settings.db_schema)
         engine = create_engine(self.store_settings.url, writer=True, schema=self.store_settings.db_schema)
@@ -95,15 +100,31 @@ class Forwarder:
                 self.settings, source, store, dead_letters, deliverers, self.metrics, self.policy()
             ).run(stop)
 
+        health = Health(self.metrics, self.settings.poll_timeout, store.ping)
+
+        def started(_name: str, _restarts: int) -> None:
+            health.flow_running = True
+
         def failed(name: str, exc: BaseException, delay: float) -> None:
+            health.flow_running = False
             self.metrics.flow_restarts.inc()
             log.error("flow_crashed", restart_in=round(delay, 3), error=repr(exc))
 
         supervisor = BackoffSupervisor(
-            "flow", flow, self.policy(self.settings.max_restarts), Hooks(on_failure=failed)
+            "flow", flow, self.policy(self.settings.max_restarts), Hooks(on_start=started, on_failure=failed)
         )
         try:
-            await supervisor.run()
+            async with contextlib.AsyncExitStack() as operations:
+                if self.settings.metrics_port:
+                    await operations.enter_async_context(
+                        serving(
+                            self.settings.metrics_host,
+                            self.settings.metrics_port,
+                            self.metrics.registry,
+                            health,
+                        )
+                    )
+                await supervisor.run()
         finally:
             await send.close()
             await producer.close()

@@ -7,6 +7,11 @@ import sys
 
 import structlog
 
+# librdkafka's own log lines (broker connections, rebalances, errors) go through the structured
+# logger when a client's configuration carries it: {"logger": KAFKA_LOGGER}. Producers and
+# consumers serve them from the threads that poll them.
+KAFKA_LOGGER = logging.getLogger("librdkafka")
+
 
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Route structlog and the standard library's logging through one structured renderer."""
@@ -26,6 +31,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         add_service,
+        structlog.stdlib.add_logger_name,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from kernel.errors import InfrastructureError
+from kernel.logs import KAFKA_LOGGER
 from kernel.settings import ClientConfig
 
 Headers = Sequence[tuple[str, str | bytes | None]]
@@ -32,7 +33,7 @@ class AsyncProducer:
 
     def __init__(self, config: ClientConfig, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop or asyncio.get_running_loop()
-        self._producer = Producer(config)
+        self._producer = Producer({**config, "logger": KAFKA_LOGGER})
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
         self._poller.start()

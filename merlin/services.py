@@ -8,7 +8,6 @@ import signal
 import structlog
 import uvicorn
 import uvloop
-from prometheus_client import start_http_server
 
 from forwarder.settings import ForwarderSettings
 from forwarder.supervisor import SupervisorGaveUp
@@ -59,8 +58,6 @@ def run_forwarder() -> None:
     configure_logging("forwarder")
     settings = ForwarderSettings()
     forwarder = Forwarder(settings, KafkaSettings(), ReadStoreSettings())
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, settings.metrics_host, registry=forwarder.metrics.registry)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -99,6 +99,10 @@ class ProjectionStore:
                 raise
             raise StoreRefused(reason) from error
 
+    async def ping(self) -> None:
+        """Raise unless the store answers (on the writer's own connection)."""
+        await self._connections.read(lambda connection: connection.exec_driver_sql("SELECT 1").scalar())
+
     async def close(self) -> None:
         """Let the batch under way finish, then release the writer (the engine is its owner's to dispose)."""
         await self._connections.close()

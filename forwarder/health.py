@@ -1,0 +1,87 @@
+"""The forwarder's operations listener: ``/healthz``, ``/readyz`` and ``/metrics``, on the worker's own loop.
+
+Ready means the flow is running (not backing off after a crash), its consumer
+polled recently, and the read store answers. Answers are JSON;
+a worker that is not ready answers problem+json 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from forwarder.metrics import ForwarderMetrics
+
+_PING_TIMEOUT = 2.0
+
+
+class Health:
+    """What readiness looks at; the worker keeps ``flow_running`` up to date."""
+
+    def __init__(
+        self, metrics: ForwarderMetrics, poll_timeout: float, ping: Callable[[], Awaitable[None]]
+    ) -> None:
+        self.metrics = metrics
+        self.flow_running = False
+        self._stale_after = max(5.0, 10 * poll_timeout)
+        self._ping = ping
+
+    async def checks(self) -> dict[str, bool]:
+        polling = time.monotonic() - self.metrics.last_poll_at < self._stale_after
+        try:
+            await asyncio.wait_for(self._ping(), _PING_TIMEOUT)
+            store = True
+        except Exception:  # any failure to reach the store means not ready
+            store = False
+        return {"flow": self.flow_running, "polling": polling, "read_store": store}
+
+
+def _json(body: object, status: int = 200, content_type: str = "application/json") -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type=content_type)
+
+
+@asynccontextmanager
+async def serving(host: str, port: int, registry: CollectorRegistry, health: Health) -> AsyncIterator[None]:
+    """Serve the operations routes on ``host:port`` while the block runs."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        checks = await health.checks()
+        if all(checks.values()):
+            return _json({"status": "ready", "checks": checks})
+        failing = ", ".join(name for name, ok in checks.items() if not ok)
+        problem = {
+            "type": "https://merlin.dev/problems/not-ready",
+            "title": "Not ready.",
+            "status": 503,
+            "detail": f"not answering: {failing}",
+            "checks": checks,
+        }
+        response = _json(problem, 503, "application/problem+json")
+        response.headers["Retry-After"] = "1"
+        return response
+
+    async def metrics(_request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
