@@ -1,13 +1,19 @@
 """The events-topic consumer: confluent-kafka on one dedicated thread, positions owned by merlin.
 
 Every call into the consumer runs on the same single thread, so the event loop
-never blocks on it. On assignment, each partition starts at the earlier of the
-group's committed offset (everything before it is delivered everywhere) and
-the read store's position + 1 (everything before it is projected), so nothing
-is skipped, whatever was lost. A group that never committed, in a worker
-with endpoints, starts at the beginning: no delivery was ever confirmed. On
-revocation, the flow drops what it had in flight for those partitions and the
-consumer commits what was finished.
+never blocks on it. Where a partition starts depends on the flow:
+
+- the projection (given the read store's positions): at the earlier of the
+  group's committed offset and the store's position + 1, so nothing is
+  skipped, whatever was lost;
+- an endpoint (given a ``since`` time): at its group's committed offset; a
+  group that never committed starts at the first record written at or after
+  ``since`` (the end of the log if there is none yet), or earlier where the
+  ``no_later_than`` group (the projection's) had committed less, and commits
+  that at once, so the starting point holds across restarts.
+
+On revocation, the flow drops what it had in flight for those partitions and
+the consumer commits what was finished.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 import structlog
@@ -41,11 +48,16 @@ class EventConsumer:
         self,
         config: ClientConfig,
         topic: str,
-        positions: PositionLoader,
         metrics: ForwarderMetrics,
-        delivers: bool = False,
+        *,
+        positions: PositionLoader | None = None,
+        since: datetime | None = None,
+        no_later_than: ClientConfig | None = None,
     ) -> None:
-        self._delivers = delivers
+        if (positions is None) == (since is None):
+            raise ValueError("a consumer starts from the store's positions or from a time, not both")
+        self._since = since
+        self._no_later_than = no_later_than
         self._config = config
         self._topic = topic
         self._positions = positions
@@ -74,29 +86,71 @@ class EventConsumer:
         self._consumer = consumer
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Runs on the consumer thread inside consume(): ask the loop for the stored positions.
-        stored = asyncio.run_coroutine_threadsafe(self._positions(), self._loop).result(timeout=60)
+        # Runs on the consumer thread inside consume().
         committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=30)}
+        starts = (
+            self._from_store(committed)
+            if self._positions is not None
+            else self._from_time(consumer, committed)
+        )
         for partition in partitions:
-            projected = stored.get(partition.partition, -1) + 1
-            delivered = committed.get(partition.partition, -1)
-            # Without a commit, no delivery was ever confirmed in this group: deliver from the start.
-            never = 0 if self._delivers else projected
-            start = min(projected, delivered) if delivered >= 0 else never
+            start = starts.get(partition.partition, 0)
             partition.offset = OFFSET_BEGINNING if start <= 0 else start
             self._next[partition.partition] = max(0, start)
         consumer.assign(partitions)
         self._metrics.rebalances.labels("assigned").inc()
-        self._metrics.assigned.set(len(partitions))
+        self._metrics.assigned.labels(self._group).set(len(partitions))
         log.info(
             "partitions_assigned",
+            group=self._group,
             topic=self._topic,
             partitions={p.partition: p.offset for p in partitions},
         )
 
+    def _from_store(self, committed: dict[int, int]) -> dict[int, int]:
+        assert self._positions is not None
+        stored = asyncio.run_coroutine_threadsafe(self._positions(), self._loop).result(timeout=60)
+        starts = {}
+        for partition, delivered in committed.items():
+            projected = stored.get(partition, -1) + 1
+            starts[partition] = min(projected, delivered) if delivered >= 0 else projected
+        return starts
+
+    def _from_time(self, consumer: Consumer, committed: dict[int, int]) -> dict[int, int]:
+        assert self._since is not None
+        starts = {partition: offset for partition, offset in committed.items() if offset >= 0}
+        fresh = [p for p in committed if p not in starts]
+        if not fresh:
+            return starts
+        moment = int(self._since.timestamp() * 1000)
+        found = consumer.offsets_for_times(
+            [TopicPartition(self._topic, p, moment) for p in fresh], timeout=30
+        )
+        for tp in found:
+            # None written at or after that time yet: start at the end, where the next one will be.
+            starts[tp.partition] = (
+                tp.offset
+                if tp.offset >= 0
+                else consumer.get_watermark_offsets(TopicPartition(self._topic, tp.partition), timeout=30)[1]
+            )
+        if self._no_later_than is not None:
+            other = Consumer(self._no_later_than)
+            try:
+                for tp in other.committed([TopicPartition(self._topic, p) for p in fresh], timeout=30):
+                    if tp.offset >= 0:
+                        starts[tp.partition] = min(starts[tp.partition], tp.offset)
+            finally:
+                other.close()
+        first = [TopicPartition(self._topic, p, starts[p]) for p in fresh]
+        consumer.commit(offsets=first, asynchronous=False)
+        log.info("endpoint_starts", topic=self._topic, since=self._since.isoformat(), offsets={
+            tp.partition: tp.offset for tp in first
+        })  # fmt: skip
+        return starts
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels("revoked").inc()
-        self._metrics.assigned.set(0)
+        self._metrics.assigned.labels(self._group).set(0)
         numbers = [p.partition for p in partitions]
         self._forget_lag(numbers)
         assert self._revoked is not None, "start() first"
@@ -111,7 +165,7 @@ class EventConsumer:
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels("lost").inc()
-        self._metrics.assigned.set(0)
+        self._metrics.assigned.labels(self._group).set(0)
         numbers = [p.partition for p in partitions]
         self._forget_lag(numbers)
         # Lost partitions may already belong to another member: drop, never commit.

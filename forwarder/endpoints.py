@@ -9,6 +9,7 @@ timeout = 5.0
 max_in_flight = 64
 secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 on_failure = "dead-letter"      # or "block": the room waits for an operator
+since = 2026-11-24T00:00:00Z    # deliver events written from then on (default: from when first run)
 [endpoints.retry]
 max_attempts = 8
 max_elapsed = 120.0
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 from standardwebhooks import Webhook
 
 from domain import EVENT_TYPES, EventType
@@ -54,6 +55,8 @@ class Endpoint(BaseModel):
     buffer: int = Field(default=20_000, ge=1)
     secret: str = Field(min_length=8, description="Standard Webhooks secret, e.g. whsec_<base64>")
     on_failure: Literal["dead-letter", "block"] = "dead-letter"
+    # Events written from this time on are delivered; unset, from when a worker first ran the endpoint.
+    since: AwareDatetime | None = None
 
     @field_validator("secret")
     @classmethod

@@ -48,6 +48,7 @@ class Flow:
 
     def __init__(
         self,
+        name: str,
         settings: ForwarderSettings,
         source: Source,
         store: ProjectionWriter,
@@ -55,7 +56,13 @@ class Flow:
         deliverers: list[Deliverer],
         metrics: ForwarderMetrics,
         stage_policy: BackoffPolicy,
+        *,
+        reports_poison: bool = True,
     ) -> None:
+        self.name = name
+        # Only one flow reads each record for the read store (the projection): it alone
+        # dead-letters the records that are no event; an endpoint's flow just skips them.
+        self.reports_poison = reports_poison
         self.settings = settings
         self.store = store
         self.dead_letters = dead_letters
@@ -83,7 +90,7 @@ class Flow:
     async def run(self, stop: asyncio.Event) -> None:
         """Run the stages until ``stop`` is set or one of them gives up."""
         await self.source.start(self._revoked)
-        log.info("flow_started", group=self.settings.group_id)
+        log.info("flow_started", flow=self.name)
         try:
             async with asyncio.TaskGroup() as stages:
                 stages.create_task(self._supervise("projector", self._project_forever))
@@ -98,7 +105,7 @@ class Flow:
         finally:
             await self.source.commit(self.tracker.committable())
             await self.source.close()
-            log.info("flow_stopped")
+            log.info("flow_stopped", flow=self.name)
 
     async def _finish_projecting(self, grace: float = 10.0) -> None:
         """On stop, let the batches already consumed reach the store (bounded), so nothing is half-done."""
@@ -107,15 +114,17 @@ class Flow:
 
     async def _supervise(self, name: str, child: Callable[[], Awaitable[None]]) -> None:
         hooks = Hooks(
-            on_start=lambda stage, restarts: log.info("stage_started", stage=stage, restarts=restarts),
-            on_stop=lambda stage: log.info("stage_stopped", stage=stage),
+            on_start=lambda stage, restarts: log.info(
+                "stage_started", flow=self.name, stage=stage, restarts=restarts
+            ),
+            on_stop=lambda stage: log.info("stage_stopped", flow=self.name, stage=stage),
             on_failure=self._stage_failed,
         )
         await BackoffSupervisor(name, child, self.stage_policy, hooks).run()
 
     def _stage_failed(self, stage: str, exc: BaseException, delay: float) -> None:
         self.metrics.stage_restarts.labels(stage).inc()
-        log.error("stage_crashed", stage=stage, restart_in=round(delay, 3), error=repr(exc))
+        log.error("stage_crashed", flow=self.name, stage=stage, restart_in=round(delay, 3), error=repr(exc))
 
     # -- consumer stage -------------------------------------------------------------------------
 
@@ -164,7 +173,7 @@ class Flow:
             await self.source.resume(self.paused - wanted)
             log.info("partitions_resumed", partitions=sorted(self.paused - wanted))
         self.paused = wanted
-        self.metrics.paused.set(len(wanted))
+        self.metrics.paused.labels(self.name).set(len(wanted))
 
     async def _revoked(self, partitions: list[int], lost: bool) -> dict[int, int]:
         """Drop everything in flight for ``partitions``; the finished offsets to commit."""
@@ -178,7 +187,7 @@ class Flow:
         self.tracker.forget(partitions)
         self._refused_sent = {place for place in self._refused_sent if place[0] not in gone}
         self.paused -= gone
-        log.info("flow_reset", partitions=partitions, lost=lost, generation=self.generation)
+        log.info("flow_reset", flow=self.name, partitions=partitions, lost=lost, generation=self.generation)
         return {} if lost else finished
 
     # -- projector stage ------------------------------------------------------------------------
@@ -197,7 +206,9 @@ class Flow:
     async def _project(self, generation: int, batch: Batch) -> None:
         records = [consumed.record for consumed in batch.records]
         poison = [
-            (consumed, consumed.malformed) for consumed in batch.records if consumed.malformed is not None
+            (consumed, consumed.malformed)
+            for consumed in batch.records
+            if consumed.malformed is not None and self.reports_poison
         ]
         # All of a batch's poison records go to the dead-letter topic at once, and all are
         # acknowledged before the positions move past them: one round trip, not one each.
@@ -210,8 +221,8 @@ class Flow:
                 offset=consumed.record.offset,
                 reason=reason,
             )
-        self.metrics.batch_size.observe(len(records))
-        with self.metrics.batch_seconds.time():
+        self.metrics.batch_size.labels(self.name).observe(len(records))
+        with self.metrics.batch_seconds.labels(self.name).time():
             changes = await self._apply(batch.records)
         self.metrics.replayed.inc(changes.replayed)
         for status, count in Counter(outcome.status for outcome in changes.outcomes).items():

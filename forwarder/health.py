@@ -1,7 +1,7 @@
 """The forwarder's operations listener: ``/healthz``, ``/readyz`` and ``/metrics``, on the worker's own loop.
 
-Ready means the flow is running (not backing off after a crash), its consumer
-polled recently, and the read store answers. Answers are JSON;
+Ready means every flow is running (none backing off after a crash), a
+consumer polled recently, and the read store answers. Answers are JSON;
 a worker that is not ready answers problem+json 503 with ``Retry-After``.
 """
 
@@ -22,13 +22,13 @@ _PING_TIMEOUT = 2.0
 
 
 class Health:
-    """What readiness looks at; the worker keeps ``flow_running`` up to date."""
+    """What readiness looks at; the worker keeps ``running`` (per flow) up to date."""
 
     def __init__(
         self, metrics: ForwarderMetrics, poll_timeout: float, ping: Callable[[], Awaitable[None]]
     ) -> None:
         self.metrics = metrics
-        self.flow_running = False
+        self.running: dict[str, bool] = {}
         self._stale_after = max(5.0, 10 * poll_timeout)
         self._ping = ping
 
@@ -39,7 +39,8 @@ class Health:
             store = True
         except Exception:  # any failure to reach the store means not ready
             store = False
-        return {"flow": self.flow_running, "polling": polling, "read_store": store}
+        flows = bool(self.running) and all(self.running.values())
+        return {"flow": flows, "polling": polling, "read_store": store}
 
 
 def _json(body: object, status: int = 200, content_type: str = "application/json") -> web.Response:

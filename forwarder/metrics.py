@@ -29,13 +29,15 @@ class ForwarderMetrics:
         )
         self.batch_seconds = Histogram(
             "merlin_projection_batch_seconds",
-            "Time to project one batch in one transaction",
+            "Time to project one batch (an endpoint's flow: to learn which of its events were applied)",
+            ["flow"],
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.batch_size = Histogram(
             "merlin_projection_batch_records",
-            "Records per projected batch",
+            "Records per batch, per flow",
+            ["flow"],
             registry=self.registry,
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
         )
@@ -45,7 +47,8 @@ class ForwarderMetrics:
         )  # fmt: skip
         self.flow_restarts = Counter(
             "merlin_forwarder_flow_restarts",
-            "Times the flow crashed and was restarted",
+            "Times a flow crashed and was restarted",
+            ["flow"],
             registry=self.registry,
         )
         self.stage_restarts = Counter(
@@ -53,8 +56,9 @@ class ForwarderMetrics:
             registry=self.registry,
         )  # fmt: skip
         self.paused = Gauge(
-            "merlin_forwarder_paused_partitions", "Partitions paused by back-pressure", registry=self.registry
-        )
+            "merlin_forwarder_paused_partitions", "Partitions paused by back-pressure", ["flow"],
+            registry=self.registry,
+        )  # fmt: skip
         self.deliveries = Counter(
             "merlin_deliveries", "Events finished per endpoint, by outcome", ["endpoint", "outcome"],
             registry=self.registry,
@@ -68,8 +72,9 @@ class ForwarderMetrics:
             "merlin_delivery_buffered", "Events waiting for an endpoint", ["endpoint"], registry=self.registry
         )
         self.assigned = Gauge(
-            "merlin_forwarder_assigned_partitions", "Partitions this worker owns", registry=self.registry
-        )
+            "merlin_forwarder_assigned_partitions", "Partitions this worker owns, per group", ["group"],
+            registry=self.registry,
+        )  # fmt: skip
         self.lag = Gauge(
             "merlin_forwarder_lag_records",
             "Records between a partition's committed offset and its end, per consumer group",

@@ -1,17 +1,25 @@
-"""The forwarder worker: shared resources, and the whole flow under a backoff supervisor.
+"""The forwarder worker: shared resources, and independent flows, each under its own backoff supervisor.
 
-A crashed flow restarts from the committed positions after a growing, jittered
-delay; past ``max_restarts`` within ``restart_window`` the worker gives up
-(``SupervisorGaveUp``) so that its process manager sees a non-zero exit.
+- The projection flow (consumer group ``<group>``) projects into the read
+  store; it waits on no endpoint.
+- One flow per endpoint (group ``<group>.endpoint.<name>``, offsets committed
+  in Kafka) delivers what the projection applied; its backlog is the log.
+
+A crashed flow restarts alone, from its committed positions, after a growing,
+jittered delay; past ``max_restarts`` within ``restart_window`` the worker
+gives up (``SupervisorGaveUp``) so that its process manager sees a non-zero exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import structlog
 
+from forwarder.applied import AppliedEvents
 from forwarder.consumer import EventConsumer
 from forwarder.dead_letters import DeadLetters
 from forwarder.delivery import AiohttpSend, Deliverer
@@ -20,11 +28,12 @@ from forwarder.flow import Flow
 from forwarder.health import Health, serving
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
-from forwarder.supervisor import BackoffPolicy, BackoffSupervisor, Hooks
+from forwarder.supervisor import BackoffPolicy, BackoffSupervisor, Hooks, SupervisorGaveUp
 from kernel.producer import AsyncProducer
 from kernel.settings import ClientConfig, KafkaSettings
 from read_store.engines import create_engine
 from read_store.migrate import upgrade
+from read_store.reader import ReadStore
 from read_store.settings import ReadStoreSettings
 from read_store.writer import ProjectionStore
 
@@ -48,12 +57,16 @@ class Forwarder:
         self.metrics = metrics or ForwarderMetrics()
         self.endpoints = endpoints if endpoints is not None else load_endpoints(settings.endpoints_file)
 
-    def consumer_config(self) -> ClientConfig:
+    def consumer_config(self, endpoint: str | None = None) -> ClientConfig:
+        """The consumer of the projection's group, or of ``endpoint``'s."""
         static = {"group.instance.id": self.settings.instance_id} if self.settings.instance_id else {}
+        group = (
+            self.settings.group_id if endpoint is None else f"{self.settings.group_id}.endpoint.{endpoint}"
+        )
         return self.kafka.client(
             {
                 **static,
-                "group.id": self.settings.group_id,
+                "group.id": group,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
@@ -78,55 +91,85 @@ class Forwarder:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set; raise SupervisorGaveUp past the restart limit.
+        """Run until ``stop`` is set; raise SupervisorGaveUp past a flow's restart limit.
 
         With a metrics port, ``/healthz``, ``/readyz`` and ``/metrics`` are served meanwhile.
         """
         if self.settings.migrate_on_start:
             await upgrade(self.store_settings.url, self.store_settings.db_schema)
-        engine = create_engine(self.store_settings.url, writer=True, schema=self.store_settings.db_schema)
-        store = ProjectionStore(engine, self.kafka.events_topic)
+        settings, topic, schema = self.settings, self.kafka.events_topic, self.store_settings.db_schema
+        engine = create_engine(self.store_settings.url, writer=True, schema=schema)
+        store = ProjectionStore(engine, topic)
+        reads = ReadStore(create_engine(self.store_settings.url, schema=schema), topic)
         producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True}))
         dead_letters = DeadLetters(producer, self.kafka.dead_letter_topic)
         send = AiohttpSend(sum(endpoint.max_in_flight for endpoint in self.endpoints))
-        deliverers = [Deliverer(send, endpoint) for endpoint in self.endpoints]
+        applied = AppliedEvents(reads)
+        # An endpoint without a start time starts from when this worker first ran it.
+        first_run = datetime.now(UTC)
 
-        async def flow() -> None:
+        def projection() -> Flow:
             source = EventConsumer(
-                self.consumer_config(), self.kafka.events_topic, store.load_positions, self.metrics,
-                delivers=bool(deliverers),
-            )  # fmt: skip
-            await Flow(
-                self.settings, source, store, dead_letters, deliverers, self.metrics, self.policy()
-            ).run(stop)
+                self.consumer_config(), topic, self.metrics, positions=store.load_positions
+            )
+            return Flow("projection", settings, source, store, dead_letters, [], self.metrics, self.policy())
 
-        health = Health(self.metrics, self.settings.poll_timeout, store.ping)
+        def delivery(endpoint: Endpoint) -> Callable[[], Flow]:
+            def build() -> Flow:
+                config = self.consumer_config(endpoint.name)
+                # Without a time of its own: no later than where the projection's group got to, so a
+                # worker upgraded from one shared group sends everything it had not sent yet.
+                fallback = None
+                if endpoint.since is None:  # only to read its commits: not a member, static or not
+                    fallback = {k: v for k, v in config.items() if k != "group.instance.id"}
+                    fallback["group.id"] = settings.group_id
+                source = EventConsumer(
+                    config, topic, self.metrics, since=endpoint.since or first_run, no_later_than=fallback
+                )
+                deliverers = [Deliverer(send, endpoint)]
+                return Flow(
+                    f"endpoint:{endpoint.name}", settings, source, applied, dead_letters, deliverers,
+                    self.metrics, self.policy(), reports_poison=False,
+                )  # fmt: skip
 
-        def started(_name: str, _restarts: int) -> None:
-            health.flow_running = True
+            return build
 
-        def failed(name: str, exc: BaseException, delay: float) -> None:
-            health.flow_running = False
-            self.metrics.flow_restarts.inc()
-            log.error("flow_crashed", restart_in=round(delay, 3), error=repr(exc))
-
-        supervisor = BackoffSupervisor(
-            "flow", flow, self.policy(self.settings.max_restarts), Hooks(on_start=started, on_failure=failed)
-        )
+        flows = {"projection": projection, **{f"endpoint:{e.name}": delivery(e) for e in self.endpoints}}
+        health = Health(self.metrics, settings.poll_timeout, store.ping)
         try:
             async with contextlib.AsyncExitStack() as operations:
-                if self.settings.metrics_port:
+                if settings.metrics_port:
                     await operations.enter_async_context(
-                        serving(
-                            self.settings.metrics_host,
-                            self.settings.metrics_port,
-                            self.metrics.registry,
-                            health,
-                        )
+                        serving(settings.metrics_host, settings.metrics_port, self.metrics.registry, health)
                     )
-                await supervisor.run()
+                try:
+                    async with asyncio.TaskGroup() as running:
+                        for name, build in flows.items():
+                            running.create_task(self._supervise(name, build, stop, health))
+                except* SupervisorGaveUp as gave_up:
+                    raise gave_up.exceptions[0] from None
         finally:
             await send.close()
             await producer.close()
             await store.close()
+            await reads.close()
             await engine.dispose()
+
+    async def _supervise(
+        self, name: str, build: Callable[[], Flow], stop: asyncio.Event, health: Health
+    ) -> None:
+        def started(_name: str, _restarts: int) -> None:
+            health.running[name] = True
+
+        def failed(_name: str, exc: BaseException, delay: float) -> None:
+            health.running[name] = False
+            self.metrics.flow_restarts.labels(name).inc()
+            log.error("flow_crashed", flow=name, restart_in=round(delay, 3), error=repr(exc))
+
+        health.running[name] = False
+        hooks = Hooks(on_start=started, on_failure=failed)
+
+        async def run() -> None:
+            await build().run(stop)
+
+        await BackoffSupervisor(name, run, self.policy(self.settings.max_restarts), hooks).run()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kernel.position import Position
@@ -71,6 +71,17 @@ class ReadStore:
             return rows[::-1] if backwards else rows
 
         return await self._run(ask)
+
+    async def applied(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` the projection applied (not rejected, not a repeated create)."""
+        if not event_ids:
+            return set()
+        query = select(event_outcomes.c.event_id).where(
+            event_outcomes.c.event_id.in_(event_ids),
+            event_outcomes.c.status == "applied",
+            or_(event_outcomes.c.code.is_(None), event_outcomes.c.code != "duplicate"),
+        )
+        return await self._run(lambda connection: set(connection.execute(query).scalars()))
 
     async def outcome(self, event_id: str) -> dict[str, Any] | None:
         """The projection's outcome of one event, or None when it has not seen it."""

@@ -36,6 +36,10 @@ def downstream() -> Iterator[tuple[Downstream, str]]:
 def endpoints_file(tmp_path: Path, url: str, **options: Any) -> dict[str, str]:
     """An endpoints file with one endpoint, ``hook``; the env that points a forwarder at it."""
     retry = options.pop("retry", {"base": 0.05, "cap": 1.0, "max_attempts": 1000, "max_elapsed": 120.0})
+    # These tests write before the forwarder starts: the endpoint takes the whole log.
+    options.setdefault("since", "2000-01-01T00:00:00Z")
+    if options["since"] is None:
+        del options["since"]
     lines = [
         "[[endpoints]]",
         'name = "hook"',
@@ -48,6 +52,13 @@ def endpoints_file(tmp_path: Path, url: str, **options: Any) -> dict[str, str]:
     path = tmp_path / "endpoints.toml"
     path.write_text("\n".join(lines) + "\n")
     return {"MERLIN_ENDPOINTS_FILE": str(path)}
+
+
+def endpoint_assignments(log: str) -> int:
+    """How often the forwarder whose ``log`` this is was assigned partitions in endpoint hook's group."""
+    return sum(
+        1 for line in log.splitlines() if '"partitions_assigned"' in line and '.endpoint.hook"' in line
+    )
 
 
 async def received(url: str) -> list[dict[str, Any]]:
@@ -135,7 +146,7 @@ async def test_a_hanging_downstream_times_out_and_the_worker_stays_in_the_group(
     assert first_successes(records) == sent
     assert any(r["answer"] == "hang" for r in records)
     log = forwarder.output()
-    assert log.count('"partitions_assigned"') == 1, log
+    assert endpoint_assignments(log) == 1, log
     assert "partitions_revoked" not in log
     assert "partitions_lost" not in log
     assert "crashed" not in log
@@ -259,7 +270,7 @@ async def test_workers_joining_leaving_and_dying_lose_nothing_while_the_downstre
 
     async def assignments(service: Service, at_least: int) -> None:
         async def seen() -> bool | None:
-            return True if service.output().count('"partitions_assigned"') >= at_least else None
+            return True if endpoint_assignments(service.output()) >= at_least else None
 
         await eventually(seen, 60, f"{service.name} assigned {at_least} times")
 
@@ -318,7 +329,7 @@ async def test_a_full_endpoint_buffer_pauses_its_partitions_until_it_drains(
     log = forwarder.output()
     assert '"partitions_paused"' in log
     assert '"partitions_resumed"' in log
-    assert log.count('"partitions_assigned"') == 1, "it never left the group while paused"
+    assert endpoint_assignments(log) == 1, "it never left the group while paused"
     assert "partitions_revoked" not in log
 
 
@@ -332,3 +343,77 @@ async def test_a_worker_that_keeps_crashing_gives_up_with_a_non_zero_exit(sqlite
     log = forwarder.output()
     assert log.count('"flow_crashed"') == 3
     assert '"forwarder_gave_up"' in log
+
+
+async def test_an_endpoint_that_is_down_holds_back_only_itself(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    """Its own flow and group: the chat's reads keep up while it fails, and it catches up afterwards."""
+    _, url = downstream
+    await control(url, mode="fail", status=503, seconds=3600)
+    port = free_port()
+    # The read API's own default bound (2 s), not the tests' longer one.
+    write = await sqlite_services.write_api()
+    read = await sqlite_services.read_api(MERLIN_READ_API_POSITION_WAIT_SECONDS="2")
+    # A small buffer: the endpoint's flow pauses its own partitions early (it used to pause them all).
+    sqlite_services.forwarder(
+        **endpoints_file(tmp_path, url, buffer=50), MERLIN_FORWARDER_METRICS_PORT=str(port)
+    )
+    rooms = [f"room-{n}" for n in range(20)]
+    sent = await write_messages(write, rooms, 50)
+    async with httpx.AsyncClient(timeout=30) as client:
+        for room in rooms:  # every room's newest write is readable within the read's own bound
+            event_id, position = await one_more(client, write, room)
+            sent[room].append(event_id)
+            page = await client.get(
+                f"{read.url}/v1/rooms/{room}/messages", params={"after_seq": 50, "after_position": position}
+            )
+            assert page.status_code == 200, page.text
+            assert [m["body"] for m in page.json()["items"]] == ["last"]
+        projection = (await client.get(f"{read.url}/v1/projection")).json()
+        assert projection["lag"] == 0, projection
+        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    endpoint_lag = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("merlin_forwarder_lag_records{") and '.endpoint.hook"' in line
+    )
+    assert endpoint_lag > 0, "the endpoint's backlog is in its group's lag"
+    await control(url, mode="ok")
+    records = await all_delivered(url, sent, timeout=120)
+    assert first_successes(records) == sent
+
+
+async def one_more(client: httpx.AsyncClient, write: Service, room: str) -> tuple[str, str]:
+    """Post one more message, "last", to ``room``; its event id and position."""
+    answer = await client.post(
+        f"{write.url}/v1/rooms/{room}/messages", json={"sender_id": "u1", "body": "last"}
+    )
+    assert answer.status_code == 202, answer.text
+    return answer.json()["event_id"], answer.json()["position"]
+
+
+async def test_a_new_endpoint_starts_from_when_it_was_first_run(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    _, url = downstream
+    write = await sqlite_services.write_api()
+    history = await write_messages(write, ["r1", "r2"], 5)
+    env = endpoints_file(tmp_path, url, since=None)
+    forwarder = sqlite_services.forwarder(**env)
+
+    async def started() -> bool | None:
+        return True if '"endpoint_starts"' in forwarder.output() else None
+
+    await eventually(started, 60, "the endpoint's group placed at its start")
+    fresh = await write_messages(write, ["r1", "r2"], 5)
+    records = await all_delivered(url, fresh, timeout=60)
+    delivered = {r["body"]["event_id"] for r in records}
+    assert not delivered & {event for events in history.values() for event in events}
+    assert first_successes(records) == fresh
+    # Restarted, it resumes from its group's offsets: nothing before is sent, nothing after is skipped.
+    assert forwarder.stop() == 0
+    later = await write_messages(write, ["r1"], 3)
+    sqlite_services.forwarder(**env)
+    records = await all_delivered(url, {**fresh, "r1": fresh["r1"] + later["r1"]}, timeout=60)
+    assert not {r["body"]["event_id"] for r in records} & {e for events in history.values() for e in events}

@@ -72,6 +72,7 @@ def rig(
     store: MemoryStore | None = None,
     sink: Sink | None = None,
     policy: BackoffPolicy | None = None,
+    reports_poison: bool = True,
     **endpoint: object,
 ) -> Rig:
     """A flow over fakes, with one endpoint "e" served by ``send`` (none without it).
@@ -84,7 +85,10 @@ def rig(
     config = {"name": "e", "url": "http://x.test/", "secret": SECRET, **endpoint}
     deliverers = [] if send is None else [Deliverer(send, Endpoint.model_validate(config))]
     letters, policy = DeadLetters(sink, DLQ), policy or BackoffPolicy(max_restarts=0)
-    flow = Flow(settings, source, store, letters, deliverers, ForwarderMetrics(), policy)
+    flow = Flow(
+        "test", settings, source, store, letters, deliverers, ForwarderMetrics(), policy,
+        reports_poison=reports_poison,
+    )  # fmt: skip
     return Rig(flow, source, store, sink)
 
 
@@ -208,6 +212,18 @@ async def test_commits_follow_arrival_order_not_completion_order() -> None:
         await until(lambda: r.source.commits == [{0: 1}, {0: 3}], "committed past both")
     assert r.source.commits == [{0: 1}, {0: 3}, {0: 3}]  # the last as the flow stops
     assert send.answered == [eid(first), eid(quick), eid(slow)]
+
+
+async def test_a_flow_that_does_not_report_poison_skips_it_and_commits_past_it() -> None:
+    """An endpoint's flow reads the same log as the projection, which dead-letters poison records:
+    it sends no second dead letter, and its commit moves past the record."""
+    r = rig(reports_poison=False)
+    good = created(0, "a")
+    async with running(r):
+        r.source.push(batch(consumed(0, 0, good), poison(0, 1, b"{nope")))
+        await until(lambda: r.source.committed() == {0: 2}, "committed past the poison record")
+    assert r.sink.sent == []
+    assert r.flow.metrics.registry.get_sample_value("merlin_dead_letters_total", {"stage": "decode"}) is None
 
 
 async def test_a_poison_record_is_dead_lettered_before_the_commit_passes_it() -> None:
