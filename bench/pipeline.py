@@ -41,15 +41,21 @@ def _ms(values: list[float]) -> tuple[float, float]:
     return percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000
 
 
-def _endpoints_file(workdir: Path, downstream: str, max_in_flight: int) -> Path:
+def _endpoints_file(workdir: Path, downstream: str, max_in_flight: int, buffer: int = 20_000) -> Path:
     path = workdir / f"endpoints-{uuid.uuid4().hex[:6]}.toml"
     path.write_text(
         f'[[endpoints]]\nname = "bench"\nurl = "{downstream}/hooks/bench"\n'
-        f'secret = "{SECRET}"\nmax_in_flight = {max_in_flight}\n'
+        f'secret = "{SECRET}"\nmax_in_flight = {max_in_flight}\nbuffer = {buffer}\n'
         # The scenarios fill the log before the forwarder starts: the endpoint takes all of it.
         'since = "2000-01-01T00:00:00Z"\n'
     )
     return path
+
+
+async def _control(downstream: str, **spec: Any) -> None:
+    """Tell the test downstream how to answer (``tests.downstream``: fail, slow, hang, ...)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        (await client.post(f"{downstream}/_control/bench", json=spec)).raise_for_status()
 
 
 async def _received(downstream: str) -> list[dict[str, Any]]:
@@ -181,6 +187,60 @@ async def end_to_end(bench: Bench, runs: int) -> list[Row]:
             Row("end-to-end", f"{rate:,} msg/s: POST sent -> downstream", "msg/s", result["achieved_rate"],
                 rate, "offered rate", result["delivered_p50_ms"], result["delivered_p99_ms"], extra),
         ]  # fmt: skip
+    return rows
+
+
+# -- endpoint outage --------------------------------------------------------------------------------
+
+
+async def _readable_while(bench: Bench, rate: int, seconds: float, endpoint_down: bool) -> dict[str, float]:
+    """POST sent -> readable under open-loop load, with the one endpoint answering 200, or 503 throughout."""
+    async with bench.topics() as kafka, bench.downstream() as downstream:
+        url = f"sqlite:///{bench.workdir / f'outage-{uuid.uuid4().hex[:6]}.db'}"
+        await upgrade(url)
+        services = bench.services(url, kafka=kafka)
+        try:
+            write, read = await services.write_api(), await services.read_api()
+            # A small buffer: a design where a full buffer paused the shared partitions shows it in seconds.
+            endpoints = _endpoints_file(bench.workdir, downstream, 100, buffer=1_000)
+            services.forwarder(MERLIN_ENDPOINTS_FILE=str(endpoints))
+            await _one_message_through(write.url or "", downstream)
+            if endpoint_down:
+                await _control(downstream, mode="fail", status=503, seconds=3600)
+            readable: list[float] = []
+            unread: list[int] = []
+            stop = asyncio.Event()
+            probe = asyncio.create_task(
+                _probe_readable(write.url or "", read.url or "", stop, readable, unread)
+            )
+            paths = [f"/v1/rooms/room-{n}/messages" for n in range(100)]
+            try:
+                load = await asyncio.to_thread(attack, write.url or "", paths, BODY, rate, seconds)
+            finally:
+                stop.set()
+                await probe
+        finally:
+            services.stop_all()
+    accepted = sum(1 for sent in load.results if sent.status == 202)
+    return {
+        "achieved_rate": accepted / seconds,
+        "errors": float(len(load.results) - accepted + len(unread)),
+        "readable_p50_ms": _ms(readable)[0], "readable_p99_ms": _ms(readable)[1],
+    }  # fmt: skip
+
+
+async def outage(bench: Bench, runs: int) -> list[Row]:
+    """POST sent -> readable while the one endpoint answers 503 throughout, beside the same with it up."""
+    rate, seconds = (100, 3) if bench.quick else (500, 20)
+    rows: list[Row] = []
+    for down in (False, True):
+        result = await median_of(runs, partial(_readable_while, bench, rate, seconds, down))
+        state = "down (503)" if down else "up"
+        rows.append(
+            Row("outage", f"{rate:,} msg/s, endpoint {state}: POST sent -> readable", "msg/s",
+                result["achieved_rate"], rate, "offered rate", result["readable_p50_ms"],
+                result["readable_p99_ms"], {"errors": result["errors"]})
+        )  # fmt: skip
     return rows
 
 

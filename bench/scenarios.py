@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 
 from bench.harness import Bench, Row, median_of
-from bench.pipeline import BODY, delivery, end_to_end, percentile, recovery
+from bench.pipeline import BODY, delivery, end_to_end, outage, percentile, recovery
 from bench.vegeta import attack
 from bench.wrk import get_paths_script, post_messages_script, run_wrk
 from domain import MessageCreated
@@ -182,6 +182,7 @@ SCENARIOS = {
     "projection": projection,
     "end-to-end": end_to_end,
     "delivery": delivery,
+    "outage": outage,
     "recovery": recovery,
     "read": read_api,
 }
