@@ -21,7 +21,7 @@ class KafkaSettings(BaseSettings):
     bootstrap_servers: str = "127.0.0.1:9092"
     events_topic: str = "merlin.message-events"
     dead_letter_topic: str = "merlin.message-events.dlq"
-    settings_topic: str = "kernel.settings"
+    settings_topic: str = "merlin.settings"
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     # Extra librdkafka properties, e.g. for SASL: MERLIN_KAFKA_CLIENT_CONFIG='{"security.protocol": "SSL"}'
