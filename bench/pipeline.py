@@ -18,7 +18,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.harness import Bench, Row, median_of
-from bench.vegeta import attack
+from bench.vegeta import Attack, attack
 from bench.wrk import run_wrk
 from domain import MessageCreated, encode, headers
 from kernel.producer import AsyncProducer
@@ -120,6 +120,26 @@ async def _probe_readable(
             await asyncio.sleep(max(0.0, 0.05 - (time.perf_counter() - started)))
 
 
+async def _load_with_probe(
+    write: str, read: str, rate: int, seconds: float
+) -> tuple[Attack, list[float], list[int]]:
+    """Open-loop POSTs over 100 rooms at ``rate`` for ``seconds``, while a probe reads its own writes.
+
+    Returns the load, the probe's POST sent -> readable latencies, and the statuses of reads that failed.
+    """
+    readable: list[float] = []
+    unread: list[int] = []
+    stop = asyncio.Event()
+    probe = asyncio.create_task(_probe_readable(write, read, stop, readable, unread))
+    paths = [f"/v1/rooms/room-{n}/messages" for n in range(100)]
+    try:
+        load = await asyncio.to_thread(attack, write, paths, BODY, rate, seconds)
+    finally:
+        stop.set()
+        await probe
+    return load, readable, unread
+
+
 async def _one_message_through(write: str, downstream: str) -> None:
     """One message through the whole pipeline, so the measurement starts with every stage running."""
     async with httpx.AsyncClient(timeout=30) as client:
@@ -140,18 +160,7 @@ async def _end_to_end_at(bench: Bench, rate: int, seconds: float) -> dict[str, f
             read = await services.read_api()
             services.forwarder(MERLIN_ENDPOINTS_FILE=str(_endpoints_file(bench.workdir, downstream, 100)))
             await _one_message_through(write.url or "", downstream)
-            readable: list[float] = []
-            unread: list[int] = []
-            stop = asyncio.Event()
-            probe = asyncio.create_task(
-                _probe_readable(write.url or "", read.url or "", stop, readable, unread)
-            )
-            paths = [f"/v1/rooms/room-{n}/messages" for n in range(100)]
-            try:
-                load = await asyncio.to_thread(attack, write.url or "", paths, BODY, rate, seconds)
-            finally:
-                stop.set()
-                await probe
+            load, readable, unread = await _load_with_probe(write.url or "", read.url or "", rate, seconds)
             accepted = {orjson.loads(s.body)["message_id"]: s for s in load.results if s.status == 202}
             received = await _wait_received(downstream, set(accepted), 120)
         finally:
@@ -207,18 +216,7 @@ async def _readable_while(bench: Bench, rate: int, seconds: float, endpoint_down
             await _one_message_through(write.url or "", downstream)
             if endpoint_down:
                 await _control(downstream, mode="fail", status=503, seconds=3600)
-            readable: list[float] = []
-            unread: list[int] = []
-            stop = asyncio.Event()
-            probe = asyncio.create_task(
-                _probe_readable(write.url or "", read.url or "", stop, readable, unread)
-            )
-            paths = [f"/v1/rooms/room-{n}/messages" for n in range(100)]
-            try:
-                load = await asyncio.to_thread(attack, write.url or "", paths, BODY, rate, seconds)
-            finally:
-                stop.set()
-                await probe
+            load, readable, unread = await _load_with_probe(write.url or "", read.url or "", rate, seconds)
         finally:
             services.stop_all()
     accepted = sum(1 for sent in load.results if sent.status == 202)
