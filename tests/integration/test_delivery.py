@@ -417,3 +417,62 @@ async def test_a_new_endpoint_starts_from_when_it_was_first_run(
     sqlite_services.forwarder(**env)
     records = await all_delivered(url, {**fresh, "r1": fresh["r1"] + later["r1"]}, timeout=60)
     assert not {r["body"]["event_id"] for r in records} & {e for events in history.values() for e in events}
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of process ``pid``, in MB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+async def test_25_000_events_for_a_dead_endpoint_cost_the_worker_bounded_memory_and_the_reads_nothing(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    _, url = downstream
+    await control(url, mode="fail", status=503, seconds=3600)
+    write = await sqlite_services.write_api()
+    read = await sqlite_services.read_api(MERLIN_READ_API_POSITION_WAIT_SECONDS="2")
+    forwarder = sqlite_services.forwarder(**endpoints_file(tmp_path, url))
+    sent = await write_messages(write, ["warm-up"], 1)
+    await eventually(lambda: _one_attempt(url), 60, "the endpoint called once")
+    before = rss_mb(forwarder.process.pid)
+
+    rooms = [f"room-{n}" for n in range(100)]
+    events = [MessageCreated(uuid.uuid4(), rooms[n % 100], uuid.uuid4(), "u1", f"#{n}", datetime.now(UTC))
+              for n in range(25_000)]  # fmt: skip
+    producer = Producer(sqlite_services.kafka.client({"acks": "all", "linger.ms": 5}))
+    for event in events:
+        producer.produce(sqlite_services.kafka.events_topic, key=event.room_id.encode(), value=encode(event),
+                         headers=[(name, value) for name, value in headers(event)])  # fmt: skip
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    for event in events:
+        sent[event.room_id].append(str(event.event_id))
+
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def projected() -> bool | None:
+            # The whole backlog, dumped at once, projected while the endpoint holds its share of it.
+            return (await client.get(f"{read.url}/v1/projection")).json()["lag"] == 0 or None
+
+        await eventually(projected, 60, "the projection caught up with 25,000 records")
+        for room in rooms:  # each room's newest write is readable within the read API's own bound
+            event_id, position = await one_more(client, write, room)
+            sent[room].append(event_id)
+            page = await client.get(
+                f"{read.url}/v1/rooms/{room}/messages", params={"after_seq": 250, "after_position": position}
+            )
+            assert page.status_code == 200, page.text
+            assert [m["body"] for m in page.json()["items"]] == ["last"]
+    grown = rss_mb(forwarder.process.pid) - before
+    assert grown < 150, f"the forwarder grew by {grown:.0f} MB holding a dead endpoint's backlog"
+
+    await control(url, mode="ok")
+    records = await all_delivered(url, sent, timeout=240)
+    assert first_successes(records) == sent
+
+
+async def _one_attempt(url: str) -> bool | None:
+    return True if await received(url) else None
