@@ -362,14 +362,8 @@ async def test_an_endpoint_that_is_down_holds_back_only_itself(
     rooms = [f"room-{n}" for n in range(20)]
     sent = await write_messages(write, rooms, 50)
     async with httpx.AsyncClient(timeout=30) as client:
-        for room in rooms:  # every room's newest write is readable within the read's own bound
-            event_id, position = await one_more(client, write, room)
-            sent[room].append(event_id)
-            page = await client.get(
-                f"{read.url}/v1/rooms/{room}/messages", params={"after_seq": 50, "after_position": position}
-            )
-            assert page.status_code == 200, page.text
-            assert [m["body"] for m in page.json()["items"]] == ["last"]
+        for room in rooms:  # each room's newest write is readable within the read API's own bound
+            sent[room].append(await newest_is_readable(client, write, read, room, after_seq=50))
         projection = (await client.get(f"{read.url}/v1/projection")).json()
         assert projection["lag"] == 0, projection
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
@@ -384,13 +378,25 @@ async def test_an_endpoint_that_is_down_holds_back_only_itself(
     assert first_successes(records) == sent
 
 
-async def one_more(client: httpx.AsyncClient, write: Service, room: str) -> tuple[str, str]:
-    """Post one more message, "last", to ``room``; its event id and position."""
+async def newest_is_readable(
+    client: httpx.AsyncClient, write: Service, read: Service, room: str, after_seq: int
+) -> str:
+    """Post one more message, "last", to ``room`` and read it back with its position; its event id.
+
+    The read waits for the projection within the read API's bound: a 503 fails the test.
+    """
     answer = await client.post(
         f"{write.url}/v1/rooms/{room}/messages", json={"sender_id": "u1", "body": "last"}
     )
     assert answer.status_code == 202, answer.text
-    return answer.json()["event_id"], answer.json()["position"]
+    page = await client.get(
+        f"{read.url}/v1/rooms/{room}/messages",
+        params={"after_seq": after_seq, "after_position": answer.json()["position"]},
+    )
+    assert page.status_code == 200, page.text
+    assert [m["body"] for m in page.json()["items"]] == ["last"]
+    event_id: str = answer.json()["event_id"]
+    return event_id
 
 
 async def test_a_new_endpoint_starts_from_when_it_was_first_run(
@@ -459,13 +465,7 @@ async def test_25_000_events_for_a_dead_endpoint_cost_the_worker_bounded_memory_
 
         await eventually(projected, 60, "the projection caught up with 25,000 records")
         for room in rooms:  # each room's newest write is readable within the read API's own bound
-            event_id, position = await one_more(client, write, room)
-            sent[room].append(event_id)
-            page = await client.get(
-                f"{read.url}/v1/rooms/{room}/messages", params={"after_seq": 250, "after_position": position}
-            )
-            assert page.status_code == 200, page.text
-            assert [m["body"] for m in page.json()["items"]] == ["last"]
+            sent[room].append(await newest_is_readable(client, write, read, room, after_seq=250))
     grown = rss_mb(forwarder.process.pid) - before
     assert grown < 150, f"the forwarder grew by {grown:.0f} MB holding a dead endpoint's backlog"
 
