@@ -17,8 +17,8 @@ from typing import Any
 
 import structlog
 
-from forwarder.delivery import Attempt, Deliverer, DeliveryFailed
-from forwarder.endpoints import Endpoint
+from webhooks.endpoints import Endpoint
+from webhooks.sending import Attempt, Deliverer, DeliveryFailed
 
 log = structlog.get_logger()
 

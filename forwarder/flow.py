@@ -26,10 +26,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from forwarder.dead_letters import DeadLetters
-from forwarder.delivery import Attempt, Deliverer
 from forwarder.dispatcher import Dispatcher, Job
-from forwarder.endpoints import Endpoint
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
 from forwarder.source import Batch, Consumed, ProjectionWriter, Source
@@ -37,6 +34,9 @@ from forwarder.supervisor import BackoffPolicy, BackoffSupervisor, Hooks
 from forwarder.tracker import OffsetTracker
 from read_store.projection import Changes
 from read_store.writer import StoreRefused
+from webhooks.dead_letters import DeadLetters
+from webhooks.endpoints import Endpoint
+from webhooks.sending import Attempt, Deliverer
 
 log = structlog.get_logger()
 

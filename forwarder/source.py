@@ -12,27 +12,11 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kernel.records import RawRecord
 from read_store.projection import Changes, Record
 
-Header = str | bytes | None
 # Told which partitions were revoked (and whether lost); answers the offsets safe to commit.
 RevokeHandler = Callable[[list[int], bool], Coroutine[Any, Any, dict[int, int]]]
-
-
-class RawRecord(Protocol):
-    """A record as the log holds it (confluent-kafka's ``Message`` is one)."""
-
-    def topic(self) -> str | None: ...
-
-    def partition(self) -> int | None: ...
-
-    def offset(self) -> int | None: ...
-
-    def key(self) -> bytes | None: ...
-
-    def value(self) -> bytes | None: ...
-
-    def headers(self) -> Sequence[tuple[str, Header]] | Mapping[str, Header] | None: ...
 
 
 @dataclass(frozen=True, slots=True)

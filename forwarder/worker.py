@@ -21,9 +21,6 @@ import structlog
 
 from forwarder.applied import AppliedEvents
 from forwarder.consumer import EventConsumer
-from forwarder.dead_letters import DeadLetters
-from forwarder.delivery import AiohttpSend, Deliverer
-from forwarder.endpoints import Endpoint, load_endpoints
 from forwarder.flow import Flow
 from forwarder.health import Health, serving
 from forwarder.metrics import ForwarderMetrics
@@ -36,6 +33,9 @@ from read_store.migrate import upgrade
 from read_store.reader import ReadStore
 from read_store.settings import ReadStoreSettings
 from read_store.writer import ProjectionStore
+from webhooks.dead_letters import DeadLetters
+from webhooks.endpoints import Endpoint, load_endpoints
+from webhooks.sending import AiohttpSend, Deliverer
 
 log = structlog.get_logger()
 

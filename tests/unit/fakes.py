@@ -13,10 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from domain import Event, MalformedEvent, decode, encode, headers
-from forwarder.delivery import Answer
-from forwarder.source import Batch, Consumed, Header, RevokeHandler
+from forwarder.source import Batch, Consumed, RevokeHandler
+from kernel.records import Header
 from read_store.projection import Changes, Record, Snapshot, project
 from read_store.writer import StoreRefused
+from webhooks.sending import Answer
 
 TOPIC = "merlin.events"
 

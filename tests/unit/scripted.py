@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from forwarder.delivery import Answer, CallFailed
+from webhooks.sending import Answer, CallFailed
 
 
 @dataclass

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from standardwebhooks import Webhook
 
-from forwarder.delivery import CallFailed, Deliverer, DeliveryFailed, _Retryable, _waits
-from forwarder.endpoints import Endpoint, RetryPolicy
 from tests.unit.scripted import Call, Scripted
+from webhooks.endpoints import Endpoint, RetryPolicy
+from webhooks.sending import CallFailed, Deliverer, DeliveryFailed, _Retryable, _waits
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 BODY = b'{"event_id": "e1", "payload": {"body": "hi"}}'

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from forwarder.delivery import Attempt, Deliverer, DeliveryFailed
 from forwarder.dispatcher import Dispatcher, Job
-from forwarder.endpoints import Endpoint
 from tests.unit.scripted import Scripted
+from webhooks.endpoints import Endpoint
+from webhooks.sending import Attempt, Deliverer, DeliveryFailed
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from forwarder.endpoints import load_endpoints
 from kernel.errors import InfrastructureError
 from kernel.settings import PROJECT_ROOT
+from webhooks.endpoints import load_endpoints
 
 
 def test_the_documented_example_loads() -> None:

@@ -22,8 +22,8 @@ from domain import (
     headers,
 )
 from domain.envelope import to_dict
-from forwarder.endpoints import Endpoint
 from tests.unit.strategies import created, events
+from webhooks.endpoints import Endpoint
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 24).decode()
 

@@ -20,9 +20,6 @@ import orjson
 import pytest
 
 from domain import Event, MessageCreated, MessageUpdated, encode, headers
-from forwarder.dead_letters import DeadLetters
-from forwarder.delivery import Deliverer, Send
-from forwarder.endpoints import Endpoint
 from forwarder.flow import _PROJECTOR_QUEUE, Flow
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
@@ -43,6 +40,9 @@ from tests.unit.fakes import (
     until,
 )
 from tests.unit.scripted import Scripted
+from webhooks.dead_letters import DeadLetters
+from webhooks.endpoints import Endpoint
+from webhooks.sending import Deliverer, Send
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 DLQ = "merlin.dead-letters"

@@ -19,7 +19,7 @@ import backoff
 from standardwebhooks import Webhook
 
 from domain.envelope import format_time
-from forwarder.endpoints import Endpoint
+from webhooks.endpoints import Endpoint
 
 _RETRYABLE_STATUSES = frozenset({408, 429})
 

@@ -13,9 +13,9 @@ from typing import Protocol
 
 import orjson
 
-from forwarder.delivery import Attempt
-from forwarder.endpoints import Endpoint
-from forwarder.source import Header, RawRecord
+from kernel.records import Header, RawRecord
+from webhooks.endpoints import Endpoint
+from webhooks.sending import Attempt
 
 
 class RecordSink(Protocol):

@@ -1,0 +1,1 @@
+"""The admin API: operators' controls over the forwarder's endpoints, on its own listener."""

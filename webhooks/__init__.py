@@ -1,0 +1,1 @@
+"""How merlin calls downstream endpoints: their definitions, signed and retried calls, dead-letter records."""
