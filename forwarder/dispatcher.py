@@ -5,15 +5,22 @@ n+1 of a room is not sent before event n succeeded or was dead-lettered. Rooms
 with work wait in a round-robin line, so a busy room goes to the back after
 each event and cannot starve quiet ones. The queues outlive the worker: when
 the supervisor restarts a crashed worker, it carries on where it was.
+
+In ``block`` mode a room whose head event failed for good waits for an
+operator (``unblock``: retry it now, or skip it to the dead-letter topic).
+Its queue is held apart: up to ``buffer`` events held in blocked rooms do not
+count against the endpoint's buffer, so the other rooms of its partition keep
+flowing, and memory stays bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -33,8 +40,40 @@ class Job:
     generation: int  # the assignment it belongs to; stale after a rebalance
 
 
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """A room held by its head event, which failed for good."""
+
+    job: Job
+    reason: str
+    attempts: list[Attempt]
+    since: float  # time.time() when it blocked
+
+
 Finished = Callable[[Job], None]
 DeadLetter = Callable[[Job, Endpoint, str, list[Attempt]], Awaitable[None]]
+SKIPPED = "skipped by operator"
+
+
+class DispatchWatch(Protocol):
+    """Told when a room blocks, when a room's head event is finished, and each call's outcome."""
+
+    def blocked(self, endpoint: str, room: Blocked) -> None: ...
+
+    def finished(self, endpoint: str, job: Job) -> None: ...
+
+    def delivered(self, endpoint: str, outcome: str) -> None: ...
+
+
+class _Unwatched:
+    def blocked(self, endpoint: str, room: Blocked) -> None:
+        pass
+
+    def finished(self, endpoint: str, job: Job) -> None:
+        pass
+
+    def delivered(self, endpoint: str, outcome: str) -> None:
+        pass
 
 
 class Dispatcher:
@@ -44,42 +83,67 @@ class Dispatcher:
         finished: Finished,
         dead_letter: DeadLetter,
         on_delivered: Callable[[str, float], None] = lambda _outcome, _seconds: None,
+        watch: DispatchWatch | None = None,
     ) -> None:
         self.deliverer = deliverer
         self.endpoint = deliverer.endpoint
         self._finished = finished
         self._dead_letter = dead_letter
         self._on_delivered = on_delivered
+        self._watch = watch or _Unwatched()
         self._rooms: dict[str, deque[Job]] = {}
         self._line: deque[str] = deque()  # rooms with work and nothing in flight, in turn order
         self._busy: dict[str, asyncio.Task[None]] = {}
-        self._blocked: set[str] = set()
+        self._blocked: dict[str, Blocked] = {}
         self._per_partition: Counter[int] = Counter()
         self._wakeup = asyncio.Event()
         self.size = 0
+        self.held = 0  # of ``size``, the events waiting in blocked rooms
 
     def submit(self, job: Job) -> None:
         """Queue ``job`` behind the room's earlier events."""
         queue = self._rooms.setdefault(job.room_id, deque())
         queue.append(job)
         self.size += 1
+        if job.room_id in self._blocked:
+            self.held += 1
         self._per_partition[job.partition] += 1
         if len(queue) == 1 and job.room_id not in self._busy and job.room_id not in self._blocked:
             self._line.append(job.room_id)
         self._wakeup.set()
 
+    def _flowing(self) -> int:
+        # Events held in blocked rooms count only past a buffer of their own.
+        return self.size - min(self.held, self.endpoint.buffer)
+
     def full(self) -> bool:
-        return self.size >= self.endpoint.buffer
+        return self._flowing() >= self.endpoint.buffer
 
     def drained(self) -> bool:
-        return self.size <= self.endpoint.buffer // 2
+        return self._flowing() <= self.endpoint.buffer // 2
 
     def feeding_partitions(self) -> set[int]:
         """Partitions with events waiting here."""
         return {partition for partition, count in self._per_partition.items() if count > 0}
 
-    def blocked_rooms(self) -> set[str]:
-        return set(self._blocked)
+    def blocked_rooms(self) -> dict[str, Blocked]:
+        return dict(self._blocked)
+
+    def unblock(self, room: str, event_id: str, action: str) -> bool:
+        """Retry or skip ``room``'s head event if it is blocked on ``event_id``; False if it is not."""
+        blocked = self._blocked.get(room)
+        if blocked is None or blocked.job.event_id != event_id:
+            return False
+        del self._blocked[room]
+        self.held -= len(self._rooms[room])
+        if action == "skip":
+            task = asyncio.create_task(self._skip(blocked))
+            self._busy[room] = task
+        else:
+            self._line.appendleft(room)
+        self._wakeup.set()
+        log.info("room_unblocked", endpoint=self.endpoint.name, room=room, event_id=event_id, action=action)
+        return True
 
     def drop(self, partitions: set[int]) -> None:
         """Forget queued and in-flight jobs of ``partitions`` (revoked in a rebalance)."""
@@ -95,7 +159,8 @@ class Dispatcher:
             self.size -= removed
             if head_dropped and room in self._busy:
                 self._busy.pop(room).cancel()
-            self._blocked.discard(room)
+            if self._blocked.pop(room, None) is not None:
+                self.held -= len(queue)
             if kept:
                 self._rooms[room] = kept
             else:
@@ -141,9 +206,12 @@ class Dispatcher:
             self._on_delivered("delivered", loop.time() - started)
         except DeliveryFailed as failed:
             if self.endpoint.on_failure == "block":
-                self._blocked.add(job.room_id)
+                blocked = Blocked(job, failed.reason, failed.attempts, time.time())
+                self._blocked[job.room_id] = blocked
+                self.held += len(self._rooms[job.room_id])
                 self._busy.pop(job.room_id, None)
                 self._on_delivered("blocked", loop.time() - started)
+                self._watch.blocked(self.endpoint.name, blocked)
                 log.error(
                     "room_blocked", endpoint=self.endpoint.name, room=job.room_id,
                     event_id=job.event_id, reason=failed.reason,
@@ -155,6 +223,12 @@ class Dispatcher:
                 "delivery_dead_lettered", endpoint=self.endpoint.name, room=job.room_id,
                 event_id=job.event_id, reason=failed.reason,
             )  # fmt: skip
+        self._complete(job)
+
+    async def _skip(self, blocked: Blocked) -> None:
+        job = blocked.job
+        await self._dead_letter(job, self.endpoint, SKIPPED, blocked.attempts)
+        self._on_delivered("skipped", 0.0)
         self._complete(job)
 
     def _complete(self, job: Job) -> None:
@@ -170,6 +244,7 @@ class Dispatcher:
         else:
             del self._rooms[job.room_id]
         self._finished(job)
+        self._watch.finished(self.endpoint.name, job)
         self._wakeup.set()
 
 

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from forwarder.dispatcher import Dispatcher, Job
+from forwarder.dispatcher import Dispatcher, DispatchWatch, Job
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
 from forwarder.source import Batch, Consumed, ProjectionWriter, Source
@@ -58,6 +58,7 @@ class Flow:
         stage_policy: BackoffPolicy,
         *,
         reports_poison: bool = True,
+        watch: DispatchWatch | None = None,
     ) -> None:
         self.name = name
         # Only one flow reads each record for the read store (the projection): it alone
@@ -80,9 +81,10 @@ class Flow:
         self._idle = asyncio.Event()  # set while the projector has nothing to do
         self._idle.set()
         self.source = source
+        self.watch = watch
         self.dispatchers = {
             deliverer.endpoint.name: Dispatcher(
-                deliverer, self._finished, self._dead_letter, self._delivered(deliverer.endpoint.name)
+                deliverer, self._finished, self._dead_letter, self._delivered(deliverer.endpoint.name), watch
             )
             for deliverer in deliverers
         }
@@ -98,7 +100,8 @@ class Flow:
                     stages.create_task(self._supervise(f"dispatcher:{name}", dispatcher.run))
                 consuming = stages.create_task(self._consume(stop))
                 await consuming
-                await self._finish_projecting()
+                if not self.dispatchers:  # what a delivery flow has not sent, its next run sends
+                    await self._finish_projecting()
                 raise _Stopped
         except* _Stopped:
             pass
@@ -298,6 +301,8 @@ class Flow:
             dispatcher = self.dispatchers[endpoint]
             self.metrics.buffered.labels(endpoint).set(dispatcher.size)
             self.metrics.blocked_rooms.labels(endpoint).set(len(dispatcher.blocked_rooms()))
+            if self.watch is not None:
+                self.watch.delivered(endpoint, outcome)
 
         return observe
 

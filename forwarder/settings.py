@@ -29,6 +29,8 @@ class ForwarderSettings(BaseSettings):
     endpoints_file: Path | None = Field(
         default=None, validation_alias=AliasChoices("MERLIN_ENDPOINTS_FILE", "endpoints_file")
     )
+    # How often each worker reports its delivery and error rates per endpoint (settings topic).
+    report_every: float = Field(default=5.0, gt=0)
     # The supervisors of the flow and of each stage.
     restart_min_backoff: float = Field(default=0.5, gt=0)
     restart_max_backoff: float = Field(default=30.0, gt=0)

@@ -1,4 +1,4 @@
-"""Which offsets may be committed: only up to the last record finished everywhere, in arrival order."""
+"""Which offsets may be committed: only up to the first record not finished everywhere, in arrival order."""
 
 from __future__ import annotations
 
@@ -6,22 +6,24 @@ from collections import OrderedDict
 
 
 class OffsetTracker:
-    """Per partition, the records in flight and how many stages each still waits for."""
+    """Per partition, the records not finished yet and how many stages each still waits for.
+
+    Only unfinished records are kept (in arrival order, which is offset order), so a
+    record held for long, such as a blocked room's, costs its own entry and nothing
+    for the finished records behind it.
+    """
 
     def __init__(self) -> None:
         self._pending: dict[int, OrderedDict[int, int]] = {}
-        self._next: dict[int, int] = {}  # partition -> offset to commit
+        self._first: dict[int, int] = {}  # partition -> first offset tracked: nothing to commit before
+        self._end: dict[int, int] = {}  # partition -> one past the last offset tracked
 
     def add(self, partition: int, offset: int, waiting: int) -> None:
         """Track a record that ``waiting`` stages (endpoints) still have to finish."""
-        pending = self._pending.setdefault(partition, OrderedDict())
-        if waiting <= 0:
-            if not pending:
-                self._next[partition] = max(self._next.get(partition, 0), offset + 1)
-                return
-            waiting = 0
-        pending[offset] = waiting
-        self._advance(partition)
+        self._first.setdefault(partition, offset)
+        self._end[partition] = offset + 1
+        if waiting > 0:
+            self._pending.setdefault(partition, OrderedDict())[offset] = waiting
 
     def done(self, partition: int, offset: int) -> None:
         """One stage finished the record at ``offset``."""
@@ -29,20 +31,18 @@ class OffsetTracker:
         if pending is None or offset not in pending:
             return
         pending[offset] -= 1
-        self._advance(partition)
-
-    def _advance(self, partition: int) -> None:
-        pending = self._pending[partition]
-        while pending:
-            offset, waiting = next(iter(pending.items()))
-            if waiting > 0:
-                break
-            pending.popitem(last=False)
-            self._next[partition] = offset + 1
+        if pending[offset] <= 0:
+            del pending[offset]
 
     def committable(self) -> dict[int, int]:
         """Per partition, the next offset to read once everything before it is finished."""
-        return dict(self._next)
+        found = {}
+        for partition, first in self._first.items():
+            pending = self._pending.get(partition)
+            next_offset = next(iter(pending)) if pending else self._end[partition]
+            if next_offset > first:
+                found[partition] = next_offset
+        return found
 
     def pending(self, partition: int | None = None) -> int:
         """Records not finished yet (in one partition, or in all)."""
@@ -54,4 +54,5 @@ class OffsetTracker:
         """Drop what is tracked for ``partitions`` (they were revoked)."""
         for partition in partitions:
             self._pending.pop(partition, None)
-            self._next.pop(partition, None)
+            self._first.pop(partition, None)
+            self._end.pop(partition, None)

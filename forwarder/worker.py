@@ -3,7 +3,8 @@
 - The projection flow (consumer group ``<group>``) projects into the read
   store; it waits on no endpoint.
 - One flow per endpoint (group ``<group>.endpoint.<name>``, offsets committed
-  in Kafka) delivers what the projection applied; its backlog is the log.
+  in Kafka) delivers what the projection applied; its backlog is the log. It
+  runs while its endpoint is not paused (``forwarder.controls``).
 
 A crashed flow restarts alone, from its committed positions, after a growing,
 jittered delay; past ``max_restarts`` within ``restart_window`` the worker
@@ -14,18 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import os
+import socket
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import structlog
 
 from forwarder.applied import AppliedEvents
 from forwarder.consumer import EventConsumer
+from forwarder.controls import Controls
 from forwarder.flow import Flow
 from forwarder.health import Health, serving
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
 from forwarder.supervisor import BackoffPolicy, BackoffSupervisor, Hooks, SupervisorGaveUp
+from kernel.control import ControlLog, ControlWriter
 from kernel.producer import AsyncProducer
 from kernel.settings import ClientConfig, KafkaSettings
 from read_store.engines import create_engine
@@ -107,6 +112,9 @@ class Forwarder:
         applied = AppliedEvents(reads)
         # An endpoint without a start time starts from when this worker first ran it.
         first_run = datetime.now(UTC)
+        control = ControlLog(self.kafka)
+        await control.start()
+        controls = Controls(control, ControlWriter(producer, control), self.instance)
 
         def projection() -> Flow:
             source = EventConsumer(
@@ -129,13 +137,15 @@ class Forwarder:
                 deliverers = [Deliverer(send, endpoint)]
                 return Flow(
                     f"endpoint:{endpoint.name}", settings, source, applied, dead_letters, deliverers,
-                    self.metrics, self.policy(), reports_poison=False,
+                    self.metrics, self.policy(), reports_poison=False, watch=controls,
                 )  # fmt: skip
 
             return build
 
-        flows = {"projection": projection, **{f"endpoint:{e.name}": delivery(e) for e in self.endpoints}}
         health = Health(self.metrics, settings.poll_timeout, store.ping)
+        rates = asyncio.create_task(
+            controls.report_rates([e.name for e in self.endpoints], settings.report_every)
+        )
         try:
             async with contextlib.AsyncExitStack() as operations:
                 if settings.metrics_port:
@@ -144,16 +154,54 @@ class Forwarder:
                     )
                 try:
                     async with asyncio.TaskGroup() as running:
-                        for name, build in flows.items():
-                            running.create_task(self._supervise(name, build, stop, health))
+                        running.create_task(self._supervise("projection", projection, stop, health))
+                        for endpoint in self.endpoints:
+                            running.create_task(
+                                self._endpoint(endpoint.name, delivery(endpoint), stop, health, controls)
+                            )
                 except* SupervisorGaveUp as gave_up:
                     raise gave_up.exceptions[0] from None
         finally:
+            rates.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rates
+            await controls.close()
+            await control.close()
             await send.close()
             await producer.close()
             await store.close()
             await reads.close()
             await engine.dispose()
+
+    @property
+    def instance(self) -> str:
+        """This worker's name in reports: its static member id, or host and process."""
+        return self.settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+
+    async def _endpoint(
+        self, name: str, build: Callable[[], Flow], stop: asyncio.Event, health: Health, controls: Controls
+    ) -> None:
+        """Run ``name``'s flow while it is not paused, until ``stop``."""
+        flow_name = f"endpoint:{name}"
+
+        def attached() -> Flow:
+            flow = build()
+            controls.attach(name, flow.dispatchers[name])
+            return flow
+
+        while not stop.is_set():
+            if controls.paused(name):
+                health.running[flow_name] = True  # paused by an operator: nothing is wrong
+                log.info("endpoint_paused", endpoint=name)
+                await _first(stop.wait(), controls.pause_changed(name))
+                continue
+            flow_stop = asyncio.Event()
+            watcher = asyncio.create_task(_first(stop.wait(), controls.pause_changed(name), then=flow_stop))
+            try:
+                await self._supervise(flow_name, attached, flow_stop, health)
+            finally:
+                watcher.cancel()
+            log.info("endpoint_flow_stopped", endpoint=name, paused=controls.paused(name))
 
     async def _supervise(
         self, name: str, build: Callable[[], Flow], stop: asyncio.Event, health: Health
@@ -170,6 +218,19 @@ class Forwarder:
         hooks = Hooks(on_start=started, on_failure=failed)
 
         async def run() -> None:
-            await build().run(stop)
+            if not stop.is_set():  # e.g. paused while backing off after a crash
+                await build().run(stop)
 
         await BackoffSupervisor(name, run, self.policy(self.settings.max_restarts), hooks).run()
+
+
+async def _first(*waits: Awaitable[object], then: asyncio.Event | None = None) -> None:
+    """Wait until the first of ``waits`` is done, cancel the others, and set ``then``."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    if then is not None:
+        then.set()

@@ -6,19 +6,20 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from domain.errors import MerlinError
 from kernel.settings import KafkaSettings
 from kernel.topics import ensure_topics
+from merlin.admin_client import add_endpoints_parser
 from merlin.dev import run_dev
 from merlin.local import LocalKafka, LocalPostgres
-from merlin.services import run_forwarder, run_read_api, run_write_api
+from merlin.services import run_admin_api, run_forwarder, run_read_api, run_write_api
 from read_store.migrate import upgrade
 from read_store.settings import ReadStoreSettings
 
 
-def _kafka(action: str) -> int:
+def _kafka(arguments: argparse.Namespace) -> int:
+    action = arguments.action
     kafka = LocalKafka()
     if action == "fetch":
         print(f"kafka: jars in {kafka.fetch()}")
@@ -33,7 +34,8 @@ def _kafka(action: str) -> int:
     return 0
 
 
-def _postgres(action: str) -> int:
+def _postgres(arguments: argparse.Namespace) -> int:
+    action = arguments.action
     postgres = LocalPostgres()
     if action == "start":
         status = postgres.start()
@@ -48,29 +50,29 @@ def _postgres(action: str) -> int:
     return 0
 
 
-def _topics(action: str) -> int:
+def _topics(_arguments: argparse.Namespace) -> int:
     settings = KafkaSettings()
     created = asyncio.run(ensure_topics(settings))
     print(f"topics: created {', '.join(created)}" if created else "topics: all present")
     return 0
 
 
-def _db(action: str) -> int:
+def _db(_arguments: argparse.Namespace) -> int:
     store = ReadStoreSettings()
     asyncio.run(upgrade(store.url, store.db_schema))
     print(f"read store: {store.url} is up to date")
     return 0
 
 
-def _service(run: Callable[[], None]) -> Callable[[str], int]:
-    def handler(_action: str) -> int:
+def _service(run: Callable[[], None]) -> Callable[[argparse.Namespace], int]:
+    def handler(_arguments: argparse.Namespace) -> int:
         run()
         return 0
 
     return handler
 
 
-def _dev(_action: str) -> int:
+def _dev(_arguments: argparse.Namespace) -> int:
     return asyncio.run(run_dev())
 
 
@@ -82,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("write-api", run_write_api, "serve the write API (MERLIN_WRITE_API_*)"),
         ("read-api", run_read_api, "serve the read API (MERLIN_READ_API_*)"),
         ("forwarder", run_forwarder, "run the forwarder worker (MERLIN_FORWARDER_*)"),
-        ("dev", None, "local Kafka + topics + SQLite migrations + all three services; Ctrl-C stops"),
+        ("admin-api", run_admin_api, "serve the admin API (MERLIN_ADMIN_API_*, MERLIN_ADMIN_TOKEN)"),
+        ("dev", None, "local Kafka + topics + SQLite migrations + all four services; Ctrl-C stops"),
     ):
         service = commands.add_parser(name, help=summary)
         service.set_defaults(handler=_dev if run is None else _service(run), action=name)
@@ -98,15 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     topics = commands.add_parser("topics", help="merlin's Kafka topics")
     topics.add_argument("action", choices=["create"])
     topics.set_defaults(handler=_topics)
+    add_endpoints_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``merlin``; errors merlin understands are one line on stderr, not a traceback."""
     arguments = build_parser().parse_args(argv)
-    handler: Callable[[Any], int] = arguments.handler
+    handler: Callable[[argparse.Namespace], int] = arguments.handler
     try:
-        return handler(arguments.action)
+        return handler(arguments)
     except MerlinError as exc:
         print(f"merlin: error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""``merlin dev``: the local broker, topics, migrations, and all three services in one terminal."""
+"""``merlin dev``: the local broker, topics, migrations, and all four services in one terminal."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ import os
 import signal
 import sys
 
+from admin_api.settings import AdminApiSettings
 from kernel.settings import KafkaSettings
 from kernel.topics import ensure_topics
+from merlin.admin_client import ADMIN_TOKEN_FILE, admin_token
 from merlin.local import LocalKafka
 from read_api.settings import ReadApiSettings
 from read_store.migrate import upgrade
 from read_store.settings import ReadStoreSettings
 from write_api.settings import WriteApiSettings
 
-SERVICES = ("write-api", "forwarder", "read-api")
+SERVICES = ("write-api", "forwarder", "read-api", "admin-api")
 
 
 async def _pipe(name: str, stream: asyncio.StreamReader) -> None:
@@ -30,6 +32,10 @@ async def run_dev() -> int:
     status = await asyncio.to_thread(LocalKafka().start)
     print(status.describe())
     env = {**os.environ, "MERLIN_KAFKA_BOOTSTRAP_SERVERS": status.bootstrap}
+    token_note = "MERLIN_ADMIN_TOKEN"
+    if not env.get("MERLIN_ADMIN_TOKEN"):
+        env["MERLIN_ADMIN_TOKEN"] = admin_token(ADMIN_TOKEN_FILE)
+        token_note = f"token in {ADMIN_TOKEN_FILE}"
     topics = KafkaSettings(bootstrap_servers=status.bootstrap)
     await ensure_topics(topics)
     store = ReadStoreSettings()
@@ -51,9 +57,10 @@ async def run_dev() -> int:
     pipes = [
         asyncio.create_task(_pipe(name, child.stdout)) for name, child in children.items() if child.stdout
     ]
-    write, read = WriteApiSettings(), ReadApiSettings()
+    write, read, admin = WriteApiSettings(), ReadApiSettings(), AdminApiSettings()
     print(f"write API: http://{write.host}:{write.port}   (POST /v1/rooms/{{room}}/messages)")
     print(f"read API:  http://{read.host}:{read.port}   (GET /v1/rooms/{{room}}/messages)")
+    print(f"admin API: http://{admin.host}:{admin.port}   (`merlin endpoints`; {token_note})")
     print("forwarder: running; Ctrl-C stops everything")
 
     stop = asyncio.Event()

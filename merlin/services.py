@@ -1,4 +1,4 @@
-"""Entry points of merlin's three services: build from settings, run until SIGTERM/SIGINT."""
+"""Entry points of merlin's services: build from settings, run until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import structlog
 import uvicorn
 import uvloop
 
+from admin_api.app import create_app as create_admin_app
+from admin_api.settings import AdminApiSettings
 from forwarder.settings import ForwarderSettings
 from forwarder.supervisor import SupervisorGaveUp
 from forwarder.worker import Forwarder
@@ -51,6 +53,12 @@ def run_read_api() -> None:
     """Serve the read API until stopped."""
     settings = ReadApiSettings()
     _serve_http(create_read_app(settings), settings.host, settings.port, "read_api")
+
+
+def run_admin_api() -> None:
+    """Serve the admin API until stopped."""
+    settings = AdminApiSettings()
+    _serve_http(create_admin_app(settings), settings.host, settings.port, "admin_api")
 
 
 def run_forwarder() -> None:

@@ -17,6 +17,18 @@ from kernel.records import Header, RawRecord
 from webhooks.endpoints import Endpoint
 from webhooks.sending import Attempt
 
+DELIVERY_STAGE = "delivery"
+
+
+def header_map(headers: Sequence[tuple[str, Header]] | Mapping[str, Header] | None) -> dict[str, str]:
+    """A record's headers as text, the last value of each name."""
+    pairs = (headers or {}).items() if isinstance(headers, Mapping) else (headers or [])
+    return {
+        name: value.decode(errors="replace") if isinstance(value, bytes) else value
+        for name, value in pairs
+        if value is not None
+    }
+
 
 class RecordSink(Protocol):
     """Where dead letters go (``kernel.producer.AsyncProducer`` in production)."""
@@ -70,7 +82,7 @@ class DeadLetters:
             }
         )
         headers = [
-            ("merlin.dlq.stage", b"delivery"),
+            ("merlin.dlq.stage", DELIVERY_STAGE.encode()),
             ("merlin.dlq.reason", reason.encode()),
             ("merlin.dlq.endpoint", endpoint.name.encode()),
             ("merlin.dlq.partition", str(partition).encode()),

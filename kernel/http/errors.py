@@ -53,7 +53,13 @@ async def _invalid_command(_request: Request, exc: Exception) -> Response:
 
 async def _http(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    kinds = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}
+    kinds = {
+        401: "unauthorized",
+        404: "not-found",
+        405: "method-not-allowed",
+        409: "conflict",
+        413: "too-large",
+    }
     return problem(
         exc.status_code,
         kinds.get(exc.status_code, "http-error"),

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,13 +72,14 @@ class Service:
 
 @dataclass
 class Services:
-    """Starts write APIs, read APIs and forwarders wired to one test's topics and read store."""
+    """Starts write APIs, read APIs, admin APIs and forwarders wired to one test's topics and read store."""
 
     kafka: KafkaSettings
     store_url: str
     workdir: Path
     store_schema: str | None = None
     running: list[Service] = field(default_factory=list)
+    admin_token: str = field(default_factory=lambda: f"admin-{uuid.uuid4().hex}")
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {
@@ -91,6 +93,7 @@ class Services:
             "MERLIN_FORWARDER_GROUP_ID": f"forwarder-{self.kafka.events_topic}",
             "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "2000",
             "MERLIN_READ_API_POSITION_WAIT_SECONDS": "15",
+            "MERLIN_ADMIN_TOKEN": self.admin_token,
         }
         if self.store_schema:
             env["MERLIN_READ_STORE_DB_SCHEMA"] = self.store_schema
@@ -129,6 +132,9 @@ class Services:
 
     async def read_api(self, **extra: str) -> Service:
         return await self._http("read-api", "READ_API", **extra)
+
+    async def admin_api(self, **extra: str) -> Service:
+        return await self._http("admin-api", "ADMIN_API", **extra)
 
     def forwarder(self, **extra: str) -> Service:
         return self._spawn("forwarder", self.env(**extra))

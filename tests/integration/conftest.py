@@ -1,14 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from kernel.settings import KafkaSettings
-from merlin.local.service_processes import Services
+from merlin.local.service_processes import Services, free_port
 from read_store.migrate import upgrade
 from tests.conftest import PostgresSchema
+from tests.downstream import Downstream, ServerThread
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -37,3 +38,11 @@ async def postgres_services(
     services = Services(kafka_settings, postgres_schema.url, tmp_path, postgres_schema.schema)
     yield services
     services.stop_all()
+
+
+@pytest.fixture
+def downstream() -> Iterator[tuple[Downstream, str]]:
+    """A real downstream HTTP server on a free port, and its URL."""
+    server = Downstream()
+    with ServerThread(server, free_port()) as running:
+        yield server, running.url

@@ -129,8 +129,67 @@ async def test_block_mode_stops_the_room_and_only_that_room() -> None:
         await until(lambda: len(finished) == 4, "a-0 and room b finished")
         await asyncio.sleep(0.01)
     assert sorted(finished) == ["a-0", "b-0", "b-1", "b-2"]
-    assert dispatcher.blocked_rooms() == {"a"}
+    assert set(dispatcher.blocked_rooms()) == {"a"}
+    assert dispatcher.blocked_rooms()["a"].job.event_id == "a-1"
     assert dispatcher.size == 2  # a-1 and a-2 wait for an operator
+
+
+async def test_a_blocked_rooms_backlog_does_not_fill_the_buffer_of_the_others() -> None:
+    deliverer = ScriptedDeliverer(endpoint(on_failure="block", buffer=10), refuse={"a-0"})
+    finished: list[str] = []
+    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), _no_dead_letters)
+    dispatcher.submit(job("a", 0))
+    async with running(dispatcher):
+        await until(lambda: dispatcher.blocked_rooms(), "room a blocked")
+        for n in range(1, 10):
+            dispatcher.submit(job("a", n))
+        assert not dispatcher.full()  # ten events held by room a
+        for n in range(9):
+            dispatcher.submit(job("b", n))
+        assert not dispatcher.full()
+        dispatcher.submit(job("b", 9))
+        await until(lambda: len(finished) == 10, "room b delivered")
+        for n in range(10, 20):  # past a buffer's worth held, room a counts again
+            dispatcher.submit(job("a", n))
+        assert dispatcher.full()
+
+
+async def test_unblock_retry_sends_the_head_again_and_the_room_goes_on() -> None:
+    deliverer = ScriptedDeliverer(endpoint(on_failure="block"), refuse={"a-0"})
+    finished: list[str] = []
+    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), _no_dead_letters)
+    dispatcher.submit(job("a", 0))
+    dispatcher.submit(job("a", 1))
+    async with running(dispatcher):
+        await until(lambda: dispatcher.blocked_rooms(), "room a blocked")
+        assert not dispatcher.unblock("a", "a-1", "retry")  # not the event it is blocked on
+        deliverer.refuse.clear()
+        assert dispatcher.unblock("a", "a-0", "retry")
+        await until(lambda: len(finished) == 2, "room a delivered")
+    assert finished == ["a-0", "a-1"]
+    assert deliverer.calls == ["a-0", "a-0", "a-1"]
+    assert dispatcher.size == dispatcher.held == 0
+
+
+async def test_unblock_skip_dead_letters_the_head_and_the_room_goes_on() -> None:
+    deliverer = ScriptedDeliverer(endpoint(on_failure="block"), refuse={"a-0"})
+    finished: list[str] = []
+    dead: list[tuple[str, str, int]] = []
+
+    async def dead_letter(j: Job, _endpoint: Endpoint, reason: str, attempts: list[Attempt]) -> None:
+        dead.append((j.event_id, reason, len(attempts)))
+
+    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), dead_letter)
+    dispatcher.submit(job("a", 0))
+    dispatcher.submit(job("a", 1))
+    async with running(dispatcher):
+        await until(lambda: dispatcher.blocked_rooms(), "room a blocked")
+        assert dispatcher.unblock("a", "a-0", "skip")
+        await until(lambda: len(finished) == 2, "room a went on")
+    assert finished == ["a-0", "a-1"]
+    assert deliverer.calls == ["a-0", "a-1"]  # the skipped event is not sent again
+    assert dead == [("a-0", "skipped by operator", 1)]
+    assert not dispatcher.blocked_rooms()
 
 
 async def test_dropping_revoked_partitions_cancels_their_work() -> None:

@@ -60,3 +60,15 @@ def test_the_commit_is_the_first_unfinished_offset(order: list[int], finished: i
         tracker.done(0, offset)
     first_unfinished = next((offset for offset in range(30) if offset not in done), 30)
     assert tracker.committable().get(0, 0) == first_unfinished
+
+
+def test_finished_records_behind_an_unfinished_one_cost_nothing() -> None:
+    tracker = OffsetTracker()
+    tracker.add(0, 0, waiting=1)  # say, a blocked room's head
+    for offset in range(1, 10_001):
+        tracker.add(0, offset, waiting=1)
+        tracker.done(0, offset)
+    assert tracker.pending() == 1
+    assert tracker.committable() == {}
+    tracker.done(0, 0)
+    assert tracker.committable() == {0: 10_001}

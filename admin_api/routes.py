@@ -1,0 +1,122 @@
+"""The admin API's routes: endpoints, their status, pause/resume, rewind, unblock, dead-letter replay."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, Path, Request
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from admin_api import operations
+from admin_api.replay import Wanted, read_dead_letters, replay
+from admin_api.state import AdminApi, describe
+from domain.model import ID_PATTERN
+from kernel.control import PAUSED, key
+from kernel.http.params import RoomId
+from kernel.http.responses import OrjsonResponse, problem_responses
+
+EndpointName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class Rewind(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # A time (RFC 3339, with its offset), or the offset to start from per partition.
+    to: AwareDatetime | dict[int, Annotated[int, Field(ge=0)]]
+
+
+class Unblock(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["retry", "skip"]
+
+
+class Replay(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    endpoint: str
+    room_id: Annotated[str | None, Field(pattern=ID_PATTERN, max_length=128)] = None
+    since: Annotated[AwareDatetime | None, Field(alias="from")] = None
+    until: Annotated[AwareDatetime | None, Field(alias="to")] = None
+
+
+async def list_endpoints(request: Request) -> Response:
+    api = AdminApi.of(request)
+    paused = api.control.values
+    return OrjsonResponse(
+        {"items": [describe(e, key(PAUSED, e.name) in paused) for e in api.endpoints.values()]}
+    )
+
+
+async def get_endpoint(request: Request, name: EndpointName) -> Response:
+    api = AdminApi.of(request)
+    return OrjsonResponse(describe(api.endpoint(name), key(PAUSED, name) in api.control.values))
+
+
+async def endpoint_status(request: Request, name: EndpointName) -> Response:
+    return OrjsonResponse(await operations.status(AdminApi.of(request), name))
+
+
+async def pause(request: Request, name: EndpointName) -> Response:
+    return OrjsonResponse(await operations.pause(AdminApi.of(request), name))
+
+
+async def resume(request: Request, name: EndpointName) -> Response:
+    return OrjsonResponse(await operations.resume(AdminApi.of(request), name))
+
+
+async def rewind(request: Request, name: EndpointName, body: Rewind) -> Response:
+    to: datetime | dict[int, int] = body.to
+    return OrjsonResponse(await operations.rewind(AdminApi.of(request), name, to))
+
+
+async def unblock(request: Request, name: EndpointName, room_id: RoomId, body: Unblock) -> Response:
+    answer = await operations.unblock(AdminApi.of(request), name, room_id, body.action)
+    return OrjsonResponse(answer, status_code=200 if answer["done"] else 202)
+
+
+async def replay_dead_letters(request: Request, body: Replay) -> Response:
+    api = AdminApi.of(request)
+    endpoint = api.endpoint(body.endpoint)
+    wanted = Wanted(body.endpoint, body.room_id, body.since, body.until)
+    letters = await asyncio.to_thread(
+        read_dead_letters, api.kafka.client(), api.kafka.dead_letter_topic, wanted
+    )
+    answer = await replay(api.send, endpoint, letters, api.settings.replay_max)
+    api.acted(
+        "replay", body.endpoint, room=body.room_id, matched=answer["matched"],
+        delivered=len(answer["delivered"]), failed=len(answer["failed"]),
+    )  # fmt: skip
+    return OrjsonResponse(answer)
+
+
+def add_routes(app: FastAPI) -> None:
+    """Register the routes on ``app`` itself."""
+    base = "/v1/admin/endpoints"
+    app.get(base, summary="The endpoints")(list_endpoints)
+    app.get(base + "/{name}", summary="One endpoint", responses=problem_responses(404))(get_endpoint)
+    app.get(
+        base + "/{name}/status",
+        summary="Offsets, lag, oldest undelivered event, pause, blocked rooms and rates",
+        responses=problem_responses(404),
+    )(endpoint_status)
+    app.post(base + "/{name}/pause", summary="Stop delivering", responses=problem_responses(404))(pause)
+    app.post(base + "/{name}/resume", summary="Deliver again", responses=problem_responses(404))(resume)
+    app.post(
+        base + "/{name}/rewind",
+        summary="Deliver again from a time or from offsets",
+        responses=problem_responses(404, 409, 422),
+    )(rewind)
+    app.post(
+        base + "/{name}/rooms/{room_id}/unblock",
+        summary="Retry a blocked room's head event now, or skip it to the dead-letter topic",
+        responses=problem_responses(404, 422),
+    )(unblock)
+    app.post(
+        "/v1/admin/dead-letters/replay",
+        summary="Deliver an endpoint's dead-lettered events again",
+        responses=problem_responses(404, 422),
+    )(replay_dead_letters)

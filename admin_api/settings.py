@@ -1,0 +1,33 @@
+"""Settings of the admin API (``MERLIN_ADMIN_API_*``, ``MERLIN_ADMIN_TOKEN``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AdminApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MERLIN_ADMIN_API_", extra="ignore")
+
+    # Operators' controls: on loopback unless deliberately exposed.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8083, ge=0, le=65535)
+    # Every call but /healthz and /readyz carries ``Authorization: Bearer <token>``.
+    token: SecretStr | None = Field(
+        default=None, min_length=16, validation_alias=AliasChoices("MERLIN_ADMIN_TOKEN", "token")
+    )
+    # The forwarder's group and endpoints: the same variables the forwarder reads.
+    forwarder_group: str = Field(
+        default="merlin-forwarder",
+        validation_alias=AliasChoices("MERLIN_FORWARDER_GROUP_ID", "forwarder_group"),
+    )
+    endpoints_file: Path | None = Field(
+        default=None, validation_alias=AliasChoices("MERLIN_ENDPOINTS_FILE", "endpoints_file")
+    )
+    # How long a rewind waits for the endpoint's forwarders to leave its group (static members
+    # stay until their session times out).
+    rewind_wait_seconds: float = Field(default=30.0, gt=0)
+    # Most dead letters one replay call re-delivers.
+    replay_max: int = Field(default=1000, ge=1)

@@ -1,0 +1,144 @@
+"""The forwarder's side of the control channel (``kernel.control``): pauses, unblocks, reports.
+
+- An endpoint is paused while ``paused/<endpoint>`` exists: its flow stops (it
+  leaves its group, so Kafka's admin API may move its offsets) and starts again
+  when the key is deleted.
+- A room that blocks is reported as ``blocked/<endpoint>/<room>``; the report
+  is deleted once that room's head event is finished, here or on whichever
+  instance owns the room after a rebalance.
+- ``unblock/<endpoint>/<room>`` is carried out by the instance holding that
+  room blocked on that very event, which then deletes the command; one that
+  arrives before the room blocks here is carried out when it does.
+- Every few seconds each instance reports its delivery and error rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+
+from forwarder.dispatcher import Blocked, Dispatcher, Job
+from kernel.control import BLOCKED, PAUSED, RATES, UNBLOCK, ControlLog, ControlWriter, key, now
+
+log = structlog.get_logger()
+
+_FAILED = frozenset({"dead_lettered", "blocked", "skipped"})
+
+
+class Controls:
+    """What operators asked of this forwarder instance, and what it tells them."""
+
+    def __init__(self, control: ControlLog, writer: ControlWriter, instance: str) -> None:
+        self.control = control
+        self.writer = writer
+        self.instance = instance
+        self._dispatchers: dict[str, Dispatcher] = {}
+        self._pauses: dict[str, asyncio.Event] = {}  # set on every change of an endpoint's pause
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._tasks: set[asyncio.Task[object]] = set()
+        control.listen(self._heard)
+
+    # -- pause ----------------------------------------------------------------------------------
+
+    def paused(self, endpoint: str) -> bool:
+        return key(PAUSED, endpoint) in self.control.values
+
+    async def pause_changed(self, endpoint: str) -> None:
+        """Wait until the endpoint is paused or resumed."""
+        changed = self._pauses.setdefault(endpoint, asyncio.Event())
+        changed.clear()
+        await changed.wait()
+
+    # -- blocked rooms --------------------------------------------------------------------------
+
+    def attach(self, endpoint: str, dispatcher: Dispatcher) -> None:
+        """``dispatcher`` now delivers ``endpoint`` here (a flow started)."""
+        self._dispatchers[endpoint] = dispatcher
+
+    def detach(self, endpoint: str, dispatcher: Dispatcher) -> None:
+        if self._dispatchers.get(endpoint) is dispatcher:
+            del self._dispatchers[endpoint]
+
+    def blocked(self, endpoint: str, room: Blocked) -> None:
+        job = room.job
+        report = {
+            "event_id": job.event_id,
+            "partition": job.partition,
+            "offset": job.offset,
+            "reason": room.reason,
+            "attempts": [attempt.as_dict() for attempt in room.attempts],
+            "since": now(),
+            "instance": self.instance,
+        }
+        self._spawn(self.writer.put(key(BLOCKED, endpoint, job.room_id), report))
+        command = self.control.values.get(key(UNBLOCK, endpoint, job.room_id))
+        if command is not None:
+            self._unblock(endpoint, job.room_id, command)
+
+    def finished(self, endpoint: str, job: Job) -> None:
+        report = self.control.values.get(key(BLOCKED, endpoint, job.room_id))
+        if report is not None and report.get("event_id") == job.event_id:
+            self._spawn(self.writer.delete(key(BLOCKED, endpoint, job.room_id)))
+
+    def delivered(self, endpoint: str, outcome: str) -> None:
+        self._counts[endpoint, "failed" if outcome in _FAILED else "delivered"] += 1
+
+    def _unblock(self, endpoint: str, room: str, command: dict[str, Any]) -> None:
+        dispatcher = self._dispatchers.get(endpoint)
+        event_id, action = command.get("event_id"), command.get("action")
+        if dispatcher is None or not isinstance(event_id, str) or action not in ("retry", "skip"):
+            return
+        if dispatcher.unblock(room, event_id, action):
+            self._spawn(self.writer.delete(key(UNBLOCK, endpoint, room)))
+            if action == "retry":  # no longer blocked: blocked again, it is reported again
+                self._spawn(self.writer.delete(key(BLOCKED, endpoint, room)))
+
+    def _heard(self, name: str, value: dict[str, Any] | None) -> None:
+        kind, _, rest = name.partition("/")
+        if kind == PAUSED:
+            changed = self._pauses.get(rest)
+            if changed is not None:
+                changed.set()
+        elif kind == UNBLOCK and value is not None:
+            endpoint, _, room = rest.partition("/")
+            self._unblock(endpoint, room, value)
+
+    # -- rates ----------------------------------------------------------------------------------
+
+    async def report_rates(self, endpoints: list[str], every: float) -> None:
+        """Publish this instance's delivery and error rates per endpoint every ``every`` s; remove on exit."""
+        try:
+            while True:
+                before = self._counts.copy()
+                await asyncio.sleep(every)
+                for endpoint in endpoints:
+                    counts = self._counts
+                    rates = {
+                        f"{what}_per_s": round((counts[endpoint, what] - before[endpoint, what]) / every, 3)
+                        for what in ("delivered", "failed")
+                    }
+                    await self.writer.put(key(RATES, endpoint, self.instance), {**rates, "at": now()})
+        finally:
+            for endpoint in endpoints:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.writer.delete(key(RATES, endpoint, self.instance)))
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("control_write_failed", error=repr(task.exception()))
+
+    async def close(self) -> None:
+        """Let the reports already started reach the broker."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)

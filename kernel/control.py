@@ -1,0 +1,200 @@
+"""The settings topic as merlin's control channel: what operators decided and what forwarders report.
+
+The topic is compacted, so the newest value of a key is its state and a
+tombstone deletes it. Every forwarder instance and the admin API read all of
+it (assigned, not as group members) and keep it in memory. Keys:
+
+- ``paused/<endpoint>``: the endpoint's flows stop on every forwarder; deleted to resume.
+- ``blocked/<endpoint>/<room>``: a room held by an endpoint in ``block`` mode, with its
+  head event, attempts and error; reported by the forwarder that holds it.
+- ``unblock/<endpoint>/<room>``: an operator's ``retry`` or ``skip`` of that head event;
+  deleted by the forwarder that carried it out.
+- ``rates/<endpoint>/<instance>``: one forwarder instance's recent delivery and error rates.
+
+Endpoint names and room ids never hold ``/``, so keys split unambiguously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from kernel.errors import InfrastructureError
+from kernel.logs import KAFKA_LOGGER
+from kernel.producer import AsyncProducer
+from kernel.settings import KafkaSettings
+
+log = structlog.get_logger()
+
+PAUSED, BLOCKED, UNBLOCK, RATES = "paused", "blocked", "unblock", "rates"
+
+Listener = Callable[[str, dict[str, Any] | None], None]
+
+
+def key(kind: str, *parts: str) -> str:
+    """The control key of ``kind`` for ``parts`` (endpoint, then room or instance)."""
+    return "/".join((kind, *parts))
+
+
+def now() -> str:
+    """The time as control records carry it (RFC 3339, UTC)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ControlLog:
+    """The whole settings topic, followed on its own thread; listeners hear every change on the loop."""
+
+    def __init__(self, kafka: KafkaSettings, poll_timeout: float = 0.2) -> None:
+        self.topic = kafka.settings_topic
+        self.values: dict[str, dict[str, Any]] = {}
+        self._config = kafka.client(
+            {
+                # Required by librdkafka, never used: the reader is assigned, it joins no group.
+                "group.id": f"{self.topic}.reader",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 50,
+                # The first read is whole once every partition reported its end.
+                "enable.partition.eof": True,
+            }
+        )
+        self._poll_timeout = poll_timeout
+        self._listeners: list[Listener] = []
+        self._changed = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control-log")
+        self._consumer: Consumer | None = None
+        self._follower: asyncio.Task[None] | None = None
+
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener(key, value or None)`` for every change read from now on."""
+        self._listeners.append(listener)
+
+    def under(self, kind: str, *parts: str) -> dict[str, dict[str, Any]]:
+        """The values whose keys start with ``kind/parts…/``, by the rest of their key."""
+        prefix = key(kind, *parts) + "/"
+        return {k.removeprefix(prefix): v for k, v in self.values.items() if k.startswith(prefix)}
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Read the topic to its end (so the state is whole), then follow it in the background."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            waiting = await loop.run_in_executor(self._executor, self._open, timeout)
+            while waiting:
+                if loop.time() > deadline:
+                    raise InfrastructureError(f"reading the settings topic {self.topic} timed out")
+                changes, ended = await loop.run_in_executor(self._executor, self._poll)
+                self._apply(changes)
+                waiting -= ended
+        except KafkaException as exc:
+            raise InfrastructureError(f"reading the settings topic {self.topic}: {exc}") from exc
+        self._follower = asyncio.create_task(self._follow(), name="control-log")
+
+    def _open(self, timeout: float) -> set[int]:
+        consumer = Consumer({**self._config, "logger": KAFKA_LOGGER})
+        metadata = consumer.list_topics(self.topic, timeout=timeout)
+        found = metadata.topics.get(self.topic)
+        if found is None or found.error is not None:
+            consumer.close()
+            raise InfrastructureError(f"no settings topic {self.topic}: run `merlin topics create`")
+        partitions = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in found.partitions]
+        consumer.assign(partitions)
+        self._consumer = consumer
+        return {tp.partition for tp in partitions}
+
+    def _poll(self) -> tuple[list[tuple[str, dict[str, Any] | None]], set[int]]:
+        """The changes read, and the partitions whose end was reached."""
+        assert self._consumer is not None
+        changes: list[tuple[str, dict[str, Any] | None]] = []
+        ended: set[int] = set()
+        for message in self._consumer.consume(500, self._poll_timeout):
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    ended.add(message.partition() or 0)
+                else:
+                    log.warning("control_log_error", error=error.str())
+                continue
+            raw_key, raw_value = message.key(), message.value()
+            if not raw_key:
+                continue
+            try:
+                value = None if raw_value is None else orjson.loads(raw_value)
+            except orjson.JSONDecodeError:
+                log.warning("control_record_unreadable", key=raw_key.decode(errors="replace"))
+                continue
+            changes.append((raw_key.decode(errors="replace"), value if isinstance(value, dict) else None))
+        return changes, ended
+
+    def _apply(self, changes: list[tuple[str, dict[str, Any] | None]]) -> None:
+        for name, value in changes:
+            if value is None:
+                self.values.pop(name, None)
+            else:
+                self.values[name] = value
+            for listener in self._listeners:
+                listener(name, value)
+        if changes:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def gone(self, name: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until ``name`` is deleted; whether it was."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while name in self.values:
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return False
+        return True
+
+    async def _follow(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                changes, _ended = await loop.run_in_executor(self._executor, self._poll)
+            except KafkaException as exc:  # librdkafka reconnects by itself: keep polling
+                log.warning("control_log_error", error=str(exc))
+                await asyncio.sleep(self._poll_timeout)
+                continue
+            self._apply(changes)
+
+    async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        if self._consumer is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._consumer.close)
+            self._consumer = None
+        self._executor.shutdown(wait=False)
+
+
+class ControlWriter:
+    """Writes control records; each call returns once the broker has the record.
+
+    What it writes is also written through to ``log`` at once, so its writer sees
+    it before the record is read back (which brings the same value).
+    """
+
+    def __init__(self, producer: AsyncProducer, log: ControlLog) -> None:
+        self.producer = producer
+        self.log = log
+
+    def put(self, name: str, value: dict[str, Any]) -> Coroutine[Any, Any, object]:
+        """Set ``name`` here at once; await the result for the broker's acknowledgement."""
+        self.log.values[name] = value
+        return self.producer.send(self.log.topic, orjson.dumps(value), key=name.encode())
+
+    def delete(self, name: str) -> Coroutine[Any, Any, object]:
+        """Delete ``name`` here at once; await the result for the broker's acknowledgement."""
+        self.log.values.pop(name, None)
+        return self.producer.send(self.log.topic, None, key=name.encode())

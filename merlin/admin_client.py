@@ -1,0 +1,143 @@
+"""``merlin endpoints …``: the operator's command line over the admin API (JSON with ``--json``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from admin_api.settings import AdminApiSettings
+from domain.errors import MerlinError
+from kernel.settings import PROJECT_ROOT
+
+# Where `merlin dev` keeps the admin token it made, when MERLIN_ADMIN_TOKEN is not set.
+ADMIN_TOKEN_FILE = PROJECT_ROOT / "var" / "admin.token"
+
+
+def admin_token(path: Path) -> str:
+    """The token kept in ``path``, made (random, readable by this user only) when missing."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token + "\n")
+    return token
+
+
+def _client() -> httpx.Client:
+    settings = AdminApiSettings()
+    url = os.environ.get("MERLIN_ADMIN_URL", f"http://{settings.host}:{settings.port}")
+    token = settings.token.get_secret_value() if settings.token else None
+    if token is None and ADMIN_TOKEN_FILE.exists():
+        token = ADMIN_TOKEN_FILE.read_text().strip()
+    if not token:
+        raise MerlinError(
+            f"no admin token: set MERLIN_ADMIN_TOKEN (or run `merlin dev`, which writes {ADMIN_TOKEN_FILE})"
+        )
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+
+
+def _call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    with _client() as client:
+        try:
+            response = client.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise MerlinError(
+                f"the admin API at {client.base_url} does not answer ({exc}): is it running?"
+            ) from exc
+    answer: dict[str, Any] = response.json() if response.content else {}
+    if response.status_code >= 400:
+        detail = answer.get("detail")
+        raise MerlinError(f"{response.status_code} {answer.get('title', '')}{f' {detail}' if detail else ''}")
+    return answer
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    age = status["oldest_undelivered_age_seconds"]
+    state = "paused" if status["paused"] else "running"
+    print(f"endpoint {status['endpoint']} (group {status['group']}): {state}, lag {status['lag']}"
+          + (f", oldest undelivered {age:g} s old" if age is not None else ""))  # fmt: skip
+    rates = status["rates"]
+    print(f"rates: {rates['delivered_per_s']:g} delivered/s, {rates['failed_per_s']:g} failed/s"
+          f" (instances: {', '.join(rates['instances']) or 'none reporting'})")  # fmt: skip
+    print(f"{'partition':>9}  {'committed':>10}  {'end':>10}  {'lag':>8}")
+    for row in status["partitions"]:
+        committed = "-" if row["committed"] is None else row["committed"]
+        lag = "-" if row["lag"] is None else row["lag"]
+        print(f"{row['partition']:>9}  {committed:>10}  {row['end']:>10}  {lag:>8}")
+    for room in status["blocked_rooms"]:
+        where = f"partition {room['partition']}, offset {room['offset']}"
+        print(f"blocked: room {room['room_id']} on event {room['event_id']} ({where}), "
+              f"{room['attempts']} attempts since {room['since']}: {room['last_error']}")  # fmt: skip
+
+
+def _endpoints(arguments: argparse.Namespace) -> int:
+    name = getattr(arguments, "name", None)
+    base = f"/v1/admin/endpoints/{name}"
+    action = arguments.endpoints_action
+    if action == "list":
+        answer = _call("GET", "/v1/admin/endpoints")
+    elif action == "show":
+        answer = _call("GET", base)
+    elif action == "status":
+        answer = _call("GET", base + "/status")
+        if not arguments.json:
+            _print_status(answer)
+            return 0
+    elif action in ("pause", "resume"):
+        answer = _call("POST", f"{base}/{action}")
+    elif action == "rewind":
+        to: Any = arguments.to
+        if arguments.offsets:
+            to = dict(pair.split("=", 1) for pair in arguments.offsets.split(","))
+        answer = _call("POST", base + "/rewind", {"to": to})
+    elif action == "unblock":
+        answer = _call("POST", f"{base}/rooms/{arguments.room}/unblock", {"action": arguments.unblock})
+    else:
+        body = {"endpoint": name, "room_id": arguments.room, "from": arguments.since, "to": arguments.until}
+        answer = _call("POST", "/v1/admin/dead-letters/replay", {k: v for k, v in body.items() if v})
+    sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def add_endpoints_parser(commands: Any) -> None:
+    """``merlin endpoints …`` on the ``merlin`` command's subparsers."""
+    parser = commands.add_parser(
+        "endpoints", help="operate endpoints through the admin API (MERLIN_ADMIN_URL, MERLIN_ADMIN_TOKEN)"
+    )
+    actions = parser.add_subparsers(dest="endpoints_action", required=True)
+
+    def action(name: str, summary: str, named: bool = True) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = actions.add_parser(name, help=summary)
+        if named:
+            sub.add_argument("name", help="the endpoint's name")
+        sub.add_argument("--json", action="store_true", help="print the answer as JSON")
+        sub.set_defaults(handler=_endpoints)
+        return sub
+
+    action("list", "the endpoints, secrets as fingerprints", named=False)
+    action("show", "one endpoint")
+    action("status", "offsets, lag, oldest undelivered event, pause, blocked rooms, rates")
+    action("pause", "stop delivering (kept across restarts)")
+    action("resume", "deliver again")
+    rewind = action("rewind", "deliver again from a time or from offsets (same idempotency keys)")
+    where = rewind.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", help="RFC 3339 time, e.g. 2026-11-24T10:00:00Z")
+    where.add_argument("--offsets", help="partition=offset pairs, e.g. 0=120,1=98")
+    unblock = action("unblock", "retry or skip a blocked room's head event")
+    unblock.add_argument("room", help="the blocked room")
+    choice = unblock.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--retry", dest="unblock", action="store_const", const="retry")
+    choice.add_argument("--skip", dest="unblock", action="store_const", const="skip")
+    replay = action("replay", "deliver the endpoint's dead-lettered events again, in order")
+    replay.add_argument("--room", help="only this room's")
+    replay.add_argument("--from", dest="since", help="dead-lettered at or after this RFC 3339 time")
+    replay.add_argument("--to", dest="until", help="dead-lettered at or before this RFC 3339 time")

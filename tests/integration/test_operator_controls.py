@@ -1,0 +1,277 @@
+"""Operators' controls through the admin API, on the real broker, forwarder and a real downstream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from merlin.local.service_processes import Service, Services, eventually
+from tests.downstream import Downstream
+from tests.integration.hooks import (
+    SECRET,
+    all_delivered,
+    control,
+    endpoints_file,
+    first_successes,
+    newest_is_readable,
+    received,
+    write_messages,
+)
+from tests.integration.test_store_refusals import dead_letters
+
+FAST_RETRY = {"base": 0.05, "cap": 0.1, "max_attempts": 2, "max_elapsed": 10.0}
+
+
+async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer = await client.post(path, json=body)
+    assert answer.status_code in (200, 202), answer.text
+    document: dict[str, Any] = answer.json()
+    return document
+
+
+async def status(admin: httpx.AsyncClient) -> dict[str, Any]:
+    answer = await admin.get("/v1/admin/endpoints/hook/status")
+    assert answer.status_code == 200, answer.text
+    document: dict[str, Any] = answer.json()
+    return document
+
+
+async def test_every_call_but_health_needs_the_admin_token(sqlite_services: Services, tmp_path: Path) -> None:
+    service = await sqlite_services.admin_api()
+    async with httpx.AsyncClient(base_url=service.url or "") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+        for path in ("/v1/admin/endpoints", "/metrics", "/openapi.json", "/docs"):
+            answer = await client.get(path)
+            assert answer.status_code == 401, path
+            assert answer.headers["www-authenticate"].startswith("Bearer")
+            assert answer.headers["content-type"] == "application/problem+json"
+        wrong = await client.get("/v1/admin/endpoints", headers={"Authorization": "Bearer not-the-token"})
+        assert wrong.status_code == 401
+        right = await client.get(
+            "/v1/admin/endpoints", headers={"Authorization": f"Bearer {sqlite_services.admin_token}"}
+        )
+        assert right.status_code == 200
+        assert right.json() == {"items": []}
+    assert sqlite_services.admin_token not in service.output()
+
+
+async def test_pause_stops_calls_within_a_second_survives_a_restart_and_resume_delivers_the_rest(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    _, url = downstream
+    env = endpoints_file(tmp_path, url)
+    write = await sqlite_services.write_api()
+    forwarder = sqlite_services.forwarder(**env)
+    service = await sqlite_services.admin_api(**env)
+    headers = {"Authorization": f"Bearer {sqlite_services.admin_token}"}
+    async with httpx.AsyncClient(base_url=service.url or "", headers=headers, timeout=60) as admin:
+        shown = (await admin.get("/v1/admin/endpoints/hook")).json()
+        assert shown["paused"] is False
+        assert shown["secret_fingerprint"].startswith("sha256:")
+        assert SECRET not in str(shown)
+        before = await write_messages(write, ["r1"], 3)
+        await all_delivered(url, before)
+
+        writing = asyncio.create_task(_keep_writing(write, "r1"))
+        await asyncio.sleep(0.5)  # deliveries under way when the pause comes
+        assert (await post(admin, "/v1/admin/endpoints/hook/pause"))["paused"] is True
+        paused_at = time.time()
+        await asyncio.sleep(2.5)
+        written = await _stop(writing)
+        late = [r for r in await received(url) if r["at"] > paused_at + 1.0]
+        assert late == [], f"{len(late)} calls more than a second after the pause"
+
+        forwarder.stop()
+        forwarder = sqlite_services.forwarder(**env)
+        await eventually(lambda: _lagging(admin), 30, "the paused endpoint's lag reported")
+        calls = len(await received(url))
+        await asyncio.sleep(2.0)  # long enough for a forwarder that forgot the pause to deliver
+        assert len(await received(url)) == calls
+        paused = await status(admin)
+        assert paused["paused"] is True
+        assert paused["oldest_undelivered_age_seconds"] > 0
+
+        assert (await post(admin, "/v1/admin/endpoints/hook/resume"))["paused"] is False
+        records = await all_delivered(url, {"r1": before["r1"] + written})
+        assert first_successes(records)["r1"] == before["r1"] + written
+        await eventually(lambda: _caught_up(admin), 30, "lag 0 after resuming")
+
+
+async def _keep_writing(write: Service, room: str) -> list[str]:
+    sent: list[str] = []
+    async with httpx.AsyncClient(timeout=30) as client:
+        try:
+            while True:
+                answer = await client.post(
+                    f"{write.url}/v1/rooms/{room}/messages", json={"sender_id": "u1", "body": "more"}
+                )
+                assert answer.status_code == 202
+                sent.append(answer.json()["event_id"])
+                await asyncio.sleep(0.02)
+        except asyncio.CancelledError:
+            return sent
+
+
+async def _stop(task: asyncio.Task[list[str]]) -> list[str]:
+    task.cancel()
+    return await task
+
+
+async def _lagging(admin: httpx.AsyncClient) -> bool | None:
+    return (await status(admin))["lag"] > 0 or None
+
+
+async def _caught_up(admin: httpx.AsyncClient) -> bool | None:
+    return (await status(admin))["lag"] == 0 or None
+
+
+async def test_rewind_to_a_time_delivers_exactly_the_events_from_then_again_with_the_same_keys(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    _, url = downstream
+    env = endpoints_file(tmp_path, url)
+    write = await sqlite_services.write_api()
+    sqlite_services.forwarder(**env)
+    service = await sqlite_services.admin_api(**env)
+    headers = {"Authorization": f"Bearer {sqlite_services.admin_token}"}
+    async with httpx.AsyncClient(base_url=service.url or "", headers=headers, timeout=60) as admin:
+        early = await write_messages(write, ["r1"], 5)
+        await all_delivered(url, early)
+        await asyncio.sleep(0.05)  # the broker stamps in milliseconds: a clear boundary
+        boundary = datetime.now(UTC)
+        await asyncio.sleep(0.05)
+        late = await write_messages(write, ["r1"], 5)
+        await all_delivered(url, late)
+
+        answer = await post(admin, "/v1/admin/endpoints/hook/rewind", {"to": boundary.isoformat()})
+        assert answer["paused"] is False
+
+        async def again() -> list[dict[str, Any]] | None:
+            records = await received(url)
+            counts = Counter(r["body"]["event_id"] for r in records if r["answer"] == 200)
+            return records if all(counts[e] == 2 for e in late["r1"]) else None
+
+        records = await eventually(again, 60, "the events after the boundary delivered again")
+        counts = Counter(r["body"]["event_id"] for r in records if r["answer"] == 200)
+        assert all(counts[e] == 1 for e in early["r1"]), "an event before the boundary was sent again"
+        assert all(r["idempotency_key"] == r["body"]["event_id"] for r in records)
+        assert not (await admin.get("/v1/admin/endpoints/hook")).json()["paused"]
+
+        bad = await admin.post("/v1/admin/endpoints/hook/rewind", json={"to": {"0": -1}})
+        assert bad.status_code == 422
+        unknown = await admin.post("/v1/admin/endpoints/nope/rewind", json={"to": boundary.isoformat()})
+        assert unknown.status_code == 404
+
+
+async def test_a_blocked_room_holds_only_itself_until_unblock_skip_lets_it_go_on(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    _, url = downstream
+    env = endpoints_file(tmp_path, url, on_failure="block", retry=FAST_RETRY, buffer=10)
+    await control(url, mode="refuse", match="poison", status=400)
+    write, read = await sqlite_services.write_api(), await sqlite_services.read_api()
+    sqlite_services.forwarder(**env)
+    service = await sqlite_services.admin_api(**env)
+    headers = {"Authorization": f"Bearer {sqlite_services.admin_token}"}
+    async with httpx.AsyncClient(base_url=service.url or "", headers=headers, timeout=60) as admin:
+        blocked_room, other = await _two_rooms_in_one_partition(write)
+        async with httpx.AsyncClient(timeout=30) as client:
+            poison = await client.post(
+                f"{write.url}/v1/rooms/{blocked_room}/messages", json={"sender_id": "u1", "body": "poison"}
+            )
+            held = await write_messages(write, [blocked_room], 8)  # held apart from the buffer of 10
+            flowing = await write_messages(write, [other], 25)  # more than the buffer
+            await all_delivered(url, flowing)  # the room beside it in the partition goes on
+            await newest_is_readable(client, write, read, other, after_seq=26)
+
+        report = await eventually(lambda: _blocked(admin), 30, "the blocked room in the status")
+        assert report["room_id"] == blocked_room
+        assert report["event_id"] == poison.json()["event_id"]
+        assert report["attempts"] == 1  # a 400 is not retried
+        assert report["last_error"] == "refused with 400"
+        sent = {r["body"]["event_id"] for r in await received(url)}
+        assert not sent & set(held[blocked_room])
+
+        missing = await admin.post(f"/v1/admin/endpoints/hook/rooms/{other}/unblock", json={"action": "skip"})
+        assert missing.status_code == 404
+        answer = await post(
+            admin, f"/v1/admin/endpoints/hook/rooms/{blocked_room}/unblock", {"action": "skip"}
+        )
+        assert answer["event_id"] == poison.json()["event_id"]
+        records = await all_delivered(url, held)
+        assert first_successes(records)[blocked_room][1:] == held[blocked_room]  # after its "hello"
+        assert [r["answer"] for r in records if r["body"]["event_id"] == poison.json()["event_id"]] == [400]
+        await eventually(lambda: _none_blocked(admin), 30, "no blocked room left")
+
+    skipped = [
+        h for h in dead_letters(sqlite_services.kafka) if h.get("event_id") == poison.json()["event_id"]
+    ]
+    assert [h["merlin.dlq.reason"] for h in skipped] == ["skipped by operator"]
+
+
+async def _two_rooms_in_one_partition(write: Service) -> tuple[str, str]:
+    """Two fresh rooms whose events share a partition (each got one message)."""
+    seen: dict[int, str] = {}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for n in range(100):
+            room = f"room-{n}"
+            answer = await client.post(
+                f"{write.url}/v1/rooms/{room}/messages", json={"sender_id": "u1", "body": "hello"}
+            )
+            partition = int(answer.json()["position"].split("-")[0])
+            if partition in seen:
+                return seen[partition], room
+            seen[partition] = room
+    raise AssertionError("no two rooms in one partition")
+
+
+async def _blocked(admin: httpx.AsyncClient) -> dict[str, Any] | None:
+    rooms: list[dict[str, Any]] = (await status(admin))["blocked_rooms"]
+    return rooms[0] if rooms else None
+
+
+async def _none_blocked(admin: httpx.AsyncClient) -> bool | None:
+    return not (await status(admin))["blocked_rooms"] or None
+
+
+async def test_replay_delivers_a_dead_lettered_event_once_the_endpoint_works(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    _, url = downstream
+    env = endpoints_file(tmp_path, url, retry=FAST_RETRY)
+    await control(url, mode="refuse", match="refuse me", status=400)
+    write = await sqlite_services.write_api()
+    sqlite_services.forwarder(**env)
+    service = await sqlite_services.admin_api(**env)
+    headers = {"Authorization": f"Bearer {sqlite_services.admin_token}"}
+    async with httpx.AsyncClient(base_url=service.url or "", headers=headers, timeout=60) as admin:
+        async with httpx.AsyncClient(timeout=30) as client:
+            refused = await client.post(
+                f"{write.url}/v1/rooms/r1/messages", json={"sender_id": "u1", "body": "refuse me"}
+            )
+        event_id = refused.json()["event_id"]
+        await eventually(
+            lambda: _dead_lettered(sqlite_services, event_id), 30, "the refused delivery dead-lettered"
+        )
+        await control(url, mode="ok")
+        answer = await post(admin, "/v1/admin/dead-letters/replay", {"endpoint": "hook", "room_id": "r1"})
+        assert answer["delivered"] == [event_id]
+        assert answer["failed"] == []
+        replayed = [r for r in await received(url) if r["body"]["event_id"] == event_id]
+        assert [r["answer"] for r in replayed] == [400, 200]
+        assert replayed[-1]["idempotency_key"] == event_id
+
+        other_room = await post(admin, "/v1/admin/dead-letters/replay", {"endpoint": "hook", "room_id": "r2"})
+        assert other_room["matched"] == 0
+
+
+async def _dead_lettered(services: Services, event_id: str) -> bool | None:
+    found = await asyncio.to_thread(dead_letters, services.kafka)
+    return any(h.get("event_id") == event_id for h in found) or None
