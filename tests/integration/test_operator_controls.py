@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from merlin.local.service_processes import Service, Services, eventually
 from tests.downstream import Downstream
@@ -60,6 +63,37 @@ async def test_every_call_but_health_needs_the_admin_token(sqlite_services: Serv
         assert right.status_code == 200
         assert right.json() == {"items": []}
     assert sqlite_services.admin_token not in service.output()
+
+
+async def test_the_command_line_speaks_to_the_admin_api(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    _, url = downstream
+    env = endpoints_file(tmp_path, url)
+    service = await sqlite_services.admin_api(**env)
+    cli = {**sqlite_services.env(**env), "MERLIN_ADMIN_URL": service.url or ""}
+
+    def merlin(*arguments: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "merlin.cli", "endpoints", *arguments],
+            env={**cli, **extra}, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    listed = await asyncio.to_thread(merlin, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [e["name"] for e in orjson.loads(listed.stdout)["items"]] == ["hook"]
+    paused = await asyncio.to_thread(merlin, "pause", "hook")
+    assert orjson.loads(paused.stdout)["paused"] is True
+    shown = await asyncio.to_thread(merlin, "status", "hook")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("endpoint hook (group ")
+    assert ": paused," in shown.stdout
+    refused = await asyncio.to_thread(merlin, "status", "hook", MERLIN_ADMIN_TOKEN="x" * 20)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "merlin: error: 401 A valid bearer token is required."
+    unknown = await asyncio.to_thread(merlin, "pause", "nope")
+    assert unknown.returncode == 2
+    assert "no endpoint named 'nope'" in unknown.stderr
 
 
 async def test_pause_stops_calls_within_a_second_survives_a_restart_and_resume_delivers_the_rest(
