@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,15 @@ from tests.integration.hooks import (
 from tests.integration.test_store_refusals import dead_letters
 
 FAST_RETRY = {"base": 0.05, "cap": 0.1, "max_attempts": 2, "max_elapsed": 10.0}
+
+
+@contextlib.asynccontextmanager
+async def admin_client(services: Services, env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """A running admin API (with ``env``) and a client of it that carries the token."""
+    service = await services.admin_api(**env)
+    headers = {"Authorization": f"Bearer {services.admin_token}"}
+    async with httpx.AsyncClient(base_url=service.url or "", headers=headers, timeout=60) as client:
+        yield client
 
 
 async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -103,9 +114,7 @@ async def test_pause_stops_calls_within_a_second_survives_a_restart_and_resume_d
     env = endpoints_file(tmp_path, url)
     write = await sqlite_services.write_api()
     forwarder = sqlite_services.forwarder(**env)
-    service = await sqlite_services.admin_api(**env)
-    headers = {"Authorization": f"Bearer {sqlite_services.admin_token}"}
-    async with httpx.AsyncClient(base_url=service.url or "", headers=headers, timeout=60) as admin:
+    async with admin_client(sqlite_services, env) as admin:
         shown = (await admin.get("/v1/admin/endpoints/hook")).json()
         assert shown["paused"] is False
         assert shown["secret_fingerprint"].startswith("sha256:")
@@ -173,9 +182,7 @@ async def test_rewind_to_a_time_delivers_exactly_the_events_from_then_again_with
     env = endpoints_file(tmp_path, url)
     write = await sqlite_services.write_api()
     sqlite_services.forwarder(**env)
-    service = await sqlite_services.admin_api(**env)
-    headers = {"Authorization": f"Bearer {sqlite_services.admin_token}"}
-    async with httpx.AsyncClient(base_url=service.url or "", headers=headers, timeout=60) as admin:
+    async with admin_client(sqlite_services, env) as admin:
         early = await write_messages(write, ["r1"], 5)
         await all_delivered(url, early)
         await asyncio.sleep(0.05)  # the broker stamps in milliseconds: a clear boundary
@@ -212,9 +219,7 @@ async def test_a_blocked_room_holds_only_itself_until_unblock_skip_lets_it_go_on
     await control(url, mode="refuse", match="poison", status=400)
     write, read = await sqlite_services.write_api(), await sqlite_services.read_api()
     sqlite_services.forwarder(**env)
-    service = await sqlite_services.admin_api(**env)
-    headers = {"Authorization": f"Bearer {sqlite_services.admin_token}"}
-    async with httpx.AsyncClient(base_url=service.url or "", headers=headers, timeout=60) as admin:
+    async with admin_client(sqlite_services, env) as admin:
         blocked_room, other = await _two_rooms_in_one_partition(write)
         async with httpx.AsyncClient(timeout=30) as client:
             poison = await client.post(
@@ -283,9 +288,7 @@ async def test_replay_delivers_a_dead_lettered_event_once_the_endpoint_works(
     await control(url, mode="refuse", match="refuse me", status=400)
     write = await sqlite_services.write_api()
     sqlite_services.forwarder(**env)
-    service = await sqlite_services.admin_api(**env)
-    headers = {"Authorization": f"Bearer {sqlite_services.admin_token}"}
-    async with httpx.AsyncClient(base_url=service.url or "", headers=headers, timeout=60) as admin:
+    async with admin_client(sqlite_services, env) as admin:
         async with httpx.AsyncClient(timeout=30) as client:
             refused = await client.post(
                 f"{write.url}/v1/rooms/r1/messages", json={"sender_id": "u1", "body": "refuse me"}
