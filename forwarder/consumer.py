@@ -41,7 +41,77 @@ T = TypeVar("T")
 PositionLoader = Callable[[], Coroutine[Any, Any, dict[int, int]]]
 
 
-class EventConsumer:
+class _ThreadedConsumer:
+    """A confluent-kafka consumer on one dedicated thread: decoded batches, pause and resume, close.
+
+    What differs between its kinds is how partitions come to it (a group, or assigned by hand).
+    """
+
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
+        self._consumer: Consumer | None = None
+
+    async def _call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
+
+    async def pause(self, partitions: set[int]) -> None:
+        """Stop fetching ``partitions`` (the consumer keeps polling: a group member stays in its group)."""
+        if self._consumer is not None and partitions:
+            consumer = self._consumer
+            await self._call(consumer.pause, [TopicPartition(self._topic, p) for p in partitions])
+
+    async def resume(self, partitions: set[int]) -> None:
+        """Fetch ``partitions`` again."""
+        if self._consumer is not None and partitions:
+            consumer = self._consumer
+            await self._call(consumer.resume, [TopicPartition(self._topic, p) for p in partitions])
+
+    async def batch(self, max_records: int, timeout: float) -> Batch:
+        """Up to ``max_records`` records, decoded, waiting at most ``timeout`` s for the first."""
+        assert self._consumer is not None, "start() first"
+        return await self._call(self._next_batch, self._consumer, max_records, timeout)
+
+    def _next_batch(self, consumer: Consumer, max_records: int, timeout: float) -> Batch:
+        """The next batch, on the consumer thread."""
+        return self._fetch(consumer, max_records, timeout)
+
+    @staticmethod
+    def _fetch(consumer: Consumer, max_records: int, timeout: float) -> Batch:
+        # Decoding here overlaps it with the projector's transaction instead of following it.
+        # consume() waits until it has max_records or the timeout passes: wait only for the
+        # first record, then take what is already fetched, so a quiet topic adds no delay.
+        first = consumer.poll(timeout)
+        messages = (
+            []
+            if first is None
+            else [first, *(consumer.consume(max_records - 1, 0) if max_records > 1 else [])]
+        )
+        fetched: list[Consumed] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("consume_error", error=error.str())
+                continue
+            partition, offset = message.partition() or 0, message.offset() or 0
+            try:
+                fetched.append(Consumed(Record(partition, offset, decode(message.value())), message))
+            except MalformedEvent as exc:
+                fetched.append(Consumed(Record(partition, offset, None), message, str(exc)))
+        return Batch(fetched, frozenset(consumed.record.partition for consumed in fetched))
+
+    async def close(self) -> None:
+        """Close the consumer (leaving its group, if any) and stop its thread."""
+        if self._consumer is not None:
+            await self._call(self._consumer.close)
+            self._consumer = None
+        self._executor.shutdown(wait=False)
+
+
+class EventConsumer(_ThreadedConsumer):
     """The flow's ``Source`` on Kafka: batches of the events topic, resumed from the store's positions."""
 
     def __init__(
@@ -56,22 +126,16 @@ class EventConsumer:
     ) -> None:
         if (positions is None) == (since is None):
             raise ValueError("a consumer starts from the store's positions or from a time, not both")
+        super().__init__(topic)
         self._since = since
         self._no_later_than = no_later_than
         self._config = config
-        self._topic = topic
         self._positions = positions
         self._revoked: RevokeHandler | None = None
         self._metrics = metrics
-        self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
-        self._consumer: Consumer | None = None
         self._group = str(config.get("group.id", ""))
         # Per partition, the next offset this group has committed (or will start from): what lag counts from.
         self._next: dict[int, int] = {}
-
-    async def _call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
 
     async def start(self, revoked: RevokeHandler) -> None:
         """Join the group and subscribe; ``revoked`` hears of every revocation."""
@@ -173,25 +237,8 @@ class EventConsumer:
         asyncio.run_coroutine_threadsafe(self._revoked(numbers, True), self._loop).result(60)
         log.warning("partitions_lost", topic=self._topic, partitions=numbers)
 
-    async def pause(self, partitions: set[int]) -> None:
-        """Stop fetching ``partitions`` (the consumer keeps polling, so it stays in the group)."""
-        if self._consumer is not None and partitions:
-            consumer = self._consumer
-            await self._call(consumer.pause, [TopicPartition(self._topic, p) for p in partitions])
-
-    async def resume(self, partitions: set[int]) -> None:
-        """Fetch ``partitions`` again."""
-        if self._consumer is not None and partitions:
-            consumer = self._consumer
-            await self._call(consumer.resume, [TopicPartition(self._topic, p) for p in partitions])
-
-    async def batch(self, max_records: int, timeout: float) -> Batch:
-        """Up to ``max_records`` records, decoded, waiting at most ``timeout`` s for the first."""
-        assert self._consumer is not None, "start() first"
-        return await self._call(self._fetch_and_observe, self._consumer, max_records, timeout)
-
-    def _fetch_and_observe(self, consumer: Consumer, max_records: int, timeout: float) -> Batch:
-        batch = self._fetch(consumer, max_records, timeout)
+    def _next_batch(self, consumer: Consumer, max_records: int, timeout: float) -> Batch:
+        batch = super()._next_batch(consumer, max_records, timeout)
         for partition, next_offset in self._next.items():
             # The end as of the last fetch response: no request to the broker.
             _low, high = consumer.get_watermark_offsets(TopicPartition(self._topic, partition), cached=True)
@@ -203,32 +250,6 @@ class EventConsumer:
         for partition in partitions:
             if self._next.pop(partition, None) is not None:
                 self._metrics.lag.remove(self._group, str(partition))
-
-    @staticmethod
-    def _fetch(consumer: Consumer, max_records: int, timeout: float) -> Batch:
-        # Decoding here overlaps it with the projector's transaction instead of following it.
-        # consume() waits until it has max_records or the timeout passes: wait only for the
-        # first record, then take what is already fetched, so a quiet topic adds no delay.
-        first = consumer.poll(timeout)
-        messages = (
-            []
-            if first is None
-            else [first, *(consumer.consume(max_records - 1, 0) if max_records > 1 else [])]
-        )
-        fetched: list[Consumed] = []
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise KafkaException(error)
-                log.warning("consume_error", error=error.str())
-                continue
-            partition, offset = message.partition() or 0, message.offset() or 0
-            try:
-                fetched.append(Consumed(Record(partition, offset, decode(message.value())), message))
-            except MalformedEvent as exc:
-                fetched.append(Consumed(Record(partition, offset, None), message, str(exc)))
-        return Batch(fetched, frozenset(consumed.record.partition for consumed in fetched))
 
     async def commit(self, next_offsets: dict[int, int]) -> None:
         """Record progress in the group too, so Kafka tooling shows the forwarder's lag."""
@@ -242,10 +263,3 @@ class EventConsumer:
             self._next.update((p, o) for p, o in next_offsets.items() if p in self._next)
 
         await self._call(commit)
-
-    async def close(self) -> None:
-        """Leave the group and stop the consumer thread."""
-        if self._consumer is not None:
-            await self._call(self._consumer.close)
-            self._consumer = None
-        self._executor.shutdown(wait=False)
