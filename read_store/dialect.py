@@ -88,6 +88,8 @@ class Dialect:
     outcomes_sql: str  # outcomes of some event ids
     # The read API's columns of a message.
     read_columns: tuple[ColumnElement[Any], ...] = _READ_COLUMNS
+    # Whether a store may keep its tables in a schema of its own (else the database is the store).
+    has_schemas = False
 
     def engine(self, url: URL, *, writer: bool, schema: str | None) -> AsyncEngine:
         """An async engine for the store at ``url``."""
@@ -121,6 +123,10 @@ class Dialect:
         """Why the store refuses the data for good, when ``error`` says so; None when a retry may pass."""
         raise NotImplementedError
 
+    def create_schema(self, connection: Connection, schema: str) -> None:
+        """Create ``schema`` if it is missing (a store in a schema of its own)."""
+        raise NotImplementedError
+
 
 class PostgreSQL(Dialect):
     positions_sql = (
@@ -133,6 +139,7 @@ class PostgreSQL(Dialect):
     )
     rooms_sql = "SELECT room_id, last_seq FROM rooms WHERE room_id = ANY($1::text[])"
     outcomes_sql = "SELECT event_id, status, code FROM event_outcomes WHERE event_id = ANY($1::text[])"
+    has_schemas = True
 
     def engine(self, url: URL, *, writer: bool, schema: str | None) -> AsyncEngine:
         connect_args: dict[str, Any] = {}
@@ -150,6 +157,10 @@ class PostgreSQL(Dialect):
         if cause.sqlstate == "22021" and "0x00" in str(cause):
             return NUL_REFUSED
         return f"{cause} (SQLSTATE {cause.sqlstate})"
+
+    def create_schema(self, connection: Connection, schema: str) -> None:
+        quoted = connection.dialect.identifier_preparer.quote_identifier(schema)
+        connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
 
     def sql(self, statement: str) -> str:
         parts = statement.split("?")
@@ -220,6 +231,9 @@ class SQLite(Dialect):
         if not isinstance(cause, sqlite3.DataError | sqlite3.IntegrityError):
             return None
         return NUL_REFUSED if SQLITE_NO_NUL in str(cause) else str(cause)
+
+    def create_schema(self, connection: Connection, schema: str) -> None:
+        raise ValueError("a SQLite read store has no schemas: its file is its own")
 
     def lists(self, *columns: list[Any]) -> tuple[Any, ...]:
         return (orjson.dumps(list(zip(*columns, strict=True)) if len(columns) > 1 else columns[0]).decode(),)

@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
+from read_store.dialect import dialect_of
 from read_store.engines import create_engine, normalise_url
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -21,12 +22,16 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-async def upgrade(url: str, schema: str | None = None, revision: str = "head") -> None:
-    """Bring the read store at ``url`` up to ``revision``."""
+async def upgrade(
+    url: str, schema: str | None = None, revision: str = "head", *, create_schema: bool = False
+) -> None:
+    """Bring the read store at ``url`` up to ``revision``; with ``create_schema``, create ``schema`` first."""
     config = alembic_config(url)
     engine = create_engine(url, writer=True, schema=schema)
 
     def run(connection: Connection) -> None:
+        if create_schema and schema:
+            dialect_of(url).create_schema(connection, schema)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
