@@ -14,12 +14,16 @@ never blocks on it. Where a partition starts depends on the flow:
 
 On revocation, the flow drops what it had in flight for those partitions and
 the consumer commits what was finished.
+
+A rebuild of the read store reads the log outside any group (``AssignedConsumer``):
+every partition assigned by hand, from the target store's positions, so it takes
+no partition from a live flow and moves no group's offsets.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
@@ -30,6 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from domain import MalformedEvent, decode
 from forwarder.metrics import ForwarderMetrics
 from forwarder.source import Batch, Consumed, RevokeHandler
+from kernel.errors import InfrastructureError
 from kernel.logs import KAFKA_LOGGER
 from kernel.settings import ClientConfig
 from read_store.projection import Record
@@ -263,3 +268,58 @@ class EventConsumer(_ThreadedConsumer):
             self._next.update((p, o) for p, o in next_offsets.items() if p in self._next)
 
         await self._call(commit)
+
+
+class AssignedConsumer(_ThreadedConsumer):
+    """The flow's ``Source`` outside any consumer group: every partition assigned, from given offsets.
+
+    librdkafka wants a ``group.id`` in the configuration even so; without ``subscribe`` and
+    without commits, that group is never joined and never written.
+    """
+
+    def __init__(self, config: ClientConfig, topic: str, starts: Mapping[int, int]) -> None:
+        super().__init__(topic)
+        self._config = config
+        self._starts = dict(starts)
+
+    async def start(self, revoked: RevokeHandler) -> None:
+        """Assign every partition at its start; ``revoked`` is never called, as no group takes any away."""
+        await self._call(self._open)
+
+    def _open(self) -> None:
+        consumer = Consumer({**self._config, "logger": KAFKA_LOGGER})
+        consumer.assign([TopicPartition(self._topic, p, offset) for p, offset in self._starts.items()])
+        self._consumer = consumer
+        log.info("partitions_assigned", topic=self._topic, partitions=self._starts)
+
+    async def commit(self, next_offsets: dict[int, int]) -> None:
+        """Nothing to do: the positions are the store's, written with each batch."""
+
+
+def log_bounds(config: ClientConfig, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
+    """Per partition of ``topic``, its first offset and the offset after its last (blocking).
+
+    The first is above 0 once retention has deleted the oldest records.
+    """
+    consumer = Consumer({**config, "logger": KAFKA_LOGGER})
+    try:
+        found = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if found is None or found.error is not None:
+            why = "not found" if found is None else found.error.str()
+            raise InfrastructureError(f"topic {topic} on {config.get('bootstrap.servers')}: {why}")
+        bounds = {}
+        for partition in sorted(found.partitions):
+            answer = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            if answer is None:  # confluent-kafka's answer to a timeout
+                raise InfrastructureError(
+                    f"partition {partition} of {topic}: no offsets within {timeout:g} s"
+                )
+            bounds[partition] = (int(answer[0]), int(answer[1]))
+        return bounds
+    except KafkaException as exc:
+        raise InfrastructureError(
+            f"the broker at {config.get('bootstrap.servers')} did not answer about topic {topic}:"
+            f" {exc.args[0].str()}"
+        ) from exc
+    finally:
+        consumer.close()
