@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from domain.errors import MerlinError
+from forwarder import rebuild
 from kernel.settings import KafkaSettings
 from kernel.topics import ensure_topics
 from merlin.admin_client import add_endpoints_parser
@@ -76,6 +77,10 @@ def _dev(_arguments: argparse.Namespace) -> int:
     return asyncio.run(run_dev())
 
 
+def _rebuild(options: argparse.Namespace) -> int:
+    return rebuild.run(options.to, options.schema, follow=options.follow, as_json=options.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``merlin``."""
     parser = argparse.ArgumentParser(prog="merlin", description=__doc__)
@@ -102,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=["create"])
     topics.set_defaults(handler=_topics)
     add_endpoints_parser(commands)
+    store = commands.add_parser(
+        "rebuild",
+        help="project the whole log into a new read store, with progress, delivering nothing",
+        description="Project the events topic into a new read store (migrated first), outside any consumer"
+        " group, then say how to switch the services over. Run again, it continues where it stopped.",
+    )
+    store.add_argument(
+        "--to", required=True, metavar="URL", help="the new store: sqlite:///… or postgresql://…"
+    )
+    store.add_argument("--schema", metavar="NAME", help="a PostgreSQL schema for it (created if missing)")
+    store.add_argument("--follow", action="store_true", help="once caught up, keep following until Ctrl-C")
+    store.add_argument("--json", action="store_true", help="a JSON summary on stdout at the end")
+    store.set_defaults(handler=_rebuild)
     return parser
 
 
