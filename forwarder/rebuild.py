@@ -83,6 +83,9 @@ class Target:
         """The URL with its password masked, fit to print."""
         return make_url(self.url).render_as_string(hide_password=True)
 
+    def __str__(self) -> str:
+        return f"{self.shown()} (schema {self.schema})" if self.schema else self.shown()
+
     def is_store(self, settings: ReadStoreSettings) -> bool:
         """Whether this is the store that ``settings`` (the services' read store) names."""
         return (normalise_url(self.url), self.schema or None) == (
@@ -543,7 +546,7 @@ def run(
 
     def planned(plan: Plan) -> None:
         resumed = " (resuming)" if any(start > 0 for start in plan.starts.values()) else ""
-        report.say(f"rebuild: {plan.total:,} events of {kafka.events_topic} into {target.shown()}{resumed}")
+        report.say(f"rebuild: {plan.total:,} events of {kafka.events_topic} into {target}{resumed}")
 
     def caught_up(progress: Progress) -> None:
         report(progress, final=True)
