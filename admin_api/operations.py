@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -67,7 +67,7 @@ async def status(api: AdminApi, name: str) -> dict[str, Any]:
 
 
 def _rates(api: AdminApi, name: str) -> dict[str, Any]:
-    cutoff = datetime.now().astimezone() - _RATES_FRESH
+    cutoff = datetime.now(UTC) - _RATES_FRESH
     fresh = {
         instance: report
         for instance, report in api.control.under(RATES, name).items()
@@ -84,7 +84,7 @@ def _when(text: object) -> datetime:
     try:
         return datetime.fromisoformat(str(text))
     except ValueError:
-        return datetime.min.astimezone()
+        return datetime.min.replace(tzinfo=UTC)
 
 
 async def pause(api: AdminApi, name: str) -> dict[str, Any]:

@@ -348,17 +348,6 @@ class Result:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-def _policy(settings: ForwarderSettings) -> BackoffPolicy:
-    """The stages' restart policy, as the worker's."""
-    return BackoffPolicy(
-        min_backoff=settings.restart_min_backoff,
-        max_backoff=settings.restart_max_backoff,
-        random_factor=settings.restart_random_factor,
-        reset_after=settings.restart_reset_after,
-        within=settings.restart_window,
-    )
-
-
 async def project_log(
     source: Source,
     store: ProjectionWriter,
@@ -381,7 +370,7 @@ async def project_log(
     letters = _DroppedDeadLetters()
     flow = Flow(
         "rebuild", settings, source, tracked, DeadLetters(letters, "dropped"), [], ForwarderMetrics(),
-        policy or _policy(settings), reports_poison=False,
+        policy or settings.restart_policy(), reports_poison=False,
     )  # fmt: skip
     flow_stop = asyncio.Event()
     began = time.monotonic()

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from forwarder.supervisor import BackoffPolicy
+
 
 class ForwarderSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MERLIN_FORWARDER_", extra="ignore")
@@ -39,3 +41,14 @@ class ForwarderSettings(BaseSettings):
     # More flow restarts than this within restart_window seconds: exit non-zero for the process manager.
     max_restarts: int | None = Field(default=None, ge=0)
     restart_window: float = Field(default=60.0, gt=0)
+
+    def restart_policy(self, max_restarts: int | None = None) -> BackoffPolicy:
+        """The supervisors' restart policy; past ``max_restarts`` in the window, give up."""
+        return BackoffPolicy(
+            min_backoff=self.restart_min_backoff,
+            max_backoff=self.restart_max_backoff,
+            random_factor=self.restart_random_factor,
+            reset_after=self.restart_reset_after,
+            max_restarts=max_restarts,
+            within=self.restart_window,
+        )

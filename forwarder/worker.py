@@ -29,7 +29,7 @@ from forwarder.flow import Flow
 from forwarder.health import Health, serving
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
-from forwarder.supervisor import BackoffPolicy, BackoffSupervisor, Hooks, SupervisorGaveUp
+from forwarder.supervisor import BackoffSupervisor, Hooks, SupervisorGaveUp
 from kernel.control import ControlLog, ControlWriter
 from kernel.producer import AsyncProducer
 from kernel.settings import ClientConfig, KafkaSettings
@@ -85,16 +85,6 @@ class Forwarder:
             }
         )
 
-    def policy(self, max_restarts: int | None = None) -> BackoffPolicy:
-        return BackoffPolicy(
-            min_backoff=self.settings.restart_min_backoff,
-            max_backoff=self.settings.restart_max_backoff,
-            random_factor=self.settings.restart_random_factor,
-            reset_after=self.settings.restart_reset_after,
-            max_restarts=max_restarts,
-            within=self.settings.restart_window,
-        )
-
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; raise SupervisorGaveUp past a flow's restart limit.
 
@@ -120,7 +110,8 @@ class Forwarder:
             source = EventConsumer(
                 self.consumer_config(), topic, self.metrics, positions=store.load_positions
             )
-            return Flow("projection", settings, source, store, dead_letters, [], self.metrics, self.policy())
+            policy = settings.restart_policy()
+            return Flow("projection", settings, source, store, dead_letters, [], self.metrics, policy)
 
         def delivery(endpoint: Endpoint) -> Callable[[], Flow]:
             def build() -> Flow:
@@ -137,7 +128,7 @@ class Forwarder:
                 deliverers = [Deliverer(send, endpoint)]
                 return Flow(
                     f"endpoint:{endpoint.name}", settings, source, applied, dead_letters, deliverers,
-                    self.metrics, self.policy(), reports_poison=False, watch=controls,
+                    self.metrics, settings.restart_policy(), reports_poison=False, watch=controls,
                 )  # fmt: skip
 
             return build
@@ -221,7 +212,8 @@ class Forwarder:
             if not stop.is_set():  # e.g. paused while backing off after a crash
                 await build().run(stop)
 
-        await BackoffSupervisor(name, run, self.policy(self.settings.max_restarts), hooks).run()
+        policy = self.settings.restart_policy(self.settings.max_restarts)
+        await BackoffSupervisor(name, run, policy, hooks).run()
 
 
 async def _first(*waits: Awaitable[object], then: asyncio.Event | None = None) -> None:

@@ -27,6 +27,7 @@ import orjson
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from domain.envelope import format_time
 from kernel.errors import InfrastructureError
 from kernel.logs import KAFKA_LOGGER
 from kernel.producer import AsyncProducer
@@ -45,8 +46,8 @@ def key(kind: str, *parts: str) -> str:
 
 
 def now() -> str:
-    """The time as control records carry it (RFC 3339, UTC)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The time as control records carry it (RFC 3339, UTC), as event envelopes do."""
+    return format_time(datetime.now(UTC))
 
 
 class ControlLog:
