@@ -38,7 +38,7 @@ class Controls:
         self.writer = writer
         self.instance = instance
         self._dispatchers: dict[str, Dispatcher] = {}
-        self._pauses: dict[str, asyncio.Event] = {}  # set on every change of an endpoint's pause
+        self._pauses = asyncio.Event()  # set, then replaced, on every pause or resume
         self._counts: Counter[tuple[str, str]] = Counter()
         self._tasks: set[asyncio.Task[object]] = set()
         control.listen(self._heard)
@@ -48,11 +48,10 @@ class Controls:
     def paused(self, endpoint: str) -> bool:
         return key(PAUSED, endpoint) in self.control.values
 
-    async def pause_changed(self, endpoint: str) -> None:
-        """Wait until the endpoint is paused or resumed."""
-        changed = self._pauses.setdefault(endpoint, asyncio.Event())
-        changed.clear()
-        await changed.wait()
+    async def until_paused(self, endpoint: str, paused: bool = True) -> None:
+        """Wait until the endpoint is paused (or, with ``paused=False``, not paused)."""
+        while self.paused(endpoint) != paused:  # the state, not an edge: no change is missed
+            await self._pauses.wait()
 
     # -- blocked rooms --------------------------------------------------------------------------
 
@@ -101,9 +100,8 @@ class Controls:
     def _heard(self, name: str, value: dict[str, Any] | None) -> None:
         kind, _, rest = name.partition("/")
         if kind == PAUSED:
-            changed = self._pauses.get(rest)
-            if changed is not None:
-                changed.set()
+            self._pauses.set()
+            self._pauses = asyncio.Event()
         elif kind == UNBLOCK and value is not None:
             endpoint, _, room = rest.partition("/")
             self._unblock(endpoint, room, value)

@@ -184,10 +184,10 @@ class Forwarder:
             if controls.paused(name):
                 health.running[flow_name] = True  # paused by an operator: nothing is wrong
                 log.info("endpoint_paused", endpoint=name)
-                await _first(stop.wait(), controls.pause_changed(name))
+                await _first(stop.wait(), controls.until_paused(name, False))
                 continue
             flow_stop = asyncio.Event()
-            watcher = asyncio.create_task(_first(stop.wait(), controls.pause_changed(name), then=flow_stop))
+            watcher = asyncio.create_task(_first(stop.wait(), controls.until_paused(name), then=flow_stop))
             try:
                 await self._supervise(flow_name, attached, flow_stop, health)
             finally:
