@@ -36,7 +36,7 @@ from forwarder.metrics import ForwarderMetrics
 from forwarder.source import Batch, Consumed, RevokeHandler
 from kernel.errors import InfrastructureError
 from kernel.logs import KAFKA_LOGGER
-from kernel.settings import ClientConfig
+from kernel.settings import ClientConfig, KafkaSettings
 from read_store.projection import Record
 
 log = structlog.get_logger()
@@ -294,6 +294,26 @@ class AssignedConsumer(_ThreadedConsumer):
 
     async def commit(self, next_offsets: dict[int, int]) -> None:
         """Nothing to do: the positions are the store's, written with each batch."""
+
+
+def log_reader_config(kafka: KafkaSettings, group: str, batch_max: int) -> ClientConfig:
+    """A consumer's settings for reading the log outside any group (``AssignedConsumer``)."""
+    return kafka.client(
+        {
+            # librdkafka insists on a group id; this one is never joined (assign, no commits).
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # Never skip silently: a start the log no longer holds is an error, not "the earliest".
+            "auto.offset.reset": "error",
+            "fetch.wait.max.ms": 10,
+            # About a batch prefetched, as the live projection does (a pause drops the prefetched).
+            "queued.min.messages": batch_max,
+            # Past that, librdkafka waits 1 s by default before fetching the partition again:
+            # a whole log read that way went at 10,000 records/s where it could go at 100,000.
+            "fetch.queue.backoff.ms": 20,
+        }
+    )
 
 
 def log_bounds(config: ClientConfig, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:

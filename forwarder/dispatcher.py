@@ -8,9 +8,14 @@ the supervisor restarts a crashed worker, it carries on where it was.
 
 In ``block`` mode a room whose head event failed for good waits for an
 operator (``unblock``: retry it now, or skip it to the dead-letter topic).
-Its queue is held apart: up to ``buffer`` events held in blocked rooms do not
-count against the endpoint's buffer, so the other rooms of its partition keep
-flowing, and memory stays bounded.
+Its queue is held apart, so the other rooms of its partition keep flowing:
+events held in blocked rooms do not count against the endpoint's buffer.
+Past a buffer's worth held, a blocked room's further events are *parked*:
+not kept, left in the log, and uncommitted (its first parked event stays
+unfinished). Once the room is unblocked, its parked events are read again
+from the log, a window at a time, until the re-read reaches where the flow
+is; from there the room takes its events from the flow again. Memory stays
+bounded however long a room is blocked, and nothing else waits for it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import asyncio
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -38,6 +43,7 @@ class Job:
     event_id: str
     body: bytes  # the event envelope exactly as it is in the log
     generation: int  # the assignment it belongs to; stale after a rebalance
+    reread: bool = False  # read again from the log for a parked room: its pin stands for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +54,39 @@ class Blocked:
     reason: str
     attempts: list[Attempt]
     since: float  # time.time() when it blocked
+
+
+@dataclass(slots=True)
+class Parked:
+    """A room whose events past what memory holds are left in the log, to be read again."""
+
+    partition: int
+    position: int  # the next offset of ``partition`` to read the room's events from
+    pin: Job | None  # its first event not kept: unfinished, so uncommitted, until the re-read is delivered
+    reading: bool = True  # the flow's new events of the room are left to the re-read
+    rereads: int = 0  # re-read events queued or in flight
+    task: asyncio.Task[None] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class RoomReader(Protocol):
+    """One room's events in one partition of the log, from an offset on."""
+
+    async def next(self, max_records: int) -> tuple[list[Job], int]:
+        """The room's deliverable events in the next ``max_records`` records, and the offset after them."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Rereads(Protocol):
+    """Where a parked room's events are read again: the log, and how far the flow has got in it."""
+
+    def passed(self, partition: int) -> int:
+        """The offset of ``partition`` before which the flow has handed every record to the dispatcher."""
+        ...
+
+    def open(self, room: str, partition: int, start: int) -> RoomReader: ...
 
 
 Finished = Callable[[Job], None]
@@ -84,6 +123,7 @@ class Dispatcher:
         dead_letter: DeadLetter,
         on_delivered: Callable[[str, float], None] = lambda _outcome, _seconds: None,
         watch: DispatchWatch | None = None,
+        rereads: Rereads | None = None,
     ) -> None:
         self.deliverer = deliverer
         self.endpoint = deliverer.endpoint
@@ -95,13 +135,39 @@ class Dispatcher:
         self._line: deque[str] = deque()  # rooms with work and nothing in flight, in turn order
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._blocked: dict[str, Blocked] = {}
+        self._rereads = rereads
+        self._parked: dict[str, Parked] = {}
+        self._failure: asyncio.Future[None] | None = None
         self._per_partition: Counter[int] = Counter()
         self._wakeup = asyncio.Event()
         self.size = 0
         self.held = 0  # of ``size``, the events waiting in blocked rooms
 
     def submit(self, job: Job) -> None:
-        """Queue ``job`` behind the room's earlier events."""
+        """Queue ``job`` behind the room's earlier events (or leave it in the log, if the room is parked)."""
+        room = job.room_id
+        parked = self._parked.get(room)
+        if parked is not None and parked.partition == job.partition:
+            if parked.reading or job.offset < parked.position:
+                self._finished(job)  # the re-read brings it (or brought it); the pin keeps it uncommitted
+                return
+            if parked.pin is None:
+                del self._parked[room]
+                parked = None
+        if self._rereads is not None and room in self._blocked and self.held >= self.endpoint.buffer:
+            self._park(job, parked)
+            return
+        self._enqueue(job)
+
+    def _park(self, job: Job, parked: Parked | None) -> None:
+        if parked is None:
+            self._parked[job.room_id] = Parked(job.partition, job.offset, pin=job)
+            log.info("room_parked", endpoint=self.endpoint.name, room=job.room_id, offset=job.offset)
+        else:  # its last re-read is still being delivered: that pin holds this event too
+            parked.reading, parked.position = True, job.offset
+            self._finished(job)
+
+    def _enqueue(self, job: Job) -> None:
         queue = self._rooms.setdefault(job.room_id, deque())
         queue.append(job)
         self.size += 1
@@ -113,8 +179,9 @@ class Dispatcher:
         self._wakeup.set()
 
     def _flowing(self) -> int:
-        # Events held in blocked rooms count only past a buffer of their own.
-        return self.size - min(self.held, self.endpoint.buffer)
+        # Events held in blocked rooms count only past a buffer of their own (with nowhere
+        # to park them, past that they count, and the partitions feeding them pause).
+        return self.size - (self.held if self._rereads is not None else min(self.held, self.endpoint.buffer))
 
     def full(self) -> bool:
         return self._flowing() >= self.endpoint.buffer
@@ -129,6 +196,10 @@ class Dispatcher:
     def blocked_rooms(self) -> dict[str, Blocked]:
         return dict(self._blocked)
 
+    def parked_rooms(self) -> set[str]:
+        """Rooms whose events are (partly) left in the log until they are read again."""
+        return {room for room, parked in self._parked.items() if parked.pin is not None}
+
     def unblock(self, room: str, event_id: str, action: str) -> bool:
         """Retry or skip ``room``'s head event if it is blocked on ``event_id``; False if it is not."""
         blocked = self._blocked.get(room)
@@ -142,6 +213,10 @@ class Dispatcher:
         else:
             self._line.appendleft(room)
         self._wakeup.set()
+        parked = self._parked.get(room)
+        if parked is not None:
+            parked.wake.set()
+            self._refill_later(room)
         log.info("room_unblocked", endpoint=self.endpoint.name, room=room, event_id=event_id, action=action)
         return True
 
@@ -165,6 +240,11 @@ class Dispatcher:
                 self._rooms[room] = kept
             else:
                 del self._rooms[room]
+        for room, parked in list(self._parked.items()):
+            if parked.partition in partitions:
+                if parked.task is not None:
+                    parked.task.cancel()
+                del self._parked[room]
         self._line = deque(room for room in dict.fromkeys(self._line) if room in self._rooms)
         for room in self._rooms:
             if room not in self._busy and room not in self._line and room not in self._blocked:
@@ -180,6 +260,9 @@ class Dispatcher:
             if room in self._rooms and room not in self._blocked:
                 self._line.appendleft(room)
         failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._failure = failure
+        for room in self._parked:
+            self._refill_later(room)
         try:
             while True:
                 while self._line and len(self._busy) < self.endpoint.max_in_flight:
@@ -195,8 +278,13 @@ class Dispatcher:
                 if failure.done():
                     failure.result()
         finally:
+            self._failure = None
             for task in self._busy.values():
                 task.cancel()
+            for parked in self._parked.values():
+                if parked.task is not None:
+                    parked.task.cancel()
+                    parked.task = None
 
     async def _deliver(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
@@ -243,9 +331,68 @@ class Dispatcher:
             self._line.append(job.room_id)
         else:
             del self._rooms[job.room_id]
-        self._finished(job)
+        parked = self._parked.get(job.room_id)
+        if job.reread and parked is not None:
+            parked.rereads -= 1
+            self._release(job.room_id, parked)
+        elif not job.reread:
+            self._finished(job)
+        if parked is not None:
+            parked.wake.set()
         self._watch.finished(self.endpoint.name, job)
         self._wakeup.set()
+
+    # -- parked rooms ---------------------------------------------------------------------------
+
+    def _window(self) -> int:
+        """How many of a parked room's events are read back into memory at a time."""
+        return max(1, self.endpoint.buffer // 2)
+
+    def _refill_later(self, room: str) -> None:
+        """Start reading ``room``'s parked events again, if it has some and can take them."""
+        parked = self._parked.get(room)
+        if (
+            parked is None
+            or not parked.reading
+            or parked.task is not None
+            or room in self._blocked
+            or self._failure is None
+        ):
+            return
+        failure = self._failure
+        parked.task = asyncio.create_task(self._refill(room, parked))
+        parked.task.add_done_callback(lambda done: _report(done, failure))
+
+    async def _refill(self, room: str, parked: Parked) -> None:
+        assert self._rereads is not None
+        reader = self._rereads.open(room, parked.partition, parked.position)
+        try:
+            while True:
+                # Checked right before handing over, with no wait in between: a record the flow
+                # hands over after this check is one the room takes from the flow.
+                if parked.position >= self._rereads.passed(parked.partition):
+                    parked.reading = False
+                    self._release(room, parked)
+                    log.info("room_caught_up", endpoint=self.endpoint.name, room=room, offset=parked.position)
+                    return
+                space = self._window() - len(self._rooms.get(room, ()))
+                if space <= 0 or room in self._blocked:
+                    parked.wake.clear()
+                    await parked.wake.wait()
+                    continue
+                jobs, parked.position = await reader.next(space)
+                for job in jobs:
+                    self._enqueue(job)
+                parked.rereads += len(jobs)
+        finally:
+            parked.task = None
+            await reader.close()
+
+    def _release(self, room: str, parked: Parked) -> None:
+        """Finish the pin once the re-read has caught up and every event it read is finished."""
+        if parked.pin is not None and not parked.reading and parked.rereads == 0:
+            pin, parked.pin = parked.pin, None
+            self._finished(pin)
 
 
 def _report(task: asyncio.Task[None], failure: asyncio.Future[None]) -> None:

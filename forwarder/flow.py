@@ -28,6 +28,7 @@ import structlog
 
 from forwarder.dispatcher import Dispatcher, DispatchWatch, Job
 from forwarder.metrics import ForwarderMetrics
+from forwarder.rereads import LogOpener, LogRereads
 from forwarder.settings import ForwarderSettings
 from forwarder.source import Batch, Consumed, ProjectionWriter, Source
 from forwarder.supervisor import BackoffPolicy, BackoffSupervisor, Hooks
@@ -59,6 +60,7 @@ class Flow:
         *,
         reports_poison: bool = True,
         watch: DispatchWatch | None = None,
+        open_log: LogOpener | None = None,
     ) -> None:
         self.name = name
         # Only one flow reads each record for the read store (the projection): it alone
@@ -83,11 +85,20 @@ class Flow:
         self.source = source
         self.watch = watch
         self.dispatchers = {
-            deliverer.endpoint.name: Dispatcher(
-                deliverer, self._finished, self._dead_letter, self._delivered(deliverer.endpoint.name), watch
-            )
-            for deliverer in deliverers
+            deliverer.endpoint.name: self._dispatcher(deliverer, watch, open_log) for deliverer in deliverers
         }
+
+    def _dispatcher(
+        self, deliverer: Deliverer, watch: DispatchWatch | None, open_log: LogOpener | None
+    ) -> Dispatcher:
+        # Given the log (``open_log``), a blocked room's backlog past a buffer's worth is left there.
+        endpoint = deliverer.endpoint
+        rereads = None
+        if open_log is not None:
+            rereads = LogRereads(open_log, self.store, self.tracker, endpoint, self.settings.poll_timeout)
+        return Dispatcher(
+            deliverer, self._finished, self._dead_letter, self._delivered(endpoint.name), watch, rereads
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run the stages until ``stop`` is set or one of them gives up."""

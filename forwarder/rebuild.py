@@ -40,7 +40,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from domain.errors import MerlinError
-from forwarder.consumer import AssignedConsumer, log_bounds
+from forwarder.consumer import AssignedConsumer, log_bounds, log_reader_config
 from forwarder.flow import Flow
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
@@ -436,22 +436,7 @@ async def rebuild(
     store = ProjectionStore(engine, topic)
     try:
         positions = await store.load_positions()
-        config = kafka.client(
-            {
-                # librdkafka insists on a group id; this one is never joined (assign, no commits).
-                "group.id": f"{settings.group_id}.rebuild",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                # Never skip silently: a start the log no longer holds is an error, not "the earliest".
-                "auto.offset.reset": "error",
-                "fetch.wait.max.ms": 10,
-                # About a batch prefetched, as the live projection does (a pause drops the prefetched).
-                "queued.min.messages": settings.batch_max,
-                # Past that, librdkafka waits 1 s by default before fetching the partition again:
-                # a whole log read that way went at 10,000 records/s where it could go at 100,000.
-                "fetch.queue.backoff.ms": 20,
-            }
-        )
+        config = log_reader_config(kafka, f"{settings.group_id}.rebuild", settings.batch_max)
         plan = Plan.of(topic, await asyncio.to_thread(log_bounds, config, topic), positions)
         planned(plan)
         source = AssignedConsumer(config, topic, plan.starts)

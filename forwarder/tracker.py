@@ -34,6 +34,10 @@ class OffsetTracker:
         if pending[offset] <= 0:
             del pending[offset]
 
+    def end(self, partition: int) -> int:
+        """One past the last offset tracked in ``partition`` (0 if none)."""
+        return self._end.get(partition, 0)
+
     def committable(self) -> dict[int, int]:
         """Per partition, the next offset to read once everything before it is finished."""
         found = {}

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import structlog
 
 from forwarder.applied import AppliedEvents
-from forwarder.consumer import EventConsumer
+from forwarder.consumer import AssignedConsumer, EventConsumer, log_reader_config
 from forwarder.controls import Controls
 from forwarder.flow import Flow
 from forwarder.health import Health, serving
@@ -126,9 +126,15 @@ class Forwarder:
                     config, topic, self.metrics, since=endpoint.since or first_run, no_later_than=fallback
                 )
                 deliverers = [Deliverer(send, endpoint)]
+                rereading = log_reader_config(self.kafka, f"{config['group.id']}.rereads", settings.batch_max)
+
+                def open_log(partition: int, start: int) -> AssignedConsumer:
+                    return AssignedConsumer(rereading, topic, {partition: start})
+
                 return Flow(
                     f"endpoint:{endpoint.name}", settings, source, applied, dead_letters, deliverers,
                     self.metrics, settings.restart_policy(), reports_poison=False, watch=controls,
+                    open_log=open_log,
                 )  # fmt: skip
 
             return build

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
 from forwarder.dispatcher import Dispatcher, Job
+from forwarder.tracker import OffsetTracker
 from tests.unit.scripted import Scripted
 from webhooks.endpoints import Endpoint
 from webhooks.sending import Attempt, Deliverer, DeliveryFailed
@@ -231,6 +233,129 @@ async def test_a_crashed_worker_restarts_with_its_queues() -> None:
         await until(lambda: len(finished) == 2, "the room finished after the restart")
     assert finished == ["a-0", "a-1"]
     assert crashes == 1
+
+
+class Log:
+    """A partition of the log as the parked rooms' ``Rereads`` see it; the test hands records over."""
+
+    def __init__(self) -> None:
+        self.records: list[Job] = []
+        self.handed = 0  # records handed to the dispatcher so far, as the flow would
+        self.tracker = OffsetTracker()
+        self.opened: list[tuple[str, int]] = []
+
+    def write(self, room: str, *numbers: int) -> None:
+        for n in numbers:
+            self.records.append(Job(0, len(self.records), room, f"{room}-{n}", room.encode(), generation=0))
+
+    def hand_over(self, dispatcher: Dispatcher) -> None:
+        for record in self.records[self.handed :]:
+            self.tracker.add(0, record.offset, 1)
+            dispatcher.submit(record)
+        self.handed = len(self.records)
+
+    def committed(self) -> int:
+        return self.tracker.committable().get(0, 0)
+
+    def passed(self, partition: int) -> int:
+        return self.handed
+
+    def open(self, room: str, partition: int, start: int) -> LogReader:
+        self.opened.append((room, start))
+        return LogReader(self, room, start)
+
+
+class LogReader:
+    def __init__(self, log: Log, room: str, start: int) -> None:
+        self.log, self.room, self.position = log, room, start
+
+    async def next(self, max_records: int) -> tuple[list[Job], int]:
+        await asyncio.sleep(0)
+        chunk = self.log.records[self.position : self.position + max_records]
+        self.position += len(chunk)
+        return [replace(j, reread=True) for j in chunk if j.room_id == self.room], self.position
+
+    async def close(self) -> None:
+        pass
+
+
+def parking(buffer: int) -> tuple[Log, ScriptedDeliverer, Dispatcher]:
+    log = Log()
+    deliverer = ScriptedDeliverer(endpoint(on_failure="block", buffer=buffer), refuse={"a-0"})
+
+    def finished(j: Job) -> None:
+        log.tracker.done(j.partition, j.offset)
+
+    return log, deliverer, Dispatcher(deliverer, finished, _no_dead_letters, rereads=log)
+
+
+async def test_a_blocked_rooms_backlog_past_a_buffer_is_left_in_the_log_and_read_again_in_order() -> None:
+    log, deliverer, dispatcher = parking(buffer=4)
+    log.write("a", 0)
+    async with running(dispatcher):
+        log.hand_over(dispatcher)
+        await until(lambda: dispatcher.blocked_rooms(), "room a blocked")
+        for n in range(1, 21):
+            log.write("a", n)
+            log.write("b", n)
+        log.hand_over(dispatcher)
+        await until(lambda: log.tracker.pending() == 5, "room b delivered; room a's kept and its pin wait")
+        assert not dispatcher.full()
+        assert dispatcher.size == dispatcher.held == 4  # a buffer's worth of room a kept; the rest parked
+        assert dispatcher.parked_rooms() == {"a"}
+        assert log.committed() == 0  # nothing of room a's committed past its blocked head
+        deliverer.refuse.clear()
+        assert dispatcher.unblock("a", "a-0", "retry")
+        for n in range(21, 31):  # the flow goes on meanwhile: these the re-read brings too
+            log.write("a", n)
+            log.hand_over(dispatcher)
+            await asyncio.sleep(0)
+        await until(lambda: "a-30" in deliverer.calls, "room a caught up")
+        log.write("a", 31)
+        log.hand_over(dispatcher)  # past the re-read: the flow's again
+        await until(lambda: log.committed() == len(log.records), "everything committed")
+    room_a = [call for call in deliverer.calls if call.startswith("a-")]
+    assert room_a == ["a-0"] + [f"a-{n}" for n in range(32)]  # its failed first try, then each once in order
+    assert dispatcher.parked_rooms() == set()
+    assert dispatcher.size == 0
+    assert log.opened == [("a", 7)]  # from its first event not kept: a-4
+
+
+async def test_a_reread_ahead_of_the_flow_is_not_delivered_twice() -> None:
+    log, deliverer, dispatcher = parking(buffer=10)  # re-read up to five at a time
+    deliverer.refuse.add("x-0")
+    log.write("x", 0)
+    log.write("a", 0)
+    async with running(dispatcher):
+        log.hand_over(dispatcher)
+        await until(lambda: len(dispatcher.blocked_rooms()) == 2, "rooms a and x blocked")
+        log.write("x", *range(1, 9))
+        log.write("a", 1)
+        log.hand_over(dispatcher)
+        assert dispatcher.parked_rooms() == {"a"}  # room x holds the rest of the buffer
+        log.write("a", 2, 3)  # in the log, not yet handed to the dispatcher
+        deliverer.refuse.discard("a-0")
+        assert dispatcher.unblock("a", "a-0", "retry")
+        await until(lambda: "a-3" in deliverer.calls, "the re-read reached the end of the log")
+        log.hand_over(dispatcher)
+        await until(lambda: log.tracker.pending() == 9, "all of room a finished; room x waits")
+    assert [call for call in deliverer.calls if call.startswith("a")] == ["a-0", "a-0", "a-1", "a-2", "a-3"]
+    assert dispatcher.parked_rooms() == set()
+
+
+async def test_dropping_a_parked_rooms_partition_forgets_it() -> None:
+    log, _deliverer, dispatcher = parking(buffer=1)
+    log.write("a", 0)
+    async with running(dispatcher):
+        log.hand_over(dispatcher)
+        await until(lambda: dispatcher.blocked_rooms(), "room a blocked")
+        log.write("a", 1, 2)
+        log.hand_over(dispatcher)
+        assert dispatcher.parked_rooms() == {"a"}
+        dispatcher.drop({0})
+    assert dispatcher.parked_rooms() == set()
+    assert dispatcher.size == dispatcher.held == 0
+    assert dispatcher.unblock("a", "a-0", "retry") is False
 
 
 async def _no_dead_letters(j: Job, _endpoint: Endpoint, reason: str, _attempts: list[Attempt]) -> None:
