@@ -41,21 +41,30 @@ def _ms(values: list[float]) -> tuple[float, float]:
     return percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000
 
 
-def _endpoints_file(workdir: Path, downstream: str, max_in_flight: int, buffer: int = 20_000) -> Path:
+def _endpoints_file(
+    workdir: Path,
+    downstream: str,
+    max_in_flight: int,
+    buffer: int = 20_000,
+    names: tuple[str, ...] = ("bench",),
+) -> Path:
     path = workdir / f"endpoints-{uuid.uuid4().hex[:6]}.toml"
     path.write_text(
-        f'[[endpoints]]\nname = "bench"\nurl = "{downstream}/hooks/bench"\n'
-        f'secret = "{SECRET}"\nmax_in_flight = {max_in_flight}\nbuffer = {buffer}\n'
-        # The scenarios fill the log before the forwarder starts: the endpoint takes all of it.
-        'since = "2000-01-01T00:00:00Z"\n'
+        "".join(
+            f'[[endpoints]]\nname = "{name}"\nurl = "{downstream}/hooks/{name}"\n'
+            f'secret = "{SECRET}"\nmax_in_flight = {max_in_flight}\nbuffer = {buffer}\n'
+            # The scenarios fill the log before the forwarder starts: the endpoint takes all of it.
+            'since = "2000-01-01T00:00:00Z"\n'
+            for name in names
+        )
     )
     return path
 
 
-async def _control(downstream: str, **spec: Any) -> None:
-    """Tell the test downstream how to answer (``tests.downstream``: fail, slow, hang, ...)."""
+async def _control(downstream: str, endpoint: str = "bench", **spec: Any) -> None:
+    """Tell the test downstream how to answer ``endpoint`` (``tests.downstream``: fail, slow, hang, ...)."""
     async with httpx.AsyncClient(timeout=10) as client:
-        (await client.post(f"{downstream}/_control/bench", json=spec)).raise_for_status()
+        (await client.post(f"{downstream}/_control/{endpoint}", json=spec)).raise_for_status()
 
 
 async def _received(downstream: str) -> list[dict[str, Any]]:
@@ -165,10 +174,7 @@ async def _end_to_end_at(bench: Bench, rate: int, seconds: float) -> dict[str, f
             received = await _wait_received(downstream, set(accepted), 120)
         finally:
             services.stop_all()
-    arrived: dict[str, float] = {}
-    for record in received:  # the first arrival of each message counts
-        message_id = record["body"]["message_id"]
-        arrived[message_id] = min(arrived.get(message_id, record["at"]), record["at"])
+    arrived = _first_arrivals(received)  # the first arrival of each message counts
     delivered = [arrived[m] - sent.sent_at for m, sent in accepted.items() if m in arrived]
     posted = [sent.latency_s for sent in load.results]
     return {
@@ -201,9 +207,23 @@ async def end_to_end(bench: Bench, runs: int) -> list[Row]:
 
 # -- endpoint outage --------------------------------------------------------------------------------
 
+_OUTAGES = {
+    "up": "one endpoint, up",
+    "down": "one endpoint, down (503)",
+    "beside": "one endpoint up, another down (503)",
+}
 
-async def _readable_while(bench: Bench, rate: int, seconds: float, endpoint_down: bool) -> dict[str, float]:
-    """POST sent -> readable under open-loop load, with the one endpoint answering 200, or 503 throughout."""
+
+def _first_arrivals(received: list[dict[str, Any]]) -> dict[str, float]:
+    arrived: dict[str, float] = {}
+    for record in received:
+        message_id = record["body"]["message_id"]
+        arrived[message_id] = min(arrived.get(message_id, record["at"]), record["at"])
+    return arrived
+
+
+async def _readable_while(bench: Bench, rate: int, seconds: float, case: str) -> dict[str, float]:
+    """Open-loop load with endpoints as ``case``: POST sent -> readable, and -> at the healthy endpoint."""
     async with bench.topics() as kafka, bench.downstream() as downstream:
         url = f"sqlite:///{bench.workdir / f'outage-{uuid.uuid4().hex[:6]}.db'}"
         await upgrade(url)
@@ -211,34 +231,50 @@ async def _readable_while(bench: Bench, rate: int, seconds: float, endpoint_down
         try:
             write, read = await services.write_api(), await services.read_api()
             # A small buffer: a design where a full buffer paused the shared partitions shows it in seconds.
-            endpoints = _endpoints_file(bench.workdir, downstream, 100, buffer=1_000)
+            names = ("bench", "broken") if case == "beside" else ("bench",)
+            endpoints = _endpoints_file(bench.workdir, downstream, 100, buffer=1_000, names=names)
             services.forwarder(MERLIN_ENDPOINTS_FILE=str(endpoints))
             await _one_message_through(write.url or "", downstream)
-            if endpoint_down:
-                await _control(downstream, mode="fail", status=503, seconds=3600)
+            if case != "up":
+                await _control(downstream, "bench" if case == "down" else "broken", mode="fail", status=503,
+                               seconds=3600)  # fmt: skip
             load, readable, unread = await _load_with_probe(write.url or "", read.url or "", rate, seconds)
+            accepted = {orjson.loads(s.body)["message_id"]: s for s in load.results if s.status == 202}
+            received = [] if case == "down" else await _wait_received(downstream, set(accepted), 120)
         finally:
             services.stop_all()
-    accepted = sum(1 for sent in load.results if sent.status == 202)
-    return {
-        "achieved_rate": accepted / seconds,
-        "errors": float(len(load.results) - accepted + len(unread)),
+    arrived = _first_arrivals(received)
+    delivered = [arrived[m] - sent.sent_at for m, sent in accepted.items() if m in arrived]
+    result = {
+        "achieved_rate": len(accepted) / seconds,
+        "errors": float(len(load.results) - len(accepted) + len(unread)),
         "readable_p50_ms": _ms(readable)[0], "readable_p99_ms": _ms(readable)[1],
     }  # fmt: skip
+    if delivered:
+        result["delivered_p50_ms"], result["delivered_p99_ms"] = _ms(delivered)
+    return result
 
 
 async def outage(bench: Bench, runs: int) -> list[Row]:
-    """POST sent -> readable while the one endpoint answers 503 throughout, beside the same with it up."""
+    """POST sent -> readable with an endpoint down, beside the same with it up; and a healthy
+    endpoint's delivery latency beside a failing one, against the same endpoint alone."""
     rate, seconds = (100, 3) if bench.quick else (500, 20)
     rows: list[Row] = []
-    for down in (False, True):
-        result = await median_of(runs, partial(_readable_while, bench, rate, seconds, down))
-        state = "down (503)" if down else "up"
+    results = {}
+    for case, described in _OUTAGES.items():
+        result = results[case] = await median_of(runs, partial(_readable_while, bench, rate, seconds, case))
         rows.append(
-            Row("outage", f"{rate:,} msg/s, endpoint {state}: POST sent -> readable", "msg/s",
+            Row("outage", f"{rate:,} msg/s, {described}: POST sent -> readable", "msg/s",
                 result["achieved_rate"], rate, "offered rate", result["readable_p50_ms"],
                 result["readable_p99_ms"], {"errors": result["errors"]})
         )  # fmt: skip
+    alone, beside = results["up"], results["beside"]
+    rows.append(
+        Row("outage", f"{rate:,} msg/s: POST sent -> healthy endpoint, p99 beside a failing one",
+            "ms (p99)", beside["delivered_p99_ms"], alone["delivered_p99_ms"], "the same endpoint alone",
+            beside["delivered_p50_ms"], beside["delivered_p99_ms"],
+            {"alone_p50_ms": alone["delivered_p50_ms"]})
+    )  # fmt: skip
     return rows
 
 

@@ -16,24 +16,30 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 def endpoints_file(tmp_path: Path, url: str, **options: Any) -> dict[str, str]:
-    """An endpoints file with one endpoint, ``hook``; the env that points a forwarder at it."""
+    """An endpoints file with one endpoint, ``hook`` (and those in ``also``, by name); the forwarder's env."""
+    also: dict[str, dict[str, Any]] = options.pop("also", {})
+    lines = [line for name, more in {"hook": options, **also}.items() for line in _endpoint(url, name, more)]
+    path = tmp_path / "endpoints.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return {"MERLIN_ENDPOINTS_FILE": str(path)}
+
+
+def _endpoint(url: str, name: str, options: dict[str, Any]) -> list[str]:
+    options = dict(options)
     retry = options.pop("retry", {"base": 0.05, "cap": 1.0, "max_attempts": 1000, "max_elapsed": 120.0})
     # These tests write before the forwarder starts: the endpoint takes the whole log.
     options.setdefault("since", "2000-01-01T00:00:00Z")
     if options["since"] is None:
         del options["since"]
-    lines = [
+    return [
         "[[endpoints]]",
-        'name = "hook"',
-        f'url = "{url}/hooks/hook"',
+        f'name = "{name}"',
+        f'url = "{url}/hooks/{name}"',
         f'secret = "{SECRET}"',
         *(f"{key} = {orjson.dumps(value).decode()}" for key, value in options.items()),
         "[endpoints.retry]",
         *(f"{key} = {value}" for key, value in retry.items()),
     ]
-    path = tmp_path / "endpoints.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return {"MERLIN_ENDPOINTS_FILE": str(path)}
 
 
 def endpoint_assignments(log: str) -> int:

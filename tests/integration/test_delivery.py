@@ -297,6 +297,29 @@ async def test_an_endpoint_that_is_down_holds_back_only_itself(
     assert first_successes(records) == sent
 
 
+async def test_a_healthy_endpoint_beside_one_that_hangs_is_not_held_back(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    """Each endpoint its own flow: nothing of the healthy one waits on the other's 30 s timeouts."""
+    _, url = downstream
+    async with httpx.AsyncClient() as client:
+        spec = {"mode": "hang"}
+        assert (await client.post(f"{url}/_control/stuck", json=spec)).status_code == 204
+    env = endpoints_file(
+        tmp_path, url, max_in_flight=8, also={"stuck": {"timeout": 30.0, "max_in_flight": 8}}
+    )
+    write = await sqlite_services.write_api()
+    sqlite_services.forwarder(**env)
+    sent = await write_messages(write, [f"room-{n}" for n in range(20)], 20)
+    # Well inside the stuck endpoint's first timeout: waiting on any of its calls would miss this.
+    records = await all_delivered(url, sent, timeout=25)
+    assert first_successes(records) == sent
+    async with httpx.AsyncClient() as client:
+        stuck = (await client.get(f"{url}/_received/stuck")).json()
+    assert len(stuck) == 8  # called meanwhile, up to its in-flight limit, and none answered
+    assert {r["answer"] for r in stuck} == {"hang"}
+
+
 async def test_a_new_endpoint_starts_from_when_it_was_first_run(
     sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
 ) -> None:
