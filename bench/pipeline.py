@@ -211,6 +211,7 @@ _OUTAGES = {
     "up": "one endpoint, up",
     "down": "one endpoint, down (503)",
     "beside": "one endpoint up, another down (503)",
+    "two": "two endpoints, both up",
 }
 
 
@@ -231,12 +232,12 @@ async def _readable_while(bench: Bench, rate: int, seconds: float, case: str) ->
         try:
             write, read = await services.write_api(), await services.read_api()
             # A small buffer: a design where a full buffer paused the shared partitions shows it in seconds.
-            names = ("bench", "broken") if case == "beside" else ("bench",)
+            names = ("bench", "other") if case in ("beside", "two") else ("bench",)
             endpoints = _endpoints_file(bench.workdir, downstream, 100, buffer=1_000, names=names)
             services.forwarder(MERLIN_ENDPOINTS_FILE=str(endpoints))
             await _one_message_through(write.url or "", downstream)
-            if case != "up":
-                await _control(downstream, "bench" if case == "down" else "broken", mode="fail", status=503,
+            if case in ("down", "beside"):
+                await _control(downstream, "bench" if case == "down" else "other", mode="fail", status=503,
                                seconds=3600)  # fmt: skip
             load, readable, unread = await _load_with_probe(write.url or "", read.url or "", rate, seconds)
             accepted = {orjson.loads(s.body)["message_id"]: s for s in load.results if s.status == 202}
@@ -257,7 +258,7 @@ async def _readable_while(bench: Bench, rate: int, seconds: float, case: str) ->
 
 async def outage(bench: Bench, runs: int) -> list[Row]:
     """POST sent -> readable with an endpoint down, beside the same with it up; and a healthy
-    endpoint's delivery latency beside a failing one, against the same endpoint alone."""
+    endpoint's delivery latency beside a failing one and beside a healthy one, against it alone."""
     rate, seconds = (100, 3) if bench.quick else (500, 20)
     rows: list[Row] = []
     results = {}
@@ -268,13 +269,15 @@ async def outage(bench: Bench, runs: int) -> list[Row]:
                 result["achieved_rate"], rate, "offered rate", result["readable_p50_ms"],
                 result["readable_p99_ms"], {"errors": result["errors"]})
         )  # fmt: skip
-    alone, beside = results["up"], results["beside"]
-    rows.append(
-        Row("outage", f"{rate:,} msg/s: POST sent -> healthy endpoint, p99 beside a failing one",
-            "ms (p99)", beside["delivered_p99_ms"], alone["delivered_p99_ms"], "the same endpoint alone",
-            beside["delivered_p50_ms"], beside["delivered_p99_ms"],
-            {"alone_p50_ms": alone["delivered_p50_ms"]})
-    )  # fmt: skip
+    alone = results["up"]
+    for case, beside in (("beside", "a failing one"), ("two", "a healthy one")):
+        result = results[case]
+        rows.append(
+            Row("outage", f"{rate:,} msg/s: POST sent -> healthy endpoint, p99 beside {beside}", "ms (p99)",
+                result["delivered_p99_ms"], alone["delivered_p99_ms"], "the same endpoint alone",
+                result["delivered_p50_ms"], result["delivered_p99_ms"],
+                {"alone_p50_ms": alone["delivered_p50_ms"]})
+        )  # fmt: skip
     return rows
 
 

@@ -147,7 +147,10 @@ class Dispatcher:
         """Queue ``job`` behind the room's earlier events (or leave it in the log, if the room is parked)."""
         room = job.room_id
         parked = self._parked.get(room)
-        if parked is not None and parked.partition == job.partition:
+        if parked is not None and parked.partition != job.partition:
+            self._enqueue(job)  # a room in two partitions: only once the topic gained some
+            return
+        if parked is not None:
             if parked.reading or job.offset < parked.position:
                 self._finished(job)  # the re-read brings it (or brought it); the pin keeps it uncommitted
                 return
@@ -385,7 +388,8 @@ class Dispatcher:
                     self._enqueue(job)
                 parked.rereads += len(jobs)
         finally:
-            parked.task = None
+            if parked.task is asyncio.current_task():
+                parked.task = None
             await reader.close()
 
     def _release(self, room: str, parked: Parked) -> None:

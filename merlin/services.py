@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 
 import structlog
@@ -25,6 +26,16 @@ from write_api.settings import WriteApiSettings
 log = structlog.get_logger()
 
 
+def _freeze_start_up_heap() -> None:
+    """Keep what start-up built (modules, apps, models) out of every later garbage collection.
+
+    The oldest generation's collections walked all of it, about 140,000 objects: pauses
+    of 80-110 ms that stalled the event loop and set a forwarder's delivery p99.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _serve_http(app: object, host: str, port: int, service: str) -> None:
     configure_logging(service)
     config = uvicorn.Config(
@@ -40,6 +51,7 @@ def _serve_http(app: object, host: str, port: int, service: str) -> None:
         # such a reset is not retried by the client. uvicorn's default is 5 s.
         timeout_keep_alive=75,
     )
+    _freeze_start_up_heap()
     uvicorn.Server(config).run()
 
 
@@ -66,6 +78,7 @@ def run_forwarder() -> None:
     configure_logging("forwarder")
     settings = ForwarderSettings()
     forwarder = Forwarder(settings, KafkaSettings(), ReadStoreSettings())
+    _freeze_start_up_heap()
 
     async def main() -> None:
         stop = asyncio.Event()
