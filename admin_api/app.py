@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import FastAPI, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from admin_api.routes import add_routes
 from admin_api.settings import AdminApiSettings
 from admin_api.state import AdminApi
+from kernel.auth import AuthSettings, Verifier
 from kernel.errors import InfrastructureError
 from kernel.http.app import new_api
 from kernel.http.responses import problem
 from kernel.settings import KafkaSettings
-
-_OPEN = frozenset({"/healthz", "/readyz"})
-
-
-class BearerToken:
-    """Refuses with 401 every request but health that lacks ``Authorization: Bearer <token>``."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in _OPEN:
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                response = problem(
-                    401, "unauthorized", "A valid bearer token is required.",
-                    headers={"WWW-Authenticate": 'Bearer realm="merlin-admin"'},
-                )  # fmt: skip
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 async def _unavailable(_request: Request, exc: Exception) -> Response:
@@ -44,9 +20,18 @@ async def _unavailable(_request: Request, exc: Exception) -> Response:
                    headers={"Retry-After": "1"})  # fmt: skip
 
 
-def create_app(settings: AdminApiSettings | None = None, kafka: KafkaSettings | None = None) -> FastAPI:
-    """The admin API's ASGI app; refuses to exist without a token."""
+def create_app(
+    settings: AdminApiSettings | None = None,
+    kafka: KafkaSettings | None = None,
+    auth: AuthSettings | None = None,
+) -> FastAPI:
+    """The admin API's ASGI app; refuses to exist without a token.
+
+    Callers hold the admin scope with ``MERLIN_ADMIN_TOKEN``, or with a JWT whose scope has
+    ``admin`` where the APIs verify JWTs (never unauthenticated, even with authentication disabled).
+    """
     settings = settings or AdminApiSettings()
+    auth = auth or AuthSettings()
     if settings.token is None:
         raise InfrastructureError("MERLIN_ADMIN_TOKEN is not set: the admin API does not run without a token")
     api = AdminApi(settings, kafka or KafkaSettings())
@@ -57,9 +42,11 @@ def create_app(settings: AdminApiSettings | None = None, kafka: KafkaSettings | 
         lambda _app: api.running(),
         api.registry,
         api.readiness,
+        Verifier(auth) if auth.verifies else None,
+        operator_token=settings.token.get_secret_value(),
+        admin_only=True,
     )
     app.state.admin_api = api
     app.add_exception_handler(InfrastructureError, _unavailable)
     add_routes(app)
-    app.add_middleware(BearerToken, token=settings.token.get_secret_value())
     return app

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import statistics
 import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from kernel.auth import SCOPES, mint
 from kernel.settings import KafkaSettings
 from kernel.topics import delete_topics, ensure_topics
 from merlin.local import LocalKafka
@@ -46,11 +48,18 @@ class Bench:
     kafka: KafkaSettings
     workdir: Path
     quick: bool
+    # Signs the token the load generators send; every service of the run verifies with it.
+    auth_secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
+
+    def headers(self) -> dict[str, str]:
+        """``Authorization`` for the benchmarks' caller, "bench", in every room, with every scope."""
+        token = mint(self.auth_secret, "bench", scopes=SCOPES, ttl_seconds=86_400)
+        return {"Authorization": f"Bearer {token}"}
 
     def services(
         self, store_url: str, schema: str | None = None, kafka: KafkaSettings | None = None
     ) -> Services:
-        return Services(kafka or self.kafka, store_url, self.workdir, schema)
+        return Services(kafka or self.kafka, store_url, self.workdir, schema, auth_secret=self.auth_secret)
 
     @asynccontextmanager
     async def topics(self) -> AsyncIterator[KafkaSettings]:
@@ -63,7 +72,7 @@ class Bench:
             await delete_topics(kafka, kafka.topics)
 
     def env(self, kafka: KafkaSettings | None = None) -> dict[str, str]:
-        return Services(kafka or self.kafka, "sqlite://", self.workdir).env()
+        return Services(kafka or self.kafka, "sqlite://", self.workdir, auth_secret=self.auth_secret).env()
 
     async def limit(self, what: str, argument: int, kafka: KafkaSettings | None = None) -> dict[str, float]:
         """Run one of bench.limits in its own process; its JSON answer."""

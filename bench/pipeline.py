@@ -104,13 +104,21 @@ def _created(room: str) -> MessageCreated:
 
 
 async def _probe_readable(
-    write: str, read: str, stop: asyncio.Event, latencies: list[float], unread: list[int]
+    write: str,
+    read: str,
+    stop: asyncio.Event,
+    latencies: list[float],
+    unread: list[int],
+    headers: dict[str, str],
 ) -> None:
     """Every 50 ms: POST a message, then read it back with after_position; POST sent → 200 read.
 
     A read that is not a 200 (the projection still behind after the wait) is counted in ``unread``.
     """
-    async with httpx.AsyncClient(timeout=30) as writer, httpx.AsyncClient(timeout=30) as reader:
+    async with (
+        httpx.AsyncClient(timeout=30, headers=headers) as writer,
+        httpx.AsyncClient(timeout=30, headers=headers) as reader,
+    ):
         n = 0
         while not stop.is_set():
             n += 1
@@ -130,7 +138,7 @@ async def _probe_readable(
 
 
 async def _load_with_probe(
-    write: str, read: str, rate: int, seconds: float
+    write: str, read: str, rate: int, seconds: float, headers: dict[str, str]
 ) -> tuple[Attack, list[float], list[int]]:
     """Open-loop POSTs over 100 rooms at ``rate`` for ``seconds``, while a probe reads its own writes.
 
@@ -139,19 +147,19 @@ async def _load_with_probe(
     readable: list[float] = []
     unread: list[int] = []
     stop = asyncio.Event()
-    probe = asyncio.create_task(_probe_readable(write, read, stop, readable, unread))
+    probe = asyncio.create_task(_probe_readable(write, read, stop, readable, unread, headers))
     paths = [f"/v1/rooms/room-{n}/messages" for n in range(100)]
     try:
-        load = await asyncio.to_thread(attack, write, paths, BODY, rate, seconds)
+        load = await asyncio.to_thread(attack, write, paths, BODY, rate, seconds, headers)
     finally:
         stop.set()
         await probe
     return load, readable, unread
 
 
-async def _one_message_through(write: str, downstream: str) -> None:
+async def _one_message_through(write: str, downstream: str, headers: dict[str, str]) -> None:
     """One message through the whole pipeline, so the measurement starts with every stage running."""
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=headers) as client:
         answer = await client.post(
             f"{write}/v1/rooms/warm-up/messages", content=BODY, headers={"Content-Type": "application/json"}
         )
@@ -168,8 +176,10 @@ async def _end_to_end_at(bench: Bench, rate: int, seconds: float) -> dict[str, f
             write = await services.write_api()
             read = await services.read_api()
             services.forwarder(MERLIN_ENDPOINTS_FILE=str(_endpoints_file(bench.workdir, downstream, 100)))
-            await _one_message_through(write.url or "", downstream)
-            load, readable, unread = await _load_with_probe(write.url or "", read.url or "", rate, seconds)
+            await _one_message_through(write.url or "", downstream, bench.headers())
+            load, readable, unread = await _load_with_probe(
+                write.url or "", read.url or "", rate, seconds, bench.headers()
+            )
             accepted = {orjson.loads(s.body)["message_id"]: s for s in load.results if s.status == 202}
             received = await _wait_received(downstream, set(accepted), 120)
         finally:
@@ -235,11 +245,13 @@ async def _readable_while(bench: Bench, rate: int, seconds: float, case: str) ->
             names = ("bench", "other") if case in ("beside", "two") else ("bench",)
             endpoints = _endpoints_file(bench.workdir, downstream, 100, buffer=1_000, names=names)
             services.forwarder(MERLIN_ENDPOINTS_FILE=str(endpoints))
-            await _one_message_through(write.url or "", downstream)
+            await _one_message_through(write.url or "", downstream, bench.headers())
             if case in ("down", "beside"):
                 await _control(downstream, "bench" if case == "down" else "other", mode="fail", status=503,
                                seconds=3600)  # fmt: skip
-            load, readable, unread = await _load_with_probe(write.url or "", read.url or "", rate, seconds)
+            load, readable, unread = await _load_with_probe(
+                write.url or "", read.url or "", rate, seconds, bench.headers()
+            )
             accepted = {orjson.loads(s.body)["message_id"]: s for s in load.results if s.status == 202}
             received = [] if case == "down" else await _wait_received(downstream, set(accepted), 120)
         finally:

@@ -28,7 +28,7 @@ async def write_path(bench: Bench, runs: int) -> list[Row]:
     """POST/s and latency with 64 connections, beside the HTTP stack alone and a raw producer."""
     seconds = 2 if bench.quick else 10
     connections = 64
-    script = post_messages_script(rooms=100, body_bytes=200)
+    script = post_messages_script(rooms=100, body_bytes=200, headers=bench.headers())
     services = bench.services(f"sqlite:///{bench.workdir / 'unused.db'}")
     api = await services.write_api()
     try:
@@ -38,7 +38,10 @@ async def write_path(bench: Bench, runs: int) -> list[Row]:
         )
         # Latency below the peak, as users see it: open-loop load at 70% of the peak just measured.
         steady = await median_of(
-            runs, lambda: _open_loop(api.url or "", round(0.7 * merlin["requests_per_second"]), seconds)
+            runs,
+            lambda: _open_loop(
+                api.url or "", round(0.7 * merlin["requests_per_second"]), seconds, bench.headers()
+            ),
         )
     finally:
         services.stop_all()
@@ -62,9 +65,9 @@ async def write_path(bench: Bench, runs: int) -> list[Row]:
     ]  # fmt: skip
 
 
-async def _open_loop(url: str, rate: int, seconds: float) -> dict[str, float]:
+async def _open_loop(url: str, rate: int, seconds: float, headers: dict[str, str]) -> dict[str, float]:
     paths = [f"/v1/rooms/room-{n}/messages" for n in range(100)]
-    load = await asyncio.to_thread(attack, url, paths, BODY, rate, seconds)
+    load = await asyncio.to_thread(attack, url, paths, BODY, rate, seconds, headers)
     latencies = [sent.latency_s for sent in load.results]
     return {
         "achieved_rate": len(load.results) / seconds,
@@ -156,9 +159,10 @@ async def read_api(bench: Bench, runs: int) -> list[Row]:
     services = bench.services(url)
     api = await services.read_api()
     rng = random.Random(1)
-    by_id = get_paths_script([f"/v1/rooms/big/messages/{i}" for i in rng.sample(ids, 1000)])
+    by_id = get_paths_script([f"/v1/rooms/big/messages/{i}" for i in rng.sample(ids, 1000)], bench.headers())
     pages = get_paths_script(
-        [f"/v1/rooms/big/messages?after_seq={rng.randrange(messages - 50)}&limit=50" for _ in range(1000)]
+        [f"/v1/rooms/big/messages?after_seq={rng.randrange(messages - 50)}&limit=50" for _ in range(1000)],
+        bench.headers(),
     )
     try:
         one = await median_of(

@@ -71,14 +71,18 @@ def vegeta_binary() -> str:
     return str(binary)
 
 
-def attack(url: str, paths: list[str], body: bytes, rate: int, seconds: float) -> Attack:
-    """POST ``body`` to ``paths`` in turn at ``rate`` requests/s for ``seconds``."""
+def attack(
+    url: str, paths: list[str], body: bytes, rate: int, seconds: float, headers: dict[str, str]
+) -> Attack:
+    """POST ``body`` with ``headers`` to ``paths`` in turn at ``rate`` requests/s for ``seconds``."""
     binary = vegeta_binary()
     with tempfile.TemporaryDirectory(prefix="merlin-vegeta-") as folder:
         work = Path(folder)
         (work / "body.json").write_bytes(body)
+        extra = "".join(f"{name}: {value}\n" for name, value in headers.items())
         targets = "\n\n".join(
-            f"POST {url}{path}\nContent-Type: application/json\n@{work / 'body.json'}" for path in paths
+            f"POST {url}{path}\nContent-Type: application/json\n{extra}@{work / 'body.json'}"
+            for path in paths
         )
         (work / "targets.txt").write_text(targets + "\n")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)

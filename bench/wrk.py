@@ -83,12 +83,16 @@ def run_wrk(url: str, script: str, connections: int, seconds: float, threads: in
     )
 
 
-def post_messages_script(rooms: int, body_bytes: int) -> str:
+def _headers(headers: dict[str, str]) -> str:
+    return "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in headers.items())
+
+
+def post_messages_script(rooms: int, body_bytes: int, headers: dict[str, str]) -> str:
     """Lua that POSTs messages with ``body_bytes``-character bodies round-robin over ``rooms`` rooms."""
     return f"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-local body = '{{"sender_id":"bench","body":"' .. string.rep("x", {body_bytes}) .. '"}}'
+{_headers(headers)}local body = '{{"sender_id":"bench","body":"' .. string.rep("x", {body_bytes}) .. '"}}'
 local n = 0
 request = function()
   n = n + 1
@@ -97,11 +101,11 @@ end
 """
 
 
-def get_paths_script(paths: list[str]) -> str:
+def get_paths_script(paths: list[str], headers: dict[str, str]) -> str:
     """Lua that GETs ``paths`` in turn."""
     listed = ",".join(f'"{path}"' for path in paths)
     return f"""
-local paths = {{{listed}}}
+{_headers(headers)}local paths = {{{listed}}}
 local n = 0
 request = function()
   n = n + 1

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,22 +12,7 @@ import orjson
 
 from admin_api.settings import AdminApiSettings
 from domain.errors import MerlinError
-from kernel.settings import PROJECT_ROOT
-
-# Where `merlin dev` keeps the admin token it made, when MERLIN_ADMIN_TOKEN is not set.
-ADMIN_TOKEN_FILE = PROJECT_ROOT / "var" / "admin.token"
-
-
-def admin_token(path: Path) -> str:
-    """The token kept in ``path``, made (random, readable by this user only) when missing."""
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(token + "\n")
-    return token
+from merlin.local.kept_secrets import ADMIN_TOKEN_FILE
 
 
 def _client() -> httpx.Client:

@@ -15,6 +15,7 @@ from merlin.admin_client import add_endpoints_parser
 from merlin.dev import run_dev
 from merlin.local import LocalKafka, LocalPostgres
 from merlin.services import run_admin_api, run_forwarder, run_read_api, run_write_api
+from merlin.tokens import add_token_parser
 from read_store.migrate import upgrade
 from read_store.settings import ReadStoreSettings
 
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=["create"])
     topics.set_defaults(handler=_topics)
     add_endpoints_parser(commands)
+    add_token_parser(commands)
     store = commands.add_parser(
         "rebuild",
         help="project the whole log into a new read store, with progress, delivering nothing",

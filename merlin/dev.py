@@ -9,10 +9,17 @@ import signal
 import sys
 
 from admin_api.settings import AdminApiSettings
+from kernel.auth import READ, WRITE, AuthSettings, mint
 from kernel.settings import KafkaSettings
 from kernel.topics import ensure_topics
-from merlin.admin_client import ADMIN_TOKEN_FILE, admin_token
 from merlin.local import LocalKafka
+from merlin.local.kept_secrets import (
+    ADMIN_TOKEN_FILE,
+    AUTH_SECRET_FILE,
+    DEV_TOKEN_FILE,
+    kept_secret,
+    write_private,
+)
 from read_api.settings import ReadApiSettings
 from read_store.migrate import upgrade
 from read_store.settings import ReadStoreSettings
@@ -27,6 +34,26 @@ async def _pipe(name: str, stream: asyncio.StreamReader) -> None:
         sys.stdout.flush()
 
 
+def _authentication(env: dict[str, str]) -> str:
+    """Make sure the APIs can verify callers (a kept secret unless one is configured); what to tell."""
+    if not any(env.get(f"MERLIN_AUTH_{name}") for name in ("JWT_SECRET", "JWKS_URL", "DISABLED")):
+        env["MERLIN_AUTH_JWT_SECRET"] = os.environ["MERLIN_AUTH_JWT_SECRET"] = kept_secret(AUTH_SECRET_FILE)
+    settings = AuthSettings()
+    if settings.jwt_secret is None:
+        return (
+            "callers:   tokens from MERLIN_AUTH_JWKS_URL"
+            if settings.jwks_url
+            else "callers:   NOT authenticated"
+        )
+    token = mint(
+        settings.jwt_secret.get_secret_value(), "alice", scopes=[WRITE, READ], ttl_seconds=7 * 86400,
+        audience=settings.audience, issuer=settings.issuer,
+    )  # fmt: skip
+    write_private(DEV_TOKEN_FILE, token)
+    shown = DEV_TOKEN_FILE.relative_to(DEV_TOKEN_FILE.parents[1])
+    return f"callers:   bearer JWTs; alice's (every room, 7 days): TOKEN=$(cat {shown})"
+
+
 async def run_dev() -> int:
     """Start everything, print the URLs, and stop it all cleanly on Ctrl-C; the exit code of the run."""
     status = await asyncio.to_thread(LocalKafka().start)
@@ -34,8 +61,9 @@ async def run_dev() -> int:
     env = {**os.environ, "MERLIN_KAFKA_BOOTSTRAP_SERVERS": status.bootstrap}
     token_note = "MERLIN_ADMIN_TOKEN"
     if not env.get("MERLIN_ADMIN_TOKEN"):
-        env["MERLIN_ADMIN_TOKEN"] = admin_token(ADMIN_TOKEN_FILE)
+        env["MERLIN_ADMIN_TOKEN"] = kept_secret(ADMIN_TOKEN_FILE)
         token_note = f"token in {ADMIN_TOKEN_FILE}"
+    auth_note = _authentication(env)
     topics = KafkaSettings(bootstrap_servers=status.bootstrap)
     await ensure_topics(topics)
     store = ReadStoreSettings()
@@ -61,6 +89,7 @@ async def run_dev() -> int:
     print(f"write API: http://{write.host}:{write.port}   (POST /v1/rooms/{{room}}/messages)")
     print(f"read API:  http://{read.host}:{read.port}   (GET /v1/rooms/{{room}}/messages)")
     print(f"admin API: http://{admin.host}:{admin.port}   (`merlin endpoints`; {token_note})")
+    print(auth_note)
     print("forwarder: running; Ctrl-C stops everything")
 
     stop = asyncio.Event()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from kernel.auth import AuthSettings
 from kernel.http.app import new_api
+from kernel.http.auth import verifier_for
 from kernel.settings import KafkaSettings
 from read_api.routes import add_routes
 from read_api.settings import ReadApiSettings
@@ -16,6 +18,7 @@ def create_app(
     settings: ReadApiSettings | None = None,
     store: ReadStoreSettings | None = None,
     kafka: KafkaSettings | None = None,
+    auth: AuthSettings | None = None,
 ) -> FastAPI:
     """The read API's ASGI app; its database engine lives as long as the app runs."""
     api = ReadApi(settings or ReadApiSettings(), store or ReadStoreSettings(), kafka or KafkaSettings())
@@ -26,6 +29,7 @@ def create_app(
         lambda _app: api.running(),
         api.registry,
         api.readiness,
+        verifier_for(auth or AuthSettings(), "read_api"),
     )
     app.state.read_api = api
     add_routes(app)

@@ -9,6 +9,8 @@ from uuid import UUID
 from fastapi import FastAPI, Query, Request
 from starlette.responses import Response
 
+from kernel.auth import READ
+from kernel.http.auth import authorize
 from kernel.http.params import AfterPosition, RoomId
 from kernel.http.responses import OrjsonResponse, problem, problem_responses
 from read_api.state import ReadApi
@@ -20,6 +22,7 @@ _MAX_SEQ = 2**63 - 1
 async def get_message(
     request: Request, room_id: RoomId, message_id: UUID, after_position: AfterPosition = None
 ) -> Response:
+    authorize(request, READ, room_id)
     api = ReadApi.of(request)
     if (behind := await api.caught_up(after_position)) is not None:
         return behind
@@ -37,6 +40,7 @@ async def list_messages(
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
     after_position: AfterPosition = None,
 ) -> Response:
+    authorize(request, READ, room_id)
     api = ReadApi.of(request)
     size = min(limit or api.settings.default_page_size, api.settings.max_page_size)
     if (behind := await api.caught_up(after_position)) is not None:
@@ -55,10 +59,13 @@ async def list_messages(
 
 
 async def get_event(request: Request, event_id: UUID, after_position: AfterPosition = None) -> Response:
+    caller = authorize(request, READ)
     api = ReadApi.of(request)
     if (behind := await api.caught_up(after_position)) is not None:
         return behind
     outcome = await api.reads.outcome(str(event_id))
+    if outcome is not None and not caller.may_use(outcome["room_id"] or ""):
+        outcome = None  # another room's event is answered as one the projection does not know
     if outcome is None:
         if after_position is not None:
             return problem(404, "not-found", "The projection has passed that position without this event.")
@@ -79,16 +86,16 @@ def add_routes(app: FastAPI) -> None:
     app.get(
         "/v1/rooms/{room_id}/messages/{message_id}",
         summary="One message",
-        responses=problem_responses(404, 422, 503),
+        responses=problem_responses(401, 403, 404, 422, 503),
     )(get_message)
     app.get(
         "/v1/rooms/{room_id}/messages",
         summary="A room's messages in seq order",
-        responses=problem_responses(422, 503),
+        responses=problem_responses(401, 403, 422, 503),
     )(list_messages)
     app.get(
         "/v1/events/{event_id}",
         summary="The projection's outcome of one event",
-        responses=problem_responses(404, 422, 503),
+        responses=problem_responses(401, 403, 404, 422, 503),
     )(get_event)
     app.get("/v1/projection", summary="Applied position and lag per partition")(projection)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from kernel.auth import AuthSettings
 from kernel.http.app import new_api
+from kernel.http.auth import verifier_for
 from kernel.settings import KafkaSettings
 from write_api.appender import Appender
 from write_api.routes import add_routes
@@ -16,6 +18,7 @@ def create_app(
     settings: WriteApiSettings | None = None,
     kafka: KafkaSettings | None = None,
     appender: Appender | None = None,
+    auth: AuthSettings | None = None,
 ) -> FastAPI:
     """The write API's ASGI app; its Kafka producer lives as long as the app runs.
 
@@ -30,6 +33,7 @@ def create_app(
         lambda _app: api.running(),
         api.registry,
         api.readiness,
+        verifier_for(auth or AuthSettings(), "write_api"),
         max_body_bytes=settings.max_body_bytes,
         retry_after_seconds=settings.retry_after_seconds,
     )

@@ -39,7 +39,7 @@ def create_message(
     """The ``MessageCreated`` to append; a retry with the same key or message id gets the same ids."""
     key = _idempotency_key(idempotency_key)
     if key is not None:
-        keyed = message_id_for(room_id, key)
+        keyed = message_id_for(room_id, sender_id, key)
         if message_id is not None and message_id != keyed:
             raise InvalidCommand("message_id", "disagrees with the Idempotency-Key")
         message_id = keyed
@@ -62,7 +62,7 @@ def edit_message(
     """The ``MessageUpdated`` to append; ``If-Match`` and ``expected_version`` must agree if both are sent."""
     key = _idempotency_key(idempotency_key)
     expected = _expected_version(if_match, expected_version)
-    event_id = update_event_id(room_id, message_id, key) if key else uuid.uuid4()
+    event_id = update_event_id(room_id, message_id, sender_id, key) if key else uuid.uuid4()
     return to_event(
         UpdateMessage(event_id, room_id, message_id, sender_id, body, now or datetime.now(UTC), expected)
     )

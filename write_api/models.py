@@ -16,7 +16,11 @@ Body = Annotated[StrictStr, Field(min_length=1, max_length=MAX_BODY_CHARS)]
 class CreateMessageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sender_id: SenderId = Field(description="Who sends the message.", examples=["u1"])
+    sender_id: SenderId | None = Field(
+        default=None,
+        description="Optional: the sender is the caller (the token's `sub`); if sent, it must be.",
+        examples=["u1"],
+    )
     body: Body = Field(description="The text, 1 to 4000 characters, not only white space.")
     message_id: UUID | None = Field(
         default=None,
@@ -28,7 +32,9 @@ class CreateMessageRequest(BaseModel):
 class UpdateMessageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sender_id: SenderId = Field(description="Must be the original sender.")
+    sender_id: SenderId | None = Field(
+        default=None, description="Optional: the caller is the editor, and must be the original sender."
+    )
     body: Body = Field(description="The new text.")
     expected_version: StrictInt | None = Field(
         default=None, ge=1, le=MAX_VERSION, description="Apply only if the message is at this version."

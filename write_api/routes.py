@@ -8,6 +8,9 @@ from uuid import UUID
 from fastapi import FastAPI, Header, Request
 from starlette.responses import Response
 
+from domain import InvalidCommand
+from kernel.auth import ANYONE, WRITE, Caller
+from kernel.http.auth import Forbidden, authorize
 from kernel.http.params import RoomId
 from kernel.http.responses import OrjsonResponse, problem_responses
 from write_api.messages import create_message, edit_message
@@ -21,6 +24,17 @@ IdempotencyKey = Annotated[
 Traceparent = Annotated[str | None, Header(include_in_schema=False)]
 
 
+def _sender(caller: Caller, claimed: str | None) -> str:
+    """The sender is the caller; a ``sender_id`` in the body may only repeat it."""
+    if caller is ANYONE:  # authentication disabled: the body says who sends
+        if claimed is None:
+            raise InvalidCommand("sender_id", "is required when the API does not authenticate callers")
+        return claimed
+    if claimed is not None and claimed != caller.subject:
+        raise Forbidden("sender_id must be the caller (the token's sub).")
+    return caller.subject
+
+
 async def post_message(
     request: Request,
     room_id: RoomId,
@@ -28,8 +42,9 @@ async def post_message(
     idempotency_key: IdempotencyKey = None,
     traceparent: Traceparent = None,
 ) -> Response:
+    caller = authorize(request, WRITE, room_id)
     event = create_message(
-        room_id, command.sender_id, command.body,
+        room_id, _sender(caller, command.sender_id), command.body,
         message_id=command.message_id, idempotency_key=idempotency_key,
     )  # fmt: skip
     position = await WriteApi.of(request).append(event, traceparent)
@@ -48,8 +63,9 @@ async def patch_message(
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
     traceparent: Traceparent = None,
 ) -> Response:
+    caller = authorize(request, WRITE, room_id)
     event = edit_message(
-        room_id, message_id, command.sender_id, command.body,
+        room_id, message_id, _sender(caller, command.sender_id), command.body,
         expected_version=command.expected_version, if_match=if_match, idempotency_key=idempotency_key,
     )  # fmt: skip
     position = await WriteApi.of(request).append(event, traceparent)
@@ -67,12 +83,12 @@ def add_routes(app: FastAPI) -> None:
         status_code=202,
         response_model=Accepted,
         summary="Post a message",
-        responses=problem_responses(400, 413, 422, 503),
+        responses=problem_responses(400, 401, 403, 413, 422, 503),
     )(post_message)
     app.patch(
         "/v1/rooms/{room_id}/messages/{message_id}",
         status_code=202,
         response_model=UpdateAccepted,
         summary="Edit a message",
-        responses=problem_responses(400, 413, 422, 503),
+        responses=problem_responses(400, 401, 403, 413, 422, 503),
     )(patch_message)

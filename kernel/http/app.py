@@ -8,6 +8,8 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from kernel.auth import Verifier
+from kernel.http.auth import Authenticate
 from kernel.http.errors import install_error_handlers
 from kernel.http.middleware import BodyLimit, HttpMetrics
 from kernel.http.operations import ReadinessCheck, add_operations_routes
@@ -23,12 +25,17 @@ def new_api(
     lifespan: Lifespan,
     registry: CollectorRegistry,
     readiness: ReadinessCheck,
+    verifier: Verifier | None,
     max_body_bytes: int | None = None,
     retry_after_seconds: int = 1,
+    operator_token: str | None = None,
+    admin_only: bool = False,
 ) -> FastAPI:
     """A FastAPI app with merlin's error handling, metrics and ``/healthz``, ``/readyz``, ``/metrics``.
 
     ``retry_after_seconds`` is what a 503 for an unavailable event log tells clients to wait.
+    Every route but health needs a bearer token that ``verifier`` accepts (or ``operator_token``,
+    which holds every scope); without either, authentication is disabled.
     """
     app = FastAPI(
         title=title,
@@ -40,6 +47,7 @@ def new_api(
     install_error_handlers(app, retry_after_seconds)
     if max_body_bytes is not None:
         app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(Authenticate, verifier=verifier, operator_token=operator_token, admin_only=admin_only)
     # Added last, so outermost: it also counts the answers of the body limit.
     app.add_middleware(HttpMetrics, registry=registry, service=service)
     add_operations_routes(app, registry, readiness)

@@ -55,6 +55,7 @@ async def _http(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kinds = {
         401: "unauthorized",
+        403: "forbidden",
         404: "not-found",
         405: "method-not-allowed",
         409: "conflict",

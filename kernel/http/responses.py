@@ -54,6 +54,8 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
 }
 _DESCRIPTIONS = {
     400: "Malformed request (e.g. not JSON)",
+    401: "No valid bearer token",
+    403: "The token does not allow this (scope, room or sender)",
     404: "Not found",
     413: "Request body too large",
     422: "A field is invalid; `errors` names it",

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import httpx
 
+from kernel.auth import ALL_ROOMS, READ, WRITE, mint
 from kernel.settings import KafkaSettings
 
 T = TypeVar("T")
@@ -49,6 +50,13 @@ class Service:
     process: subprocess.Popen[bytes]
     log: Path
     url: str | None = None
+    # What a default caller sends to this API: "u1", every room, write and read.
+    headers: dict[str, str] = field(default_factory=dict)
+    auth_secret: str = ""
+
+    def caller(self, subject: str, scopes: tuple[str, ...] = (WRITE, READ)) -> dict[str, str]:
+        """``Authorization`` for ``subject`` (every room) at this API."""
+        return {"Authorization": f"Bearer {mint(self.auth_secret, subject, scopes=scopes)}"}
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM, wait, and return the exit code (SIGKILL if it does not stop in time)."""
@@ -80,6 +88,26 @@ class Services:
     store_schema: str | None = None
     running: list[Service] = field(default_factory=list)
     admin_token: str = field(default_factory=lambda: f"admin-{uuid.uuid4().hex}")
+    # Signs the callers' tokens the APIs verify (``token``, ``headers``).
+    auth_secret: str = field(default_factory=lambda: f"auth-{uuid.uuid4().hex}{uuid.uuid4().hex}")
+
+    def token(
+        self,
+        subject: str = "u1",
+        rooms: tuple[str, ...] = (ALL_ROOMS,),
+        scopes: tuple[str, ...] = (WRITE, READ),
+    ) -> str:
+        """A caller's bearer token that these services accept."""
+        return mint(self.auth_secret, subject, scopes=scopes, rooms=rooms)
+
+    def headers(
+        self,
+        subject: str = "u1",
+        rooms: tuple[str, ...] = (ALL_ROOMS,),
+        scopes: tuple[str, ...] = (WRITE, READ),
+    ) -> dict[str, str]:
+        """``Authorization`` for a caller of these services."""
+        return {"Authorization": f"Bearer {self.token(subject, rooms, scopes)}"}
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {
@@ -94,6 +122,7 @@ class Services:
             "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "2000",
             "MERLIN_READ_API_POSITION_WAIT_SECONDS": "15",
             "MERLIN_ADMIN_TOKEN": self.admin_token,
+            "MERLIN_AUTH_JWT_SECRET": self.auth_secret,
         }
         if self.store_schema:
             env["MERLIN_READ_STORE_DB_SCHEMA"] = self.store_schema
@@ -115,6 +144,7 @@ class Services:
         port = free_port()
         env = self.env(**{f"MERLIN_{prefix}_PORT": str(port), **extra})
         service = self._spawn(name, env, f"http://127.0.0.1:{port}")
+        service.headers, service.auth_secret = self.headers(), self.auth_secret
 
         async def healthy() -> bool | None:
             assert service.process.poll() is None, f"{name} exited:\n{service.output()}"

@@ -65,7 +65,7 @@ async def write_messages(api: Service, rooms: list[str], per_room: int) -> dict[
     sent: dict[str, list[str]] = defaultdict(list)
 
     async def room_writer(room: str) -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(headers=api.headers, timeout=30) as client:
             for n in range(per_room):
                 response = await client.post(
                     f"{api.url}/v1/rooms/{room}/messages", json={"sender_id": "u1", "body": f"{room} #{n}"}

@@ -15,6 +15,7 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from domain import MessageCreated, encode, headers
+from kernel.auth import SCOPES
 from kernel.position import Position
 from merlin.local.service_processes import Service, Services, eventually, free_port
 from read_store.engines import create_engine
@@ -79,7 +80,7 @@ async def test_a_permanent_400_is_dead_lettered_and_the_room_goes_on(
     write = await sqlite_services.write_api()
     sqlite_services.forwarder(**endpoints_file(tmp_path, url))
     event_ids = []
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=sqlite_services.headers(), timeout=30) as client:
         for body in ("first", "refuse me", "third"):
             response = await client.post(
                 f"{write.url}/v1/rooms/r1/messages", json={"sender_id": "u1", "body": body}
@@ -163,7 +164,7 @@ async def test_workers_joining_leaving_and_dying_lose_nothing_while_the_downstre
     stop = asyncio.Event()
 
     async def writer(room: str) -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(headers=postgres_services.headers(), timeout=30) as client:
             n = 0
             while not stop.is_set():
                 response = await client.post(
@@ -280,10 +281,12 @@ async def test_an_endpoint_that_is_down_holds_back_only_itself(
     )
     rooms = [f"room-{n}" for n in range(20)]
     sent = await write_messages(write, rooms, 50)
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=sqlite_services.headers(), timeout=30) as client:
         for room in rooms:  # each room's newest write is readable within the read API's own bound
             sent[room].append(await newest_is_readable(client, write, read, room, after_seq=50))
-        projection = (await client.get(f"{read.url}/v1/projection")).json()
+        projection = (
+            await client.get(f"{read.url}/v1/projection", headers=read.caller("ops", SCOPES))
+        ).json()
         assert projection["lag"] == 0, projection
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     endpoint_lag = sum(
@@ -302,7 +305,7 @@ async def test_a_healthy_endpoint_beside_one_that_hangs_is_not_held_back(
 ) -> None:
     """Each endpoint its own flow: nothing of the healthy one waits on the other's 30 s timeouts."""
     _, url = downstream
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=sqlite_services.headers()) as client:
         spec = {"mode": "hang"}
         assert (await client.post(f"{url}/_control/stuck", json=spec)).status_code == 204
     env = endpoints_file(
@@ -314,7 +317,7 @@ async def test_a_healthy_endpoint_beside_one_that_hangs_is_not_held_back(
     # Well inside the stuck endpoint's first timeout: waiting on any of its calls would miss this.
     records = await all_delivered(url, sent, timeout=25)
     assert first_successes(records) == sent
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=sqlite_services.headers()) as client:
         stuck = (await client.get(f"{url}/_received/stuck")).json()
     assert len(stuck) == 8  # called meanwhile, up to its in-flight limit, and none answered
     assert {r["answer"] for r in stuck} == {"hang"}
@@ -378,11 +381,14 @@ async def test_25_000_events_for_a_dead_endpoint_cost_the_worker_bounded_memory_
     for event in events:
         sent[event.room_id].append(str(event.event_id))
 
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=sqlite_services.headers(), timeout=30) as client:
 
         async def projected() -> bool | None:
             # The whole backlog, dumped at once, projected while the endpoint holds its share of it.
-            return (await client.get(f"{read.url}/v1/projection")).json()["lag"] == 0 or None
+            operator = read.caller("ops", SCOPES)
+            return (await client.get(f"{read.url}/v1/projection", headers=operator)).json()[
+                "lag"
+            ] == 0 or None
 
         await eventually(projected, 60, "the projection caught up with 25,000 records")
         for room in rooms:  # each room's newest write is readable within the read API's own bound

@@ -45,7 +45,7 @@ async def test_a_posted_message_is_readable_after_its_position_and_edits_bump_it
 ) -> None:
     write, read = await sqlite_services.write_api(), await sqlite_services.read_api()
     forwarder = sqlite_services.forwarder()
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=sqlite_services.headers("alice"), timeout=30) as client:
         created = await post(client, write, "lobby", {"sender_id": "alice", "body": "hello"})
         url = f"{read.url}/v1/rooms/lobby/messages/{created['message_id']}"
         first = await client.get(url, params={"after_position": created["position"]})
@@ -69,7 +69,7 @@ async def test_a_posted_message_is_readable_after_its_position_and_edits_bump_it
 async def test_a_retried_post_with_the_same_idempotency_key_is_one_message(sqlite_services: Services) -> None:
     write, read = await sqlite_services.write_api(), await sqlite_services.read_api()
     sqlite_services.forwarder()
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=sqlite_services.headers("bob"), timeout=30) as client:
         body = {"sender_id": "bob", "body": "once"}
         answers = [await post(client, write, "r1", body, **{"Idempotency-Key": "k-1"}) for _ in range(3)]
         assert len({a["message_id"] for a in answers}) == 1
@@ -95,14 +95,14 @@ async def test_concurrent_writes_get_gap_free_seq_in_acknowledged_order(sqlite_s
 
     async def client_sends(first: int, clients: int) -> None:
         # One connection per client: 20 clients writing at once, each to every room.
-        async with httpx.AsyncClient(timeout=60) as own:
+        async with httpx.AsyncClient(headers=sqlite_services.headers(f"u{first}"), timeout=60) as own:
             for n in range(first, 2000, clients):
                 room = rooms[(n // clients) % len(rooms)]
                 answer = await post(own, write, room, {"sender_id": f"u{first}", "body": f"message {n}"})
                 acknowledged[room].append((Position.parse(answer["position"]), answer["message_id"]))
 
     await asyncio.gather(*(client_sends(first, 20) for first in range(20)))
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(headers=sqlite_services.headers(), timeout=60) as client:
         last = max(position for sent in acknowledged.values() for position, _ in sent)
         for room in rooms:
             sent = sorted(acknowledged[room])
@@ -124,7 +124,7 @@ async def test_rejections_are_the_same_in_two_read_stores_fed_from_one_log(
     write = await sqlite_services.write_api()
     sqlite_services.forwarder(MERLIN_FORWARDER_GROUP_ID=f"sqlite-{uuid.uuid4()}")
     postgres_services.forwarder(MERLIN_FORWARDER_GROUP_ID=f"postgres-{uuid.uuid4()}")
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=sqlite_services.headers("alice"), timeout=30) as client:
         created = await post(client, write, "r1", {"sender_id": "alice", "body": "v1"})
         mid = created["message_id"]
         events = [
@@ -134,7 +134,14 @@ async def test_rejections_are_the_same_in_two_read_stores_fed_from_one_log(
             await patch(
                 client, write, "r1", mid, {"sender_id": "alice", "body": "stale", "expected_version": 1}
             ),
-            await patch(client, write, "r1", mid, {"sender_id": "mallory", "body": "mine"}),
+            await patch(
+                client,
+                write,
+                "r1",
+                mid,
+                {"sender_id": "mallory", "body": "mine"},
+                **sqlite_services.headers("mallory"),
+            ),
             await patch(client, write, "r1", str(uuid.uuid4()), {"sender_id": "alice", "body": "ghost"}),
             await patch(client, write, "r1", mid, {"sender_id": "alice", "body": "v3"}),
         ]
@@ -203,7 +210,7 @@ async def test_sigkilled_forwarders_still_apply_every_event_exactly_once(postgre
         return sum(offset + 1 for offset in (await reads.positions()).values())
 
     kills = 0
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=postgres_services.headers(), timeout=30) as client:
         stop = asyncio.Event()
         writing = asyncio.create_task(writer(client, stop))
         while kills < 12:
@@ -253,7 +260,7 @@ async def test_a_poison_record_is_dead_lettered_and_the_flow_goes_on(sqlite_serv
     assert producer.flush(10) == 0
     write, read = await sqlite_services.write_api(), await sqlite_services.read_api()
     sqlite_services.forwarder()
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=sqlite_services.headers(), timeout=30) as client:
         after = await post(client, write, "r1", {"sender_id": "u1", "body": "still flowing"})
         page = await client.get(
             f"{read.url}/v1/rooms/r1/messages", params={"after_position": after["position"]}
@@ -285,7 +292,7 @@ async def test_a_worker_restarted_under_its_instance_id_resumes_before_its_sessi
     static = {"MERLIN_FORWARDER_INSTANCE_ID": "worker-1", "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "30000"}
     write, read = await sqlite_services.write_api(), await sqlite_services.read_api()
     first = sqlite_services.forwarder(**static)
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=sqlite_services.headers("alice"), timeout=30) as client:
         before = await post(client, write, "lobby", {"sender_id": "alice", "body": "before"})
         url = f"{read.url}/v1/rooms/lobby/messages/{before['message_id']}"
         assert (await client.get(url, params={"after_position": before["position"]})).status_code == 200

@@ -45,7 +45,7 @@ async def test_a_working_forwarder_is_ready_and_reports_its_lag_per_partition(
     assert health is not None
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
 
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=sqlite_services.headers(), timeout=30) as client:
         for n in range(30):
             answer = await client.post(
                 f"{write.url}/v1/rooms/room-{n}/messages", json={"sender_id": "u1", "body": f"m{n}"}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from kernel.auth import SCOPES
 from merlin.local.service_processes import Services
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
@@ -20,8 +21,10 @@ async def test_no_generated_request_gets_a_server_error(sqlite_services: Service
     else:
         sqlite_services.forwarder()
         service = await sqlite_services.read_api(MERLIN_READ_API_POSITION_WAIT_SECONDS="0.2")
+    # Authenticated as a caller with every scope: the fuzzing reaches the routes, not the 401.
+    token = sqlite_services.token(scopes=SCOPES)
     run = await asyncio.create_subprocess_exec(
-        SCHEMATHESIS, "run", f"{service.url}/openapi.json",
+        SCHEMATHESIS, "run", f"{service.url}/openapi.json", "--header", f"Authorization: Bearer {token}",
         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance",
         "--max-examples", "40", "--generation-deterministic", "--no-color",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -56,7 +56,9 @@ async def status(admin: httpx.AsyncClient) -> dict[str, Any]:
     return document
 
 
-async def test_every_call_but_health_needs_the_admin_token(sqlite_services: Services, tmp_path: Path) -> None:
+async def test_every_call_but_health_needs_the_admin_token_or_scope(
+    sqlite_services: Services, tmp_path: Path
+) -> None:
     service = await sqlite_services.admin_api()
     async with httpx.AsyncClient(base_url=service.url or "") as client:
         assert (await client.get("/healthz")).status_code == 200
@@ -73,6 +75,10 @@ async def test_every_call_but_health_needs_the_admin_token(sqlite_services: Serv
         )
         assert right.status_code == 200
         assert right.json() == {"items": []}
+        user = await client.get("/v1/admin/endpoints", headers=sqlite_services.headers("u1"))
+        assert user.status_code == 403  # a chat user's token: authenticated, not an operator
+        operator = sqlite_services.headers("ops", scopes=("admin",))
+        assert (await client.get("/v1/admin/endpoints", headers=operator)).status_code == 200
     assert sqlite_services.admin_token not in service.output()
 
 
@@ -152,7 +158,7 @@ async def test_pause_stops_calls_within_a_second_survives_a_restart_and_resume_d
 async def _keep_writing(write: Service, room: str, stop: asyncio.Event) -> list[str]:
     """Post to ``room`` until ``stop``; a POST under way finishes, so every event written is counted."""
     sent: list[str] = []
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=write.headers, timeout=30) as client:
         while not stop.is_set():
             answer = await client.post(
                 f"{write.url}/v1/rooms/{room}/messages", json={"sender_id": "u1", "body": "more"}
@@ -217,7 +223,7 @@ async def test_a_blocked_room_holds_only_itself_until_unblock_skip_lets_it_go_on
     sqlite_services.forwarder(**env)
     async with admin_client(sqlite_services, env) as admin:
         blocked_room, other = await _two_rooms_in_one_partition(write)
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(headers=sqlite_services.headers(), timeout=30) as client:
             poison = await client.post(
                 f"{write.url}/v1/rooms/{blocked_room}/messages", json={"sender_id": "u1", "body": "poison"}
             )
@@ -263,7 +269,7 @@ async def test_a_blocked_room_holds_only_itself_until_unblock_skip_lets_it_go_on
 async def _two_rooms_in_one_partition(write: Service) -> tuple[str, str]:
     """Two fresh rooms whose events share a partition (each got one message)."""
     seen: dict[int, str] = {}
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=write.headers, timeout=30) as client:
         for n in range(100):
             room = f"room-{n}"
             answer = await client.post(
@@ -294,7 +300,7 @@ async def test_replay_delivers_a_dead_lettered_event_once_the_endpoint_works(
     write = await sqlite_services.write_api()
     sqlite_services.forwarder(**env)
     async with admin_client(sqlite_services, env) as admin:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(headers=sqlite_services.headers(), timeout=30) as client:
             refused = await client.post(
                 f"{write.url}/v1/rooms/r1/messages", json={"sender_id": "u1", "body": "refuse me"}
             )

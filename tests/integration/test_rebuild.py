@@ -66,7 +66,7 @@ async def write_history(write: Service, rooms_count: int, per_room: int) -> None
     """Messages over many rooms, and the edits and retries that give every kind of outcome."""
 
     async def room(n: int) -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(headers=write.headers, timeout=30) as client:
             for m in range(per_room):
                 answer = await client.post(
                     f"{write.url}/v1/rooms/room-{n}/messages", json={"sender_id": "u1", "body": f"#{m}"}
@@ -74,7 +74,7 @@ async def write_history(write: Service, rooms_count: int, per_room: int) -> None
                 assert answer.status_code == 202, answer.text
 
     await asyncio.gather(*(room(n) for n in range(rooms_count)))
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=write.headers, timeout=30) as client:
         base = f"{write.url}/v1/rooms/edits/messages"
 
         async def post(body: str, **headers: str) -> dict[str, Any]:
@@ -94,7 +94,7 @@ async def write_history(write: Service, rooms_count: int, per_room: int) -> None
         await post("other", **{"Idempotency-Key": "k1"})  # the same key, another body: conflict
         await patch(first["message_id"], "u1", "first, edited", **{"If-Match": '"1"'})
         await patch(first["message_id"], "u1", "stale", **{"If-Match": '"1"'})  # version_conflict
-        await patch(first["message_id"], "u2", "not mine")  # forbidden
+        await patch(first["message_id"], "u2", "not mine", **write.caller("u2"))  # forbidden
 
 
 async def table_rows(url: str, schema: str | None) -> dict[str, list[tuple[Any, ...]]]:
@@ -191,7 +191,7 @@ async def test_a_rebuild_into_postgresql_and_sqlite_is_the_live_store_again_and_
     assert {name: len(r) for name, r in after_rebuilds.items()} == {
         name: len(r) for name, r in before.items()
     }
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=sqlite_services.headers(), timeout=30) as client:
         marker = await client.post(
             f"{write.url}/v1/rooms/marker/messages", json={"sender_id": "u1", "body": "after the rebuilds"}
         )

@@ -82,7 +82,7 @@ async def test_a_record_the_store_refuses_is_isolated_and_both_stores_agree(
     sqlite_services.forwarder(MERLIN_FORWARDER_GROUP_ID=f"sqlite-{uuid.uuid4()}")
     postgres_services.forwarder(MERLIN_FORWARDER_GROUP_ID=f"postgres-{uuid.uuid4()}")
     write = await sqlite_services.write_api()
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(headers=sqlite_services.headers(), timeout=30) as client:
         answer = await client.post(
             f"{write.url}/v1/rooms/r1/messages", json={"sender_id": "u1", "body": "later"}
         )

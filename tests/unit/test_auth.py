@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -200,3 +201,21 @@ def _hs256_with_raw_key(document: dict[str, Any], key: bytes, kid: str) -> str:
     signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': kid})}.{_b64(document)}"
     signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+async def test_a_remembered_token_stops_working_when_it_expires() -> None:
+    verifier = Verifier(AuthSettings(jwt_secret=SECRET, leeway_seconds=0))
+    expires = int(time.time()) + 1
+    soon = hs256(exp=expires)
+    assert (await verifier.caller(soon)).subject == "alice"
+    assert (await verifier.caller(soon)).subject == "alice"  # remembered
+    await asyncio.sleep(max(0.0, expires - time.time()))  # until the clock passes exp
+    with pytest.raises(Unauthenticated):
+        await verifier.caller(soon)
+
+
+async def test_it_remembers_a_bounded_number_of_tokens() -> None:
+    verifier = Verifier(AuthSettings(jwt_secret=SECRET), remembered=2)
+    for n in range(5):
+        assert (await verifier.caller(hs256(sub=f"u{n}"))).subject == f"u{n}"
+    assert len(verifier._verified) == 2

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from forwarder.settings import ForwarderSettings
+from kernel.auth import AuthSettings
 from kernel.settings import PROJECT_ROOT, KafkaSettings
 from merlin.cli import build_parser
 from merlin.local.settings import LocalSettings
@@ -20,6 +21,7 @@ from write_api.settings import WriteApiSettings
 DOCKER = PROJECT_ROOT / "docker"
 SETTINGS = (
     KafkaSettings,
+    AuthSettings,
     LocalSettings,
     ReadStoreSettings,
     ReadApiSettings,

@@ -17,7 +17,7 @@ MESSAGE = uuid.UUID(int=7)
 def test_a_create_with_a_key_gets_the_ids_of_that_key() -> None:
     event = create_message("r1", "u1", "hi", idempotency_key="k-1", now=NOW)
     assert isinstance(event, MessageCreated)
-    assert event.message_id == message_id_for("r1", "k-1")
+    assert event.message_id == message_id_for("r1", "u1", "k-1")
     assert event.event_id == create_event_id("r1", event.message_id, "u1", "hi")
     assert (event.room_id, event.sender_id, event.body, event.occurred_at) == ("r1", "u1", "hi", NOW)
 
@@ -33,11 +33,19 @@ def test_a_retried_create_is_the_same_event_and_other_content_another() -> None:
 
 def test_a_client_chosen_message_id_is_kept_and_must_agree_with_the_key() -> None:
     assert create_message("r1", "u1", "hi", message_id=MESSAGE).message_id == MESSAGE
-    keyed = message_id_for("r1", "k-1")
+    keyed = message_id_for("r1", "u1", "k-1")
     assert create_message("r1", "u1", "hi", message_id=keyed, idempotency_key="k-1").message_id == keyed
     with pytest.raises(InvalidCommand) as caught:
         create_message("r1", "u1", "hi", message_id=MESSAGE, idempotency_key="k-1")
     assert caught.value.field == "message_id"
+
+
+def test_two_senders_with_one_key_make_two_messages_and_two_edits() -> None:
+    alice = create_message("r1", "alice", "hi", idempotency_key="k-1")
+    mallory = create_message("r1", "mallory", "hi", idempotency_key="k-1")
+    assert alice.message_id != mallory.message_id
+    edits = [edit_message("r1", MESSAGE, sender, "new", idempotency_key="k-2") for sender in ("alice", "bob")]
+    assert edits[0].event_id != edits[1].event_id
 
 
 def test_a_create_without_key_or_id_gets_a_new_message_each_time() -> None:

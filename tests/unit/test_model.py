@@ -182,8 +182,9 @@ def test_a_body_at_the_limit_is_accepted() -> None:
 
 def test_ids_are_deterministic_from_room_and_key() -> None:
     """Message and create event ids depend only on their inputs."""
-    assert message_id_for("r1", "key-1") == message_id_for("r1", "key-1")
-    assert message_id_for("r1", "key-1") != message_id_for("r2", "key-1")
+    assert message_id_for("r1", "u1", "key-1") == message_id_for("r1", "u1", "key-1")
+    assert message_id_for("r1", "u1", "key-1") != message_id_for("r2", "u1", "key-1")
+    assert message_id_for("r1", "u1", "key-1") != message_id_for("r1", "u2", "key-1")  # keys are per sender
     assert create_event_id("r1", MESSAGE, "u1", "hi") == create_event_id("r1", MESSAGE, "u1", "hi")
     assert create_event_id("r1", MESSAGE, "u1", "hi") != create_event_id("r1", MESSAGE, "u1", "ho")
 

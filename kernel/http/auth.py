@@ -1,0 +1,114 @@
+"""Authentication at every API's edge: a bearer token on every route but health, the caller in the scope.
+
+An ASGI layer, not a FastAPI dependency, so that nothing (routing, body
+parsing, the docs) runs for a caller who is not authenticated. Routes then
+ask ``authorize`` for the scope and room they need.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import structlog
+from fastapi import Request
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kernel.auth import ADMIN, ALL_ROOMS, ANYONE, SCOPES, AuthSettings, Caller, Unauthenticated, Verifier
+from kernel.http.responses import problem
+
+log = structlog.get_logger()
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# Operations' routes: for operators (the admin scope), not for a chat's users.
+ADMIN_PATHS = frozenset(
+    {"/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/v1/projection"}
+)
+# Who holds the admin API's own token.
+OPERATOR = Caller("operator", frozenset(SCOPES), frozenset({ALL_ROOMS}))
+
+
+class Forbidden(HTTPException):
+    """Authenticated, but the token does not allow this."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(403, detail)
+
+
+class Authenticate:
+    """Refuse with 401 a request without a valid bearer token; 403 on an admin route without ``admin``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        verifier: Verifier | None,
+        *,
+        operator_token: str | None = None,
+        admin_only: bool = False,
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.operator_token = operator_token.encode() if operator_token else None
+        self.admin_only = admin_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        caller = await self._caller(scope)
+        if caller is None:
+            answer = problem(
+                401, "unauthorized", "A valid bearer token is required.",
+                headers={"WWW-Authenticate": 'Bearer realm="merlin"'},
+            )  # fmt: skip
+            await answer(scope, receive, send)
+            return
+        if (self.admin_only or scope["path"] in ADMIN_PATHS) and not caller.may(ADMIN):
+            await problem(403, "forbidden", "This route needs the admin scope.")(scope, receive, send)
+            return
+        scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, send)
+
+    async def _caller(self, scope: Scope) -> Caller | None:
+        if self.verifier is None and self.operator_token is None:
+            return ANYONE  # authentication disabled (``verifier_for`` warned)
+        header = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value
+                break
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not token:
+            return None
+        if self.operator_token is not None and hmac.compare_digest(token, self.operator_token):
+            return OPERATOR
+        if self.verifier is None:
+            return None
+        try:
+            return await self.verifier.caller(token.decode("ascii"))
+        except (Unauthenticated, UnicodeDecodeError) as exc:
+            log.info("unauthenticated", path=scope["path"], reason=str(exc))
+            return None
+
+
+def verifier_for(settings: AuthSettings, service: str) -> Verifier | None:
+    """The verifier these settings ask for; None (and a loud warning) when authentication is disabled."""
+    settings.require()
+    if settings.disabled:
+        log.warning(
+            "authentication_disabled", service=service,
+            warning="MERLIN_AUTH_DISABLED=true: every caller may do everything; only behind a gateway"
+            " that authenticates",
+        )  # fmt: skip
+        return None
+    return Verifier(settings)
+
+
+def authorize(request: Request, scope: str, room: str | None = None) -> Caller:
+    """The caller, if its token grants ``scope`` (and ``room``); else 403."""
+    caller: Caller = request.state.caller
+    if not caller.may(scope):
+        raise Forbidden(f"The token lacks the {scope} scope.")
+    if room is not None and not caller.may_use(room):
+        raise Forbidden("The token does not cover this room.")
+    return caller
