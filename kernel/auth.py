@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import jwt
 import structlog
-from pydantic import Field, HttpUrl, SecretStr, model_validator
+from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kernel.errors import InfrastructureError
@@ -55,6 +55,11 @@ class AuthSettings(BaseSettings):
     jwks_refresh_seconds: float = Field(default=30.0, ge=0)
     # For deployments that authenticate at a gateway: every caller may do everything.
     disabled: bool = False
+
+    @field_validator("jwt_secret", "jwks_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _one_way(self) -> AuthSettings:

@@ -7,6 +7,9 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
 from domain.errors import MerlinError
 from forwarder import rebuild
 from kernel.settings import KafkaSettings
@@ -125,6 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setting_errors(exc: ValidationError) -> list[str]:
+    """One line per bad setting, named as its environment variable."""
+    found = [cls for cls in _all_settings(BaseSettings) if cls.__name__ == exc.title]
+    prefix = str(found[0].model_config.get("env_prefix", "")) if found else ""
+    lines = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"])
+        name = field.upper() if field.upper().startswith("MERLIN_") else f"{prefix}{field}".upper()
+        given = error.get("input")
+        # Never echo a secret back, nor the whole settings of a model-level error.
+        hidden = not field or any(word in name for word in ("SECRET", "TOKEN", "PASSWORD", "KEY"))
+        lines.append(
+            f"{name if field else exc.title}: {error['msg']}" + ("" if hidden else f" (got {given!r})")
+        )
+    return lines
+
+
+def _all_settings(base: type[BaseSettings]) -> list[type[BaseSettings]]:
+    return [cls for sub in base.__subclasses__() for cls in (sub, *_all_settings(sub))]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``merlin``; errors merlin understands are one line on stderr, not a traceback."""
     arguments = build_parser().parse_args(argv)
@@ -133,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(arguments)
     except MerlinError as exc:
         print(f"merlin: error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        for line in _setting_errors(exc):
+            print(f"merlin: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+from collections.abc import Callable
 
 import structlog
 import uvicorn
@@ -36,10 +37,10 @@ def _freeze_start_up_heap() -> None:
     gc.freeze()
 
 
-def _serve_http(app: object, host: str, port: int, service: str) -> None:
-    configure_logging(service)
+def _serve_http(build: Callable[[], object], host: str, port: int, service: str) -> None:
+    configure_logging(service)  # first: building the app may log (e.g. authentication disabled)
     config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
+        build(),  # type: ignore[arg-type]
         host=host,
         port=port,
         log_config=None,
@@ -58,19 +59,19 @@ def _serve_http(app: object, host: str, port: int, service: str) -> None:
 def run_write_api() -> None:
     """Serve the write API until stopped."""
     settings = WriteApiSettings()
-    _serve_http(create_write_app(settings), settings.host, settings.port, "write_api")
+    _serve_http(lambda: create_write_app(settings), settings.host, settings.port, "write_api")
 
 
 def run_read_api() -> None:
     """Serve the read API until stopped."""
     settings = ReadApiSettings()
-    _serve_http(create_read_app(settings), settings.host, settings.port, "read_api")
+    _serve_http(lambda: create_read_app(settings), settings.host, settings.port, "read_api")
 
 
 def run_admin_api() -> None:
     """Serve the admin API until stopped."""
     settings = AdminApiSettings()
-    _serve_http(create_admin_app(settings), settings.host, settings.port, "admin_api")
+    _serve_http(lambda: create_admin_app(settings), settings.host, settings.port, "admin_api")
 
 
 def run_forwarder() -> None:

@@ -106,7 +106,7 @@ def verifier_for(settings: AuthSettings, service: str) -> Verifier | None:
 
 def authorize(request: Request, scope: str, room: str | None = None) -> Caller:
     """The caller, if its token grants ``scope`` (and ``room``); else 403."""
-    caller: Caller = request.state.caller
+    caller: Caller = request.scope["state"]["caller"]  # as ``Authenticate`` left it
     if not caller.may(scope):
         raise Forbidden(f"The token lacks the {scope} scope.")
     if room is not None and not caller.may_use(room):

@@ -187,3 +187,16 @@ async def test_no_secret_or_token_reaches_the_logs(apis: Apis) -> None:
     for secret in [apis.services.auth_secret, apis.services.admin_token, *tokens]:
         if len(secret) > 8:
             assert secret not in logs
+
+
+async def test_with_authentication_disabled_the_body_names_the_sender_and_the_log_says_so(
+    sqlite_services: Services,
+) -> None:
+    write = await sqlite_services.write_api(MERLIN_AUTH_DISABLED="true", MERLIN_AUTH_JWT_SECRET="")
+    async with httpx.AsyncClient(base_url=write.url or "", timeout=30) as client:
+        named = await client.post("/v1/rooms/r1/messages", json={"sender_id": "gateway-user", "body": "hi"})
+        assert named.status_code == 202, named.text
+        anonymous = await client.post("/v1/rooms/r1/messages", json={"body": "who?"})
+        assert anonymous.status_code == 422
+        assert anonymous.json()["errors"][0]["field"] == "sender_id"
+    assert '"authentication_disabled"' in write.output()

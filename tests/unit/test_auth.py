@@ -89,6 +89,7 @@ def test_settings_refuse_a_short_secret_and_two_ways_at_once() -> None:
     with pytest.raises(InfrastructureError, match="MERLIN_AUTH_JWT_SECRET"):
         AuthSettings().require()
     assert AuthSettings(disabled=True).require().disabled
+    assert AuthSettings(jwt_secret="", jwks_url="").verifies is False  # empty means unset
 
 
 def test_minted_tokens_verify() -> None:

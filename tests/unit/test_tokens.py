@@ -37,3 +37,14 @@ def test_bad_options_are_one_clear_line(
     monkeypatch.setenv("MERLIN_AUTH_JWT_SECRET", SECRET)
     assert main(["token", "bob", *arguments]) == 2
     assert error in capsys.readouterr().err
+
+
+def test_a_bad_setting_is_one_line_naming_its_variable_and_never_echoing_a_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MERLIN_AUTH_JWT_SECRET", "too-short-but-secret")
+    assert main(["token", "bob"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "MERLIN_AUTH_JWT_SECRET must be at least 32 characters" in error
+    assert "too-short-but-secret" not in error
