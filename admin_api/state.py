@@ -111,11 +111,9 @@ class AdminApi:
 
 def describe(endpoint: Endpoint, paused: bool) -> dict[str, Any]:
     """An endpoint as the admin API shows it: its secret as a fingerprint, its URL without credentials."""
-    url = endpoint.url
-    shown = f"{url.scheme}://{url.host}{f':{url.port}' if url.port else ''}{url.path or ''}"
     return {
         "name": endpoint.name,
-        "url": shown + ("?…" if url.query else ""),
+        "url": endpoint.shown_url,
         "event_types": sorted(endpoint.event_types),
         "timeout": endpoint.timeout,
         "max_in_flight": endpoint.max_in_flight,

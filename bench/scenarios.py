@@ -8,6 +8,8 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import httpx
+
 from bench.harness import Bench, Row, median_of
 from bench.pipeline import BODY, delivery, end_to_end, outage, percentile, recovery
 from bench.vegeta import attack
@@ -157,7 +159,8 @@ async def read_api(bench: Bench, runs: int) -> list[Row]:
         await store.apply([Record(0, start + n, event) for n, event in enumerate(events)])
     await engine.dispose()
     services = bench.services(url)
-    api = await services.read_api()
+    waiters = 200 if bench.quick else 2_000
+    api = await services.read_api(MERLIN_READ_API_MAX_POSITION_WAITERS=str(waiters + 100))
     rng = random.Random(1)
     by_id = get_paths_script([f"/v1/rooms/big/messages/{i}" for i in rng.sample(ids, 1000)], bench.headers())
     pages = get_paths_script(
@@ -171,6 +174,11 @@ async def read_api(bench: Bench, runs: int) -> list[Row]:
         page = await median_of(
             runs, lambda: asyncio.to_thread(lambda: run_wrk(api.url or "", pages, 64, seconds).as_dict())
         )
+        paths = [f"/v1/rooms/big/messages/{i}" for i in rng.sample(ids, 100)]
+        alone = await median_of(runs, lambda: _reads_beside_waiters(api.url or "", paths, bench, 0, seconds))
+        beside = await median_of(
+            runs, lambda: _reads_beside_waiters(api.url or "", paths, bench, waiters, seconds)
+        )
     finally:
         services.stop_all()
     return [
@@ -178,7 +186,47 @@ async def read_api(bench: Bench, runs: int) -> list[Row]:
             None, None, one["p50_ms"], one["p99_ms"], {"wrk_cpu_s": one["generator_cpu_seconds"]}),
         Row("read", "GET a page of 50", "req/s", page["requests_per_second"],
             None, None, page["p50_ms"], page["p99_ms"], {"wrk_cpu_s": page["generator_cpu_seconds"]}),
+        Row("read", f"GET one message, 100/s, beside {waiters:,} reads waiting on after_position", "ms (p99)",
+            beside["p99_ms"], alone["p99_ms"], "the same without them", beside["p50_ms"], beside["p99_ms"],
+            {"waits_answered": beside["waits_answered"], "alone_p50_ms": alone["p50_ms"]}),
     ]  # fmt: skip
+
+
+async def _reads_beside_waiters(
+    url: str, paths: list[str], bench: Bench, waiters: int, seconds: float
+) -> dict[str, float]:
+    """GETs at 100/s, one at a time, while ``waiters`` reads wait for a position never reached."""
+    stop = asyncio.Event()
+    answered = 0
+    limits = httpx.Limits(max_connections=waiters + 10, max_keepalive_connections=waiters + 10)
+
+    async def wait(client: httpx.AsyncClient) -> None:
+        nonlocal answered
+        while not stop.is_set():  # each waits out the read API's bound, then asks again
+            await client.get(f"{url}/v1/rooms/big/messages", params={"after_position": "0-999999999"})
+            answered += 1
+
+    latencies: list[float] = []
+    async with httpx.AsyncClient(headers=bench.headers(), timeout=60, limits=limits) as client:
+        waiting = [asyncio.create_task(wait(client)) for _ in range(waiters)]
+        await asyncio.sleep(1 if waiters else 0)  # every waiter in place
+        async with httpx.AsyncClient(headers=bench.headers(), timeout=30) as reader:
+            end = time.perf_counter() + seconds
+            n = 0
+            while time.perf_counter() < end:
+                started = time.perf_counter()
+                answer = await reader.get(f"{url}{paths[n % len(paths)]}")
+                answer.raise_for_status()
+                latencies.append(time.perf_counter() - started)
+                n += 1
+                await asyncio.sleep(max(0.0, 0.01 - (time.perf_counter() - started)))
+        stop.set()
+        await asyncio.gather(*waiting, return_exceptions=True)
+    return {
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "waits_answered": float(answered),
+    }
 
 
 SCENARIOS = {

@@ -8,6 +8,7 @@ applies the same log reaches the same messages.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import ClassVar, Final, Literal, get_args, overload
@@ -117,6 +118,16 @@ def check_body(value: object) -> str:
     return value
 
 
+def check_visible(value: str) -> str:
+    """Return ``value`` if it shows something: not only spaces, zero-width or other invisible characters.
+
+    Checked on new commands only, as ``check_storable`` is: the log's events are read as they are.
+    """
+    if not any(unicodedata.category(character)[0] not in "ZC" for character in value):
+        raise InvalidCommand("body", "must hold at least one visible character")
+    return value
+
+
 def check_storable(field: str, value: str) -> str:
     """Return ``value`` unless it holds a character no store can keep (C0 controls, lone surrogates).
 
@@ -146,7 +157,7 @@ def validate(command: Command) -> None:
     """Raise InvalidCommand when a field of ``command`` breaks the model's limits."""
     check_identifier("room_id", command.room_id)
     check_identifier("sender_id", command.sender_id)
-    check_storable("body", check_body(command.body))
+    check_storable("body", check_visible(check_body(command.body)))
     if isinstance(command, UpdateMessage):
         check_expected_version(command.expected_version)
 

@@ -51,7 +51,7 @@ from kernel.logs import configure_logging
 from kernel.records import Header
 from kernel.settings import KafkaSettings
 from read_store.dialect import dialect_of
-from read_store.engines import create_engine, normalise_url
+from read_store.engines import create_engine, normalise_url, shown_url
 from read_store.migrate import upgrade
 from read_store.projection import Changes, Record
 from read_store.settings import ReadStoreSettings
@@ -81,7 +81,7 @@ class Target:
 
     def shown(self) -> str:
         """The URL with its password masked, fit to print."""
-        return make_url(self.url).render_as_string(hide_password=True)
+        return shown_url(self.url)
 
     def __str__(self) -> str:
         return f"{self.shown()} (schema {self.schema})" if self.schema else self.shown()

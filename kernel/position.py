@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from domain.errors import InvalidCommand
 
-_FORMAT = re.compile(r"(\d{1,9})-(\d{1,19})")
+# ASCII digits only: int() would also read other scripts' digits ("٣-٣").
+_FORMAT = re.compile(r"([0-9]{1,9})-([0-9]{1,19})")
 
 
 @dataclass(frozen=True, slots=True, order=True)

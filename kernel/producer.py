@@ -28,6 +28,13 @@ class ProducerBusy(BrokerUnavailable):
     """The producer's local queue is full (back-pressure from the broker)."""
 
 
+class RecordTooLarge(Exception):
+    """The broker (or the producer) will never take a record this large: retrying cannot help."""
+
+
+_TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})  # by the producer or by the broker
+
+
 class AsyncProducer:
     """Produce records and await their acknowledgement without blocking the event loop."""
 
@@ -56,7 +63,10 @@ class AsyncProducer:
         except BufferError as exc:
             raise ProducerBusy("the Kafka producer queue is full") from exc
         except KafkaException as exc:
-            raise BrokerUnavailable(f"Kafka refused the record: {exc.args[0].str()}") from exc
+            error = exc.args[0]
+            if error.code() in _TOO_LARGE:
+                raise RecordTooLarge(error.str()) from exc
+            raise BrokerUnavailable(f"Kafka refused the record: {error.str()}") from exc
         return await future
 
     async def ready(self, topic: str, timeout: float = 2.0) -> bool:
@@ -82,7 +92,9 @@ class AsyncProducer:
 def _settle(future: asyncio.Future[tuple[int, int]], error: KafkaError | None, message: Message) -> None:
     if future.done():
         return
-    if error is not None:
+    if error is not None and error.code() in _TOO_LARGE:
+        future.set_exception(RecordTooLarge(error.str()))
+    elif error is not None:
         future.set_exception(BrokerUnavailable(f"Kafka did not take the record: {error.str()}"))
     else:
         future.set_result((message.partition() or 0, message.offset() or 0))

@@ -19,6 +19,7 @@ from merlin.dev import run_dev
 from merlin.local import LocalKafka, LocalPostgres
 from merlin.services import run_admin_api, run_forwarder, run_read_api, run_write_api
 from merlin.tokens import add_token_parser
+from read_store.engines import shown_url
 from read_store.migrate import upgrade
 from read_store.settings import ReadStoreSettings
 
@@ -65,7 +66,7 @@ def _topics(_arguments: argparse.Namespace) -> int:
 def _db(_arguments: argparse.Namespace) -> int:
     store = ReadStoreSettings()
     asyncio.run(upgrade(store.url, store.db_schema))
-    print(f"read store: {store.url} is up to date")
+    print(f"read store: {shown_url(store.url)} is up to date")
     return 0
 
 

@@ -21,6 +21,7 @@ from merlin.local.kept_secrets import (
     write_private,
 )
 from read_api.settings import ReadApiSettings
+from read_store.engines import shown_url
 from read_store.migrate import upgrade
 from read_store.settings import ReadStoreSettings
 from write_api.settings import WriteApiSettings
@@ -68,7 +69,7 @@ async def run_dev() -> int:
     await ensure_topics(topics)
     store = ReadStoreSettings()
     await upgrade(store.url, store.db_schema)
-    print(f"read store: {store.url} (migrated)")
+    print(f"read store: {shown_url(store.url)} (migrated)")
 
     children = {
         name: await asyncio.create_subprocess_exec(

@@ -13,5 +13,7 @@ class ReadApiSettings(BaseSettings):
     port: int = Field(default=8082, ge=0, le=65535)
     # How long a read with after_position waits for the projection to catch up.
     position_wait_seconds: float = Field(default=2.0, gt=0, le=30)
+    # Most reads waiting for the projection at once; past it, 503 at once (not a queue).
+    max_position_waiters: int = Field(default=1000, ge=1)
     max_page_size: int = Field(default=200, ge=1)
     default_page_size: int = Field(default=50, ge=1)

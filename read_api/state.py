@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +20,7 @@ from kernel.settings import KafkaSettings
 from kernel.topics import end_offsets
 from read_api.settings import ReadApiSettings
 from read_store.engines import create_engine
+from read_store.position_watch import TooManyWaiters
 from read_store.reader import ReadStore
 from read_store.settings import ReadStoreSettings
 
@@ -32,6 +35,9 @@ class ReadApi:
         self.registry = CollectorRegistry()
         self._reads: ReadStore | None = None
         self._admin: AdminClient | None = None
+        # The log's ends, looked up once for every expired wait of the same moment.
+        self._ends: tuple[float, dict[int, int] | None] | None = None
+        self._ends_lookup: asyncio.Task[dict[int, int] | None] | None = None
 
     @classmethod
     def of(cls, request: Request) -> ReadApi:
@@ -43,7 +49,7 @@ class ReadApi:
     async def running(self) -> AsyncIterator[None]:
         """Open the read store and the admin client for as long as the app runs."""
         engine = create_engine(self.store_settings.url, schema=self.store_settings.db_schema)
-        self._reads = ReadStore(engine, self.kafka.events_topic)
+        self._reads = ReadStore(engine, self.kafka.events_topic, self.settings.max_position_waiters)
         self._admin = AdminClient(self.kafka.client())
         try:
             yield
@@ -70,9 +76,15 @@ class ReadApi:
             return None
         position = Position.parse(after_position)
         wait = self.settings.position_wait_seconds
-        if await self.reads.wait_for(position, wait):
-            return None
-        ends = await self._end_offsets()
+        try:
+            if await self.reads.wait_for(position, wait):
+                return None
+        except TooManyWaiters:
+            return problem(
+                503, "too-many-waiters", "Too many reads are waiting for the projection; retry shortly.",
+                headers={"Retry-After": "1"},
+            )  # fmt: skip
+        ends = await self._recent_end_offsets()
         if ends is not None and position.offset >= ends.get(position.partition, 0):
             # Not lag: no write ever got this position.
             raise InvalidCommand("after_position", "is beyond the end of the event log")
@@ -103,6 +115,17 @@ class ReadApi:
             )
         total = None if ends is None else sum(p["lag"] or 0 for p in partitions)
         return {"topic": self.kafka.events_topic, "partitions": partitions, "lag": total}
+
+    async def _recent_end_offsets(self, fresh_for: float = 0.5) -> dict[int, int] | None:
+        """The log's ends as of at most ``fresh_for`` s ago: one lookup however many ask at once."""
+        now = time.monotonic()
+        if self._ends is not None and now - self._ends[0] < fresh_for:
+            return self._ends[1]
+        if self._ends_lookup is None or self._ends_lookup.done():
+            self._ends_lookup = asyncio.create_task(self._end_offsets())
+        ends = await asyncio.shield(self._ends_lookup)
+        self._ends = (now, ends)
+        return ends
 
     async def _end_offsets(self) -> dict[int, int] | None:
         if self._admin is None:

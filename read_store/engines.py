@@ -18,6 +18,11 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def shown_url(url: str) -> str:
+    """``url`` with its password masked, fit to print or log."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def create_engine(url: str, *, writer: bool = False, schema: str | None = None) -> AsyncEngine:
     """An engine for the read store at ``url``.
 

@@ -1,9 +1,17 @@
-"""Waiting for the projection to reach a position: one poll shared by every waiting request."""
+"""Waiting for the projection to reach a position: one poll shared by every waiting request.
+
+Waiters wait on a future of their own, kept per partition in offset order, so
+a new position wakes only those it reached: two thousand waiters cost a poll
+and a heap look-up, not two thousand wake-ups every poll. Their number is
+bounded (``TooManyWaiters`` past ``limit``): past it a read is refused at once
+rather than queued behind the others.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import heapq
+import itertools
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -11,6 +19,10 @@ import structlog
 from kernel.position import Position
 
 log = structlog.get_logger()
+
+
+class TooManyWaiters(Exception):
+    """As many reads as allowed already wait for the projection here."""
 
 
 class PositionWatch:
@@ -21,39 +33,72 @@ class PositionWatch:
     and a thousand waiters cost the store no more than one.
     """
 
-    def __init__(self, positions: Callable[[], Awaitable[dict[int, int]]], interval: float = 0.005) -> None:
+    def __init__(
+        self,
+        positions: Callable[[], Awaitable[dict[int, int]]],
+        interval: float = 0.005,
+        limit: int = 1000,
+    ) -> None:
         self._positions = positions
         self._interval = interval
+        self.limit = limit
         self._latest: dict[int, int] = {}
-        self._changed = asyncio.Condition()
-        self._waiters = 0
+        # Per partition: (offset, order, future) of each waiter, the lowest offset first.
+        self._waiting: dict[int, list[tuple[int, int, asyncio.Future[None]]]] = {}
+        self._order = itertools.count()
+        self.waiters = 0
+        self._abandoned = 0  # entries of waiters that timed out, still in the heaps
         self._poller: asyncio.Task[None] | None = None
 
-    async def wait_for(self, position: Position, timeout: float) -> bool:
-        def reached() -> bool:
-            return self._latest.get(position.partition, -1) >= position.offset
+    def reached(self, position: Position) -> bool:
+        return self._latest.get(position.partition, -1) >= position.offset
 
-        async with self._changed:
-            self._waiters += 1
-            try:
-                if self._poller is None or self._poller.done():
-                    self._poller = asyncio.create_task(self._poll())
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await self._changed.wait_for(reached)
-                return reached()
-            finally:
-                self._waiters -= 1
+    async def wait_for(self, position: Position, timeout: float) -> bool:
+        """True once the projection has applied ``position``; False after ``timeout`` s."""
+        if self.reached(position):
+            return True
+        if self.waiters >= self.limit:
+            raise TooManyWaiters(f"{self.waiters} reads already wait for the projection")
+        arrived: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(
+            self._waiting.setdefault(position.partition, []), (position.offset, next(self._order), arrived)
+        )
+        self.waiters += 1
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll())
+        try:
+            await asyncio.wait_for(arrived, timeout)
+            return True
+        except TimeoutError:
+            self._abandoned += 1
+            return self.reached(position)
+        finally:
+            self.waiters -= 1
 
     async def _poll(self) -> None:
-        while self._waiters:
+        while self.waiters:
             try:
                 latest = await self._positions()
             except Exception as exc:  # the store is down: waiters time out, polling goes on
                 log.warning("positions_poll_failed", error=repr(exc))
                 await asyncio.sleep(0.5)
                 continue
-            async with self._changed:
-                self._latest = latest
-                self._changed.notify_all()
+            self._latest = latest
+            self._wake(latest)
             await asyncio.sleep(self._interval)
+
+    def _wake(self, latest: dict[int, int]) -> None:
+        for partition, heap in self._waiting.items():
+            applied = latest.get(partition, -1)
+            while heap and heap[0][0] <= applied:
+                arrived = heapq.heappop(heap)[2]
+                if arrived.done():
+                    self._abandoned -= 1
+                else:
+                    arrived.set_result(None)
+        if self._abandoned > self.waiters + 100:
+            # Waiters that gave up for positions not reached yet: drop their entries.
+            for partition, heap in self._waiting.items():
+                self._waiting[partition] = [entry for entry in heap if not entry[2].done()]
+                heapq.heapify(self._waiting[partition])
+            self._abandoned = 0

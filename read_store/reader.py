@@ -23,12 +23,12 @@ class ReadStore:
     the dialect says (``Dialect.connections``).
     """
 
-    def __init__(self, engine: AsyncEngine, topic: str) -> None:
+    def __init__(self, engine: AsyncEngine, topic: str, max_waiters: int = 1000) -> None:
         self.engine = engine
         self.topic = topic
         self._dialect: Dialect = dialect_of(engine.url)
         self._connections = self._dialect.connections(engine, writer=False)
-        self._watch = PositionWatch(self.positions)
+        self._watch = PositionWatch(self.positions, limit=max_waiters)
 
     async def _run(self, question: Callable[[Connection], T]) -> T:
         return await self._connections.read(question)
@@ -118,7 +118,10 @@ class ReadStore:
         await self._run(lambda connection: connection.execute(text("SELECT 1")).scalar())
 
     async def wait_for(self, position: Position, timeout: float) -> bool:
-        """Wait until the projection has applied ``position``; False if ``timeout`` s pass first."""
+        """Wait until the projection has applied ``position``; False if ``timeout`` s pass first.
+
+        Raises ``TooManyWaiters`` when as many reads as allowed already wait.
+        """
         return await self._watch.wait_for(position, timeout)
 
     def _message(self, row: Any) -> dict[str, Any]:

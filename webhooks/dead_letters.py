@@ -76,7 +76,7 @@ class DeadLetters:
         document = orjson.dumps(
             {
                 "event": orjson.Fragment(event),
-                "endpoint": {"name": endpoint.name, "url": str(endpoint.url)},
+                "endpoint": {"name": endpoint.name, "url": endpoint.shown_url},
                 "reason": reason,
                 "attempts": [attempt.as_dict() for attempt in attempts],
             }

@@ -70,11 +70,28 @@ class Endpoint(BaseModel):
         Webhook(secret)
         return secret
 
+    @property
+    def shown_url(self) -> str:
+        """The URL without credentials or query (either may hold a secret), fit to show or record."""
+        url = self.url
+        default = {"http": 80, "https": 443}.get(url.scheme)
+        port = f":{url.port}" if url.port and url.port != default else ""
+        shown = f"{url.scheme}://{url.host}{port}{url.path or ''}"
+        return shown + ("?…" if url.query else "")
+
 
 class EndpointsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     endpoints: list[Endpoint] = []
+
+
+def _without_values(exc: ValidationError) -> str:
+    """What is wrong and where, never the value given (it may be a secret or a URL with one)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    )
 
 
 def load_endpoints(path: Path | None) -> list[Endpoint]:
@@ -85,7 +102,13 @@ def load_endpoints(path: Path | None) -> list[Endpoint]:
         text = path.read_text()
         raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
         endpoints = EndpointsFile.model_validate(raw or {}).endpoints
-    except (OSError, tomllib.TOMLDecodeError, yaml.YAMLError, ValidationError) as exc:
+    except ValidationError as exc:
+        raise InfrastructureError(f"endpoints file {path}: {_without_values(exc)}") from None
+    except yaml.YAMLError as exc:  # its message quotes the offending text, which may be a secret
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise InfrastructureError(f"endpoints file {path}: not valid YAML{where}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InfrastructureError(f"endpoints file {path}: {exc}") from exc
     names = [endpoint.name for endpoint in endpoints]
     if len(set(names)) != len(names):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 from uuid import UUID
 
@@ -22,6 +23,15 @@ IdempotencyKey = Annotated[
     Header(alias="Idempotency-Key", description="Retries with the same key make one message."),
 ]
 Traceparent = Annotated[str | None, Header(include_in_schema=False)]
+# W3C Trace Context, version 00 and later: version-traceid-parentid-flags, lowercase hex.
+_TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def _trace(traceparent: str | None) -> str | None:
+    """``traceparent`` if it is one (it goes into the log with the event); otherwise dropped."""
+    if traceparent is None or _TRACEPARENT.fullmatch(traceparent) is None:
+        return None
+    return traceparent
 
 
 def _sender(caller: Caller, claimed: str | None) -> str:
@@ -47,7 +57,7 @@ async def post_message(
         room_id, _sender(caller, command.sender_id), command.body,
         message_id=command.message_id, idempotency_key=idempotency_key,
     )  # fmt: skip
-    position = await WriteApi.of(request).append(event, traceparent)
+    position = await WriteApi.of(request).append(event, _trace(traceparent))
     return OrjsonResponse(
         {"message_id": str(event.message_id), "event_id": str(event.event_id), "position": str(position)},
         status_code=202,
@@ -68,7 +78,7 @@ async def patch_message(
         room_id, message_id, _sender(caller, command.sender_id), command.body,
         expected_version=command.expected_version, if_match=if_match, idempotency_key=idempotency_key,
     )  # fmt: skip
-    position = await WriteApi.of(request).append(event, traceparent)
+    position = await WriteApi.of(request).append(event, _trace(traceparent))
     return OrjsonResponse({"event_id": str(event.event_id), "position": str(position)}, status_code=202)
 
 

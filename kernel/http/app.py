@@ -14,6 +14,7 @@ from kernel.http.errors import install_error_handlers
 from kernel.http.middleware import BodyLimit, HttpMetrics
 from kernel.http.operations import ReadinessCheck, add_operations_routes
 from kernel.http.responses import OrjsonResponse
+from kernel.http.strict_json import StrictJsonRoute
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -44,6 +45,7 @@ def new_api(
         lifespan=lifespan,
         default_response_class=OrjsonResponse,
     )
+    app.router.route_class = StrictJsonRoute
     install_error_handlers(app, retry_after_seconds)
     if max_body_bytes is not None:
         app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

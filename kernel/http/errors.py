@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from domain.errors import InvalidCommand
 from kernel.http.responses import problem
-from kernel.producer import BrokerUnavailable
+from kernel.producer import BrokerUnavailable, RecordTooLarge
 
 log = structlog.get_logger()
 
@@ -33,8 +33,10 @@ def _field(location: tuple[Any, ...]) -> str:
 async def _validation(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
-    if any(error.get("type") == "json_invalid" for error in errors):
-        return problem(400, "malformed-json", "The request body is not valid JSON.")
+    invalid_json = [error for error in errors if error.get("type") == "json_invalid"]
+    if invalid_json:
+        reason = str(invalid_json[0].get("ctx", {}).get("error", "")) or None
+        return problem(400, "malformed-json", "The request body is not valid JSON.", reason)
     invalid = [{"field": _field(tuple(error["loc"])), "reason": str(error["msg"])} for error in errors]
     detail = "; ".join(f"{error['field']}: {error['reason']}" for error in invalid)
     return problem(422, "invalid-request", "The request is not valid.", detail, errors=invalid)
@@ -69,6 +71,11 @@ async def _http(_request: Request, exc: Exception) -> Response:
     )
 
 
+async def _too_large(_request: Request, exc: Exception) -> Response:
+    # Not a 503: retrying a record the log will never take can never succeed.
+    return problem(413, "too-large", "The event is larger than the event log takes; nothing was recorded.")
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled_error", path=request.url.path, exc_info=exc)
     return problem(500, "internal", "Something went wrong on our side.")
@@ -95,5 +102,6 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(InvalidCommand, _invalid_command)
     app.add_exception_handler(BrokerUnavailable, _unavailable(retry_after_seconds))
+    app.add_exception_handler(RecordTooLarge, _too_large)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

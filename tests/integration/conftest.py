@@ -10,6 +10,7 @@ from merlin.local.service_processes import Services, free_port
 from read_store.migrate import upgrade
 from tests.conftest import PostgresSchema
 from tests.downstream import Downstream, ServerThread
+from tests.integration.hooks import SECRET
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -27,6 +28,7 @@ async def sqlite_services(kafka_settings: KafkaSettings, tmp_path: Path) -> Asyn
     services = Services(kafka_settings, url, tmp_path)
     yield services
     services.stop_all()
+    _no_secret_in_the_logs(services)
 
 
 @pytest.fixture
@@ -38,6 +40,20 @@ async def postgres_services(
     services = Services(kafka_settings, postgres_schema.url, tmp_path, postgres_schema.schema)
     yield services
     services.stop_all()
+    _no_secret_in_the_logs(services)
+
+
+def _no_secret_in_the_logs(services: Services) -> None:
+    """After every test: the secrets its services were given appear in none of their logs."""
+    secrets = {
+        "admin token": services.admin_token,
+        "auth secret": services.auth_secret,
+        "webhook secret": SECRET,
+    }
+    for service in services.running:
+        output = service.output()
+        leaked = [name for name, secret in secrets.items() if secret in output]
+        assert not leaked, f"{service.name} logged the {', '.join(leaked)} ({service.log})"
 
 
 @pytest.fixture

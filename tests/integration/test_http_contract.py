@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 from kernel.auth import SCOPES
 from merlin.local.service_processes import Services, free_port
+from webhooks.dead_letters import header_map
 
 PROBLEM = "application/problem+json"
 
@@ -240,3 +244,86 @@ async def test_a_broker_that_is_down_gets_503_with_retry_after(sqlite_services: 
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"] == {"kafka": False}
+
+
+async def test_a_key_sent_twice_is_400_naming_it(write: httpx.AsyncClient) -> None:
+    content = b'{"sender_id": "u1", "body": "hi", "sender_id": "bob"}'
+    response = await write.post("/v1/rooms/r1/messages", content=content, headers=JSON)
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"] == "duplicate key 'sender_id'"
+    nested = b'{"body": "hi", "message_id": null, "body": "again"}'
+    assert (await write.post("/v1/rooms/r1/messages", content=nested, headers=JSON)).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"]
+)
+async def test_a_body_that_is_not_json_is_415(write: httpx.AsyncClient, content_type: str) -> None:
+    for method, path in (
+        ("POST", "/v1/rooms/r1/messages"),
+        ("PATCH", f"/v1/rooms/r1/messages/{uuid.uuid4()}"),
+    ):
+        response = await write.request(
+            method, path, content=b'{"body": "hi"}', headers={"content-type": content_type}
+        )
+        assert response.status_code == 415, (method, content_type, response.text)
+        assert response.headers["content-type"] == PROBLEM
+    typed = {"content-type": "application/merlin+json; charset=utf-8"}
+    assert (
+        await write.post("/v1/rooms/r1/messages", content=b'{"body": "hi"}', headers=typed)
+    ).status_code == 202
+
+
+async def test_a_body_with_nothing_visible_is_422(write: httpx.AsyncClient) -> None:
+    response = await write.post("/v1/rooms/r1/messages", json={"body": "\u200b\u200b\u2060"})
+    assert response.status_code == 422
+    assert field_of(response) == ["body"]
+
+
+async def test_a_position_in_other_digits_is_422(read: httpx.AsyncClient) -> None:
+    response = await read.get("/v1/rooms/r1/messages", params={"after_position": "\u0663-\u0663"})
+    assert response.status_code == 422
+    assert field_of(response) == ["after_position"]
+
+
+async def test_a_traceparent_is_kept_only_when_it_is_one(
+    sqlite_services: Services, write: httpx.AsyncClient
+) -> None:
+    good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    sent = {}
+    for name, value in {"good": good, "long": good + "0" * 1000, "garbage": "not a trace"}.items():
+        response = await write.post(
+            f"/v1/rooms/trace-{name}/messages", json={"body": "traced"}, headers={"traceparent": value}
+        )
+        assert response.status_code == 202, (name, response.text)
+        sent[name] = response.json()["event_id"]
+    found = await asyncio.to_thread(_records_headers, sqlite_services, set(sent.values()))
+    assert found[sent["good"]].get("traceparent") == good
+    assert "traceparent" not in found[sent["long"]]
+    assert "traceparent" not in found[sent["garbage"]]
+
+
+def _records_headers(services: Services, wanted: set[str]) -> dict[str, dict[str, str]]:
+    """The headers of the events topic's records of ``wanted`` event ids, by event id."""
+    config = services.kafka.client({"group.id": f"peek-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
+    consumer = Consumer(config)
+    try:
+        consumer.subscribe([services.kafka.events_topic])
+        found: dict[str, dict[str, str]] = {}
+        deadline = time.monotonic() + 30
+        while not wanted <= set(found) and time.monotonic() < deadline:
+            for message in consumer.consume(100, 1):
+                if message.error() is None:
+                    found[orjson.loads(message.value() or b"{}")["event_id"]] = header_map(message.headers())
+        return found
+    finally:
+        consumer.close()
+
+
+async def test_an_event_the_log_will_never_take_is_413_not_503(sqlite_services: Services) -> None:
+    api = await sqlite_services.write_api(MERLIN_KAFKA_CLIENT_CONFIG='{"message.max.bytes": "2000"}')
+    async with httpx.AsyncClient(headers=sqlite_services.headers(), base_url=api.url or "") as client:
+        response = await client.post("/v1/rooms/r1/messages", json={"body": "x" * 3000})
+    assert response.status_code == 413, response.text
+    assert "retry-after" not in response.headers
+    assert response.headers["content-type"] == PROBLEM

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 
 from hypothesis import strategies as st
@@ -14,7 +15,10 @@ _STORABLE = st.characters(
     exclude_categories=["Cs"],
     exclude_characters=[chr(c) for c in range(0x20) if chr(c) not in "\t\n\r"],
 )
-bodies = st.text(_STORABLE, min_size=1, max_size=MAX_BODY_CHARS).filter(lambda body: body.strip() != "")
+# ... with at least one visible character (not only spaces, zero-width or other invisible ones).
+bodies = st.text(_STORABLE, min_size=1, max_size=MAX_BODY_CHARS).filter(
+    lambda body: any(unicodedata.category(character)[0] not in "ZC" for character in body)
+)
 moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 
 created = st.builds(

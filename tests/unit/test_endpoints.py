@@ -61,3 +61,33 @@ def test_names_must_be_unique(tmp_path: Path) -> None:
     path.write_text(entry * 2)
     with pytest.raises(InfrastructureError, match="unique"):
         load_endpoints(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (
+            "endpoints.toml",
+            '[[endpoints]]\nname = "a"\nurl = "http://x/"\nsecret = "whsec_not!base64-hunter2"\n',
+        ),
+        ("endpoints.toml", '[[endpoints]]\nname = "a"\nurl = "ftp://u:hunter2@x/"\n' + GOOD_SECRET),
+        ("endpoints.yaml", "endpoints:\n  - name: a\n    secret: 'hunter2\n    url: http://x/\n"),
+    ],
+)
+def test_errors_never_echo_what_was_given(tmp_path: Path, name: str, text: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InfrastructureError) as caught:
+        load_endpoints(path)
+    assert "hunter2" not in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+def test_an_endpoints_url_is_shown_without_credentials_or_query(tmp_path: Path) -> None:
+    path = tmp_path / "endpoints.toml"
+    path.write_text(
+        '[[endpoints]]\nname = "a"\nurl = "https://user:hunter2@hooks.example:8443/in?token=hunter2"\n'
+        + GOOD_SECRET
+    )
+    (endpoint,) = load_endpoints(path)
+    assert endpoint.shown_url == "https://hooks.example:8443/in?…"

@@ -160,7 +160,23 @@ def test_a_body_no_store_can_keep_is_refused_naming_the_character(
 
 
 @_COMMANDS
-@pytest.mark.parametrize("body", ["tab\there", "line\nfeed", "crlf\r\n", "é😀", "\x7f"])
+@pytest.mark.parametrize("body", ["\u200b\u200b", "\u2060", "\u3000\u200b", "\x7f", "\u00ad"])
+def test_a_body_with_nothing_visible_is_refused(
+    command: Callable[[str], CreateMessage | UpdateMessage], body: str
+) -> None:
+    """Zero-width spaces, word joiners, ideographic spaces, DEL, soft hyphens: nothing to see."""
+    with pytest.raises(InvalidCommand, match="visible") as caught:
+        to_event(command(body))
+    assert caught.value.field == "body"
+
+
+def test_an_invisible_body_in_the_log_is_read_as_it_is() -> None:
+    event = MessageCreated(uuid.uuid4(), "r1", MESSAGE, "u1", "\u200b", T0)
+    assert decode(encode(event)) == event
+
+
+@_COMMANDS
+@pytest.mark.parametrize("body", ["tab\there", "line\nfeed", "crlf\r\n", "é😀", "del\x7f", "a\u200bb"])
 def test_tab_newlines_and_non_ascii_bodies_are_accepted(
     command: Callable[[str], CreateMessage | UpdateMessage], body: str
 ) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from kernel.position import Position
-from read_store.position_watch import PositionWatch
+from read_store.position_watch import PositionWatch, TooManyWaiters
+from tests.unit.fakes import until
 
 
 class Projection:
@@ -54,3 +57,38 @@ async def test_polling_survives_a_failing_store() -> None:
 
     watch = PositionWatch(flaky, interval=0.005)
     assert await watch.wait_for(Position(0, 1), 5)
+
+
+async def test_past_its_limit_a_waiter_is_refused_at_once() -> None:
+    projection = Projection()
+    watch = PositionWatch(projection.read, interval=0.005, limit=3)
+    waiting = [asyncio.create_task(watch.wait_for(Position(0, 10), 5)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    with pytest.raises(TooManyWaiters):
+        await watch.wait_for(Position(0, 10), 5)
+    projection.positions = {0: 10}
+    assert all(await asyncio.gather(*waiting))
+    assert await watch.wait_for(Position(0, 10), 1)  # room again
+
+
+async def test_a_new_position_wakes_only_the_waiters_it_reached() -> None:
+    projection = Projection()
+    watch = PositionWatch(projection.read, interval=0.005)
+    waiters = {n: asyncio.create_task(watch.wait_for(Position(n % 2, n), 5)) for n in range(10)}
+    projection.positions = {0: 4, 1: 1}
+    await until(lambda: waiters[4].done(), "the waiters reached woken")
+    assert sorted(n for n, waiter in waiters.items() if waiter.done()) == [0, 1, 2, 4]
+    projection.positions = {0: 8, 1: 9}
+    assert all(await asyncio.gather(*waiters.values()))
+
+
+async def test_waiters_that_gave_up_leave_nothing_behind() -> None:
+    projection = Projection()
+    watch = PositionWatch(projection.read, interval=0.001)
+    for _ in range(3):
+        await asyncio.gather(*(watch.wait_for(Position(0, 10**9), 0.01) for _ in range(200)))
+    keeper = asyncio.create_task(watch.wait_for(Position(0, 10**9), 1))
+    await until(
+        lambda: sum(len(heap) for heap in watch._waiting.values()) <= 201, "abandoned entries dropped"
+    )
+    keeper.cancel()
