@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from kernel.auth import AuthSettings
 from kernel.http.app import new_api
 from kernel.http.auth import verifier_for
+from kernel.http.rate_limit import RateLimitSettings, limiter_for
 from kernel.settings import KafkaSettings
 from read_api.routes import add_routes
 from read_api.settings import ReadApiSettings
@@ -19,6 +20,7 @@ def create_app(
     store: ReadStoreSettings | None = None,
     kafka: KafkaSettings | None = None,
     auth: AuthSettings | None = None,
+    limits: RateLimitSettings | None = None,
 ) -> FastAPI:
     """The read API's ASGI app; its database engine lives as long as the app runs."""
     api = ReadApi(settings or ReadApiSettings(), store or ReadStoreSettings(), kafka or KafkaSettings())
@@ -30,6 +32,7 @@ def create_app(
         api.registry,
         api.readiness,
         verifier_for(auth or AuthSettings(), "read_api"),
+        limiter=limiter_for(limits or RateLimitSettings()),
     )
     app.state.read_api = api
     add_routes(app)

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from kernel.auth import AuthSettings
 from kernel.http.app import new_api
 from kernel.http.auth import verifier_for
+from kernel.http.rate_limit import RateLimitSettings, limiter_for
 from kernel.settings import KafkaSettings
 from write_api.appender import Appender
 from write_api.routes import add_routes
@@ -19,6 +20,7 @@ def create_app(
     kafka: KafkaSettings | None = None,
     appender: Appender | None = None,
     auth: AuthSettings | None = None,
+    limits: RateLimitSettings | None = None,
 ) -> FastAPI:
     """The write API's ASGI app; its Kafka producer lives as long as the app runs.
 
@@ -34,6 +36,7 @@ def create_app(
         api.registry,
         api.readiness,
         verifier_for(auth or AuthSettings(), "write_api"),
+        limiter=limiter_for(limits or RateLimitSettings()),
         max_body_bytes=settings.max_body_bytes,
         retry_after_seconds=settings.retry_after_seconds,
     )

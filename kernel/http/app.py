@@ -13,6 +13,7 @@ from kernel.http.auth import Authenticate
 from kernel.http.errors import install_error_handlers
 from kernel.http.middleware import BodyLimit, HttpMetrics
 from kernel.http.operations import ReadinessCheck, add_operations_routes
+from kernel.http.rate_limit import RateLimiter
 from kernel.http.responses import OrjsonResponse
 from kernel.http.strict_json import StrictJsonRoute
 
@@ -31,12 +32,14 @@ def new_api(
     retry_after_seconds: int = 1,
     operator_token: str | None = None,
     admin_only: bool = False,
+    limiter: RateLimiter | None = None,
 ) -> FastAPI:
     """A FastAPI app with merlin's error handling, metrics and ``/healthz``, ``/readyz``, ``/metrics``.
 
     ``retry_after_seconds`` is what a 503 for an unavailable event log tells clients to wait.
     Every route but health needs a bearer token that ``verifier`` accepts (or ``operator_token``,
-    which holds every scope); without either, authentication is disabled.
+    which holds every scope); without either, authentication is disabled. ``limiter`` bounds
+    each subject's requests.
     """
     app = FastAPI(
         title=title,
@@ -49,7 +52,9 @@ def new_api(
     install_error_handlers(app, retry_after_seconds)
     if max_body_bytes is not None:
         app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    app.add_middleware(Authenticate, verifier=verifier, operator_token=operator_token, admin_only=admin_only)
+    app.add_middleware(
+        Authenticate, verifier=verifier, operator_token=operator_token, admin_only=admin_only, limiter=limiter
+    )
     # Added last, so outermost: it also counts the answers of the body limit.
     app.add_middleware(HttpMetrics, registry=registry, service=service)
     add_operations_routes(app, registry, readiness)

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kernel.auth import ADMIN, ALL_ROOMS, ANYONE, SCOPES, AuthSettings, Caller, Unauthenticated, Verifier
+from kernel.http.rate_limit import RateLimiter, retry_after
 from kernel.http.responses import problem
 
 log = structlog.get_logger()
@@ -45,9 +46,11 @@ class Authenticate:
         *,
         operator_token: str | None = None,
         admin_only: bool = False,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
+        self.limiter = limiter
         self.operator_token = operator_token.encode() if operator_token else None
         self.admin_only = admin_only
 
@@ -66,6 +69,15 @@ class Authenticate:
         if (self.admin_only or scope["path"] in ADMIN_PATHS) and not caller.may(ADMIN):
             await problem(403, "forbidden", "This route needs the admin scope.")(scope, receive, send)
             return
+        if self.limiter is not None and caller is not ANYONE and caller is not OPERATOR:
+            wait = self.limiter.wait(caller.subject)
+            if wait > 0:
+                answer = problem(
+                    429, "rate-limited", "Too many requests from this caller; retry later.",
+                    headers={"Retry-After": retry_after(wait)},
+                )  # fmt: skip
+                await answer(scope, receive, send)
+                return
         scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)
 

@@ -58,7 +58,9 @@ _DESCRIPTIONS = {
     403: "The token does not allow this (scope, room or sender)",
     404: "Not found",
     413: "Request body too large",
+    415: "The body is not JSON",
     422: "A field is invalid; `errors` names it",
+    429: "Too many requests from this caller; retry after `Retry-After` seconds",
     503: "Temporarily unable; retry after `Retry-After` seconds",
 }
 

@@ -88,6 +88,8 @@ class Services:
     store_schema: str | None = None
     running: list[Service] = field(default_factory=list)
     admin_token: str = field(default_factory=lambda: f"admin-{uuid.uuid4().hex}")
+    # Settings every service of this set gets (before each call's own).
+    settings: dict[str, str] = field(default_factory=dict)
     # Signs the callers' tokens the APIs verify (``token``, ``headers``).
     auth_secret: str = field(default_factory=lambda: f"auth-{uuid.uuid4().hex}{uuid.uuid4().hex}")
 
@@ -126,6 +128,7 @@ class Services:
         }
         if self.store_schema:
             env["MERLIN_READ_STORE_DB_SCHEMA"] = self.store_schema
+        env.update(self.settings)
         env.update(extra)
         return env
 

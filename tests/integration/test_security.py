@@ -200,3 +200,19 @@ async def test_with_authentication_disabled_the_body_names_the_sender_and_the_lo
         assert anonymous.status_code == 422
         assert anonymous.json()["errors"][0]["field"] == "sender_id"
     assert '"authentication_disabled"' in write.output()
+
+
+async def test_each_caller_is_rate_limited_on_its_own(sqlite_services: Services) -> None:
+    write = await sqlite_services.write_api(MERLIN_RATE_LIMIT_PER_SECOND="0.5", MERLIN_RATE_LIMIT_BURST="3")
+    alice, bob = sqlite_services.headers("alice"), sqlite_services.headers("bob")
+    async with httpx.AsyncClient(base_url=write.url or "", timeout=30) as client:
+        answers = [
+            await client.post("/v1/rooms/r1/messages", json={"body": "hi"}, headers=alice) for _ in range(4)
+        ]
+        assert [a.status_code for a in answers] == [202, 202, 202, 429]
+        assert answers[-1].headers["retry-after"] == "2"
+        assert answers[-1].headers["content-type"] == PROBLEM
+        assert (
+            await client.post("/v1/rooms/r1/messages", json={"body": "hi"}, headers=bob)
+        ).status_code == 202
+        assert (await client.get("/healthz")).status_code == 200
