@@ -101,11 +101,15 @@ class NullAppender:
 def serve_http(port: int) -> None:
     import uvicorn
 
+    from kernel.http.edge import EdgeSettings, guarded_protocol
     from write_api.app import create_app
     from write_api.settings import WriteApiSettings
 
     app = create_app(WriteApiSettings(port=port), appender=NullAppender())
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+        http=guarded_protocol(EdgeSettings()),
+    )  # fmt: skip
 
 
 def main() -> None:

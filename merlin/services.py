@@ -16,6 +16,7 @@ from admin_api.settings import AdminApiSettings
 from forwarder.settings import ForwarderSettings
 from forwarder.supervisor import SupervisorGaveUp
 from forwarder.worker import Forwarder
+from kernel.http.edge import EdgeSettings, guarded_protocol
 from kernel.logs import configure_logging
 from kernel.settings import KafkaSettings
 from read_api.app import create_app as create_read_app
@@ -51,6 +52,8 @@ def _serve_http(build: Callable[[], object], host: str, port: int, service: str)
         # seldom sends a request on a connection the server is closing: a POST that meets
         # such a reset is not retried by the client. uvicorn's default is 5 s.
         timeout_keep_alive=75,
+        # Limits and deadlines on every connection, before any app code (kernel.http.edge).
+        http=guarded_protocol(EdgeSettings()),
     )
     _freeze_start_up_heap()
     uvicorn.Server(config).run()
