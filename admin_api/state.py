@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
@@ -64,27 +64,19 @@ class AdminApi:
 
     @property
     def control(self) -> ControlLog:
-        if self._control is None:
-            raise RuntimeError("the admin API is not running")
-        return self._control
+        return _running(self._control)
 
     @property
     def writer(self) -> ControlWriter:
-        if self._writer is None:
-            raise RuntimeError("the admin API is not running")
-        return self._writer
+        return _running(self._writer)
 
     @property
     def groups(self) -> Groups:
-        if self._groups is None:
-            raise RuntimeError("the admin API is not running")
-        return self._groups
+        return _running(self._groups)
 
     @property
     def send(self) -> AiohttpSend:
-        if self._send is None:
-            raise RuntimeError("the admin API is not running")
-        return self._send
+        return _running(self._send)
 
     def endpoint(self, name: str) -> Endpoint:
         """The endpoint called ``name``, or a 404."""
@@ -107,6 +99,16 @@ class AdminApi:
         except Exception:  # any failure to reach the broker means not ready
             return {"kafka": False}
         return {"kafka": True}
+
+
+T = TypeVar("T")
+
+
+def _running(part: T | None) -> T:
+    """``part`` of the running app; an error when the app is not running (so it is not set)."""
+    if part is None:
+        raise RuntimeError("the admin API is not running")
+    return part
 
 
 def describe(endpoint: Endpoint, paused: bool) -> dict[str, Any]:

@@ -83,9 +83,7 @@ class Bench:
             await delete_topics(kafka, kafka.topics)
 
     def env(self, kafka: KafkaSettings | None = None) -> dict[str, str]:
-        services = Services(kafka or self.kafka, "sqlite://", self.workdir, auth_secret=self.auth_secret)
-        services.settings = _SETTINGS
-        return services.env()
+        return self.services("sqlite://", kafka=kafka).env()
 
     async def limit(self, what: str, argument: int, kafka: KafkaSettings | None = None) -> dict[str, float]:
         """Run one of bench.limits in its own process; its JSON answer."""

@@ -34,6 +34,7 @@ from read_store.reader import ReadStore
 from read_store.schema import event_outcomes, messages, positions, rooms
 from tests.conftest import PostgresSchema
 from tests.downstream import Downstream
+from tests.integration.hooks import write_messages
 from tests.integration.test_store_refusals import dead_letters, produce
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -65,15 +66,7 @@ async def calls(url: str) -> dict[str, list[dict[str, Any]]]:
 async def write_history(write: Service, rooms_count: int, per_room: int) -> None:
     """Messages over many rooms, and the edits and retries that give every kind of outcome."""
 
-    async def room(n: int) -> None:
-        async with httpx.AsyncClient(headers=write.headers, timeout=30) as client:
-            for m in range(per_room):
-                answer = await client.post(
-                    f"{write.url}/v1/rooms/room-{n}/messages", json={"sender_id": "u1", "body": f"#{m}"}
-                )
-                assert answer.status_code == 202, answer.text
-
-    await asyncio.gather(*(room(n) for n in range(rooms_count)))
+    await write_messages(write, [f"room-{n}" for n in range(rooms_count)], per_room)
     async with httpx.AsyncClient(headers=write.headers, timeout=30) as client:
         base = f"{write.url}/v1/rooms/edits/messages"
 

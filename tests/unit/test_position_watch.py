@@ -63,7 +63,7 @@ async def test_past_its_limit_a_waiter_is_refused_at_once() -> None:
     projection = Projection()
     watch = PositionWatch(projection.read, interval=0.005, limit=3)
     waiting = [asyncio.create_task(watch.wait_for(Position(0, 10), 5)) for _ in range(3)]
-    await asyncio.sleep(0.01)
+    await until(lambda: watch.waiters == 3, "three waiters in place")
     with pytest.raises(TooManyWaiters):
         await watch.wait_for(Position(0, 10), 5)
     projection.positions = {0: 10}
