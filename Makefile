@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+COMPOSE := .cache/compose/bin/docker-compose
 
 .PHONY: setup infra run test lint unit bench clean stop
 
@@ -13,6 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
+
+# docker-compose from PyPI renders and checks docker/compose.yaml; no Docker engine runs here.
+# Its last release pins PyYAML < 6, whose 5.4.1 only builds with Cython < 3.
+$(COMPOSE):
+	$(PYTHON) -m venv .cache/compose
+	.cache/compose/bin/pip install -q "cython<3" wheel setuptools
+	.cache/compose/bin/pip install -q --no-build-isolation "pyyaml==5.4.1"
+	.cache/compose/bin/pip install -q "docker-compose==1.29.2"
 
 # A real Kafka broker (jars from Maven Central, cached in .cache/) and a real
 # PostgreSQL (Debian's package, installed when missing) on 127.0.0.1.
@@ -30,11 +39,11 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-unit: setup
+unit: setup $(COMPOSE)
 	$(BIN)/pytest -m "not integration"
 
 # pytest exits 5 when it collects nothing, which fails this target as it should.
-test: infra lint
+test: infra lint $(COMPOSE)
 	$(BIN)/pytest
 
 # Benchmarks beside the machine's limits: a table, JSON and a PNG in bench/results/ (minutes).

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +24,22 @@ class KafkaSettings(BaseSettings):
     settings_topic: str = "merlin.settings"
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
-    # Extra librdkafka properties, e.g. for SASL: MERLIN_KAFKA_CLIENT_CONFIG='{"security.protocol": "SSL"}'
+    # Who this service is to the broker: SASL/SCRAM (or PLAIN) over plaintext or TLS.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    # Extra librdkafka properties, e.g. for TLS: MERLIN_KAFKA_CLIENT_CONFIG='{"ssl.ca.location": "/ca.pem"}'
     client_config: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not (self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs MERLIN_KAFKA_SASL_USERNAME "
+                "and MERLIN_KAFKA_SASL_PASSWORD"
+            )
+        return self
 
     @property
     def topics(self) -> list[str]:
@@ -44,4 +58,16 @@ class KafkaSettings(BaseSettings):
 
     def client(self, overrides: ClientConfig | None = None) -> ClientConfig:
         """A librdkafka configuration for these settings, with ``overrides`` on top."""
-        return {"bootstrap.servers": self.bootstrap_servers, **self.client_config, **(overrides or {})}
+        security: ClientConfig = {}
+        if self.security_protocol != "PLAINTEXT":
+            security["security.protocol"] = self.security_protocol
+        if self.security_protocol.startswith("SASL_") and self.sasl_username and self.sasl_password:
+            security["sasl.mechanism"] = self.sasl_mechanism
+            security["sasl.username"] = self.sasl_username
+            security["sasl.password"] = self.sasl_password.get_secret_value()
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            **security,
+            **self.client_config,
+            **(overrides or {}),
+        }

@@ -16,6 +16,7 @@ from kernel.settings import KafkaSettings
 from kernel.topics import ensure_topics
 from merlin.admin_client import add_endpoints_parser
 from merlin.dev import run_dev
+from merlin.kafka_access import add_acls_parser
 from merlin.local import LocalKafka, LocalPostgres
 from merlin.services import run_admin_api, run_forwarder, run_read_api, run_write_api
 from merlin.tokens import add_token_parser
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics.set_defaults(handler=_topics)
     add_endpoints_parser(commands)
     add_token_parser(commands)
+    add_acls_parser(commands)
     store = commands.add_parser(
         "rebuild",
         help="project the whole log into a new read store, with progress, delivering nothing",

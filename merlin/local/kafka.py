@@ -22,7 +22,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from kernel.errors import InfrastructureError, ToolMissing
-from kernel.settings import PROJECT_ROOT
+from kernel.settings import PROJECT_ROOT, ClientConfig
 from merlin.local import processes
 from merlin.local.settings import LocalSettings
 
@@ -48,12 +48,24 @@ class KafkaStatus:
 
 
 class LocalKafka:
-    """Fetch, start, stop and inspect one local broker listening on ``port``."""
+    """Fetch, start, stop and inspect one local broker listening on ``port``.
 
-    def __init__(self, settings: LocalSettings | None = None, port: int | None = None) -> None:
+    ``properties`` go over the broker's defaults (a secured broker's listeners, say), and
+    ``client`` is what a client needs to be answered by it (its credentials).
+    """
+
+    def __init__(
+        self,
+        settings: LocalSettings | None = None,
+        port: int | None = None,
+        properties: dict[str, str] | None = None,
+        client: ClientConfig | None = None,
+    ) -> None:
         self.settings = settings or LocalSettings()
         self.port = port or self.settings.kafka_port
         self.controller_port = self.port + 1
+        self.properties = properties or {}
+        self.client = client or {}
         self.state_dir = self.settings.var_dir / "kafka" / str(self.port)
         self.pid_file = self.state_dir / "broker.pid"
         self.log_file = self.state_dir / "broker.log"
@@ -100,7 +112,7 @@ class LocalKafka:
         pid = processes.read_pid(self.pid_file)
         managed = pid is not None and processes.is_running(pid, _MARKER)
         running = (
-            answers_metadata(self.bootstrap, timeout=3.0)
+            answers_metadata(self.bootstrap, 3.0, self.client)
             if (managed or processes.port_open(_HOST, self.port))
             else False
         )
@@ -167,7 +179,7 @@ class LocalKafka:
                     f"the Kafka broker exited while starting; the end of {self.log_file}:\n"
                     + processes.tail(self.log_file)
                 )
-            if processes.port_open(_HOST, self.port) and answers_metadata(self.bootstrap, 2.0):
+            if processes.port_open(_HOST, self.port) and answers_metadata(self.bootstrap, 2.0, self.client):
                 return KafkaStatus(True, self.bootstrap, pid, True)
             time.sleep(0.2)
         raise InfrastructureError(
@@ -198,18 +210,19 @@ class LocalKafka:
             "group.min.session.timeout.ms": "1000",
             "auto.create.topics.enable": "false",
             "delete.topic.enable": "true",
+            **self.properties,
         }
         path = self.state_dir / "server.properties"
         path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
         return path
 
 
-def answers_metadata(bootstrap: str, timeout: float) -> bool:
+def answers_metadata(bootstrap: str, timeout: float, client: ClientConfig | None = None) -> bool:
     """True when a broker at ``bootstrap`` answers a metadata request within ``timeout`` s."""
     quiet = logging.getLogger("merlin.local.kafka.probe")
     quiet.setLevel(logging.CRITICAL)
     # librdkafka takes a Python logger here; the stubs only know scalar values.
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": quiet})  # type: ignore[dict-item]
+    admin = AdminClient({**(client or {}), "bootstrap.servers": bootstrap, "logger": quiet})  # type: ignore[dict-item]
     try:
         return bool(admin.list_topics(timeout=timeout).brokers)
     except KafkaException:
