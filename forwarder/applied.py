@@ -38,3 +38,7 @@ class AppliedEvents:
         return Changes(
             deliverable=[r for r in records if r.event is not None and str(r.event.event_id) in applied]
         )
+
+    async def ping(self) -> None:
+        """Raise unless the read store answers."""
+        await self.reads.ping()

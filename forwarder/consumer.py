@@ -13,7 +13,9 @@ never blocks on it. Where a partition starts depends on the flow:
   that at once, so the starting point holds across restarts.
 
 On revocation, the flow drops what it had in flight for those partitions and
-the consumer commits what was finished.
+the consumer commits what was finished. Rebalancing is cooperative
+(cooperative-sticky): only the partitions that change owner are revoked and
+assigned, so the others flow on through a member's join or leave.
 
 A rebuild of the read store reads the log outside any group (``AssignedConsumer``):
 every partition assigned by hand, from the target store's positions, so it takes
@@ -139,6 +141,9 @@ class EventConsumer(_ThreadedConsumer):
         self._revoked: RevokeHandler | None = None
         self._metrics = metrics
         self._group = str(config.get("group.id", ""))
+        # Cooperative rebalancing hands over only the partitions that change owner, so the
+        # assignment grows and shrinks by increments instead of being replaced.
+        self._incremental = config.get("partition.assignment.strategy") == "cooperative-sticky"
         # Per partition, the next offset this group has committed (or will start from): what lag counts from.
         self._next: dict[int, int] = {}
 
@@ -166,9 +171,12 @@ class EventConsumer(_ThreadedConsumer):
             start = starts.get(partition.partition, 0)
             partition.offset = OFFSET_BEGINNING if start <= 0 else start
             self._next[partition.partition] = max(0, start)
-        consumer.assign(partitions)
+        if self._incremental:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
         self._metrics.rebalances.labels("assigned").inc()
-        self._metrics.assigned.labels(self._group).set(len(partitions))
+        self._metrics.assigned.labels(self._group).set(len(consumer.assignment()))
         log.info(
             "partitions_assigned",
             group=self._group,
@@ -219,8 +227,9 @@ class EventConsumer(_ThreadedConsumer):
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels("revoked").inc()
-        self._metrics.assigned.labels(self._group).set(0)
         numbers = [p.partition for p in partitions]
+        kept = {tp.partition for tp in consumer.assignment()} - set(numbers)
+        self._metrics.assigned.labels(self._group).set(len(kept))
         self._forget_lag(numbers)
         assert self._revoked is not None, "start() first"
         finished = asyncio.run_coroutine_threadsafe(self._revoked(numbers, False), self._loop).result(60)
@@ -230,12 +239,15 @@ class EventConsumer(_ThreadedConsumer):
                 consumer.commit(offsets=offsets, asynchronous=False)
             except KafkaException as exc:  # the next owner re-delivers from the older commit
                 log.warning("commit_on_revoke_failed", error=str(exc))
+        # confluent-kafka takes them out of the assignment once this returns (incrementally
+        # under cooperative rebalancing).
         log.info("partitions_revoked", topic=self._topic, partitions=numbers, committed=finished)
 
-    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels("lost").inc()
-        self._metrics.assigned.labels(self._group).set(0)
         numbers = [p.partition for p in partitions]
+        kept = {tp.partition for tp in consumer.assignment()} - set(numbers)
+        self._metrics.assigned.labels(self._group).set(len(kept))
         self._forget_lag(numbers)
         # Lost partitions may already belong to another member: drop, never commit.
         assert self._revoked is not None, "start() first"

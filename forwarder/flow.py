@@ -9,9 +9,10 @@
 - One dispatcher per endpoint delivers them, ordered per room.
 - Offsets are committed only up to the last record that is projected and
   finished for every endpoint, in arrival order.
-- On a rebalance, everything in flight for the revoked partitions is dropped,
-  what was finished is committed, and the new assignment starts again from
-  the committed positions.
+- On a rebalance, everything in flight for the revoked partitions is dropped
+  and what was finished is committed; partitions the flow keeps (cooperative
+  rebalancing takes only what changes owner) go on untouched. A partition
+  assigned again starts from the committed positions.
 
 The flow is given its source, its store and its dead-letter writer
 (``forwarder.source``), so all of this runs without a broker in unit tests.
@@ -72,7 +73,10 @@ class Flow:
         self.metrics = metrics
         self.stage_policy = stage_policy
         self.tracker = OffsetTracker()
+        # Bumped by every revocation; work tagged with a generation older than its partition's
+        # last revocation (``_reset_at``) belongs to an earlier owner's turn and is dropped.
         self.generation = 0
+        self._reset_at: dict[int, int] = {}
         self.paused: set[int] = set()
         self._committed: dict[int, int] = {}
         # Records this flow has dead-lettered as refused by the store: a retried batch (after a
@@ -106,7 +110,7 @@ class Flow:
         log.info("flow_started", flow=self.name)
         try:
             async with asyncio.TaskGroup() as stages:
-                stages.create_task(self._supervise("projector", self._project_forever))
+                stages.create_task(self._supervise("projector", self._project_forever, self._store_answers))
                 for name, dispatcher in self.dispatchers.items():
                     stages.create_task(self._supervise(f"dispatcher:{name}", dispatcher.run))
                 consuming = stages.create_task(self._consume(stop))
@@ -126,7 +130,16 @@ class Flow:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace)
 
-    async def _supervise(self, name: str, child: Callable[[], Awaitable[None]]) -> None:
+    async def _store_answers(self) -> bool:
+        await asyncio.wait_for(self.store.ping(), 1.0)
+        return True
+
+    async def _supervise(
+        self,
+        name: str,
+        child: Callable[[], Awaitable[None]],
+        recovered: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         hooks = Hooks(
             on_start=lambda stage, restarts: log.info(
                 "stage_started", flow=self.name, stage=stage, restarts=restarts
@@ -134,7 +147,9 @@ class Flow:
             on_stop=lambda stage: log.info("stage_stopped", flow=self.name, stage=stage),
             on_failure=self._stage_failed,
         )
-        await BackoffSupervisor(name, child, self.stage_policy, hooks).run()
+        # After a store outage the projector restarts within about a second of the store's return,
+        # not at the end of a backoff that may have grown to its cap.
+        await BackoffSupervisor(name, child, self.stage_policy, hooks, recovered=recovered).run()
 
     def _stage_failed(self, stage: str, exc: BaseException, delay: float) -> None:
         self.metrics.stage_restarts.labels(stage).inc()
@@ -193,9 +208,17 @@ class Flow:
         """Drop everything in flight for ``partitions``; the finished offsets to commit."""
         self.generation += 1
         gone = set(partitions)
+        for partition in gone:
+            self._reset_at[partition] = self.generation
         finished = {p: o for p, o in self.tracker.committable().items() if p in gone}
-        self._batches.clear()
-        self._idle.set()
+        # Waiting batches lose the revoked partitions' records; the head may be under way in the
+        # projector, which checks each record's generation itself.
+        kept = deque(self._batches)
+        head = [kept.popleft()] if kept else []
+        waiting = [(g, b.without(gone)) for g, b in kept]
+        self._batches = deque([*head, *((g, b) for g, b in waiting if b.records)])
+        if not self._batches:
+            self._idle.set()
         for dispatcher in self.dispatchers.values():
             dispatcher.drop(gone)
         self.tracker.forget(partitions)
@@ -203,6 +226,10 @@ class Flow:
         self.paused -= gone
         log.info("flow_reset", flow=self.name, partitions=partitions, lost=lost, generation=self.generation)
         return {} if lost else finished
+
+    def _current(self, partition: int, generation: int) -> bool:
+        """Whether work of ``generation`` on ``partition`` still belongs to this flow."""
+        return generation >= self._reset_at.get(partition, 0)
 
     # -- projector stage ------------------------------------------------------------------------
 
@@ -218,10 +245,13 @@ class Flow:
                 self._batches.popleft()
 
     async def _project(self, generation: int, batch: Batch) -> None:
-        records = [consumed.record for consumed in batch.records]
+        mine = [c for c in batch.records if self._current(c.record.partition, generation)]
+        if not mine:
+            return  # all revoked while waiting: the new owners take them
+        records = [consumed.record for consumed in mine]
         poison = [
             (consumed, consumed.malformed)
-            for consumed in batch.records
+            for consumed in mine
             if consumed.malformed is not None and self.reports_poison
         ]
         # All of a batch's poison records go to the dead-letter topic at once, and all are
@@ -237,18 +267,18 @@ class Flow:
             )
         self.metrics.batch_size.labels(self.name).observe(len(records))
         with self.metrics.batch_seconds.labels(self.name).time():
-            changes = await self._apply(batch.records)
+            changes = await self._apply(mine)
         self.metrics.replayed.inc(changes.replayed)
         for status, count in Counter(outcome.status for outcome in changes.outcomes).items():
             self.metrics.outcomes.labels(status).inc(count)
-        if generation != self.generation:
-            return  # revoked while projecting: the new owner delivers these
+        # Partitions revoked while projecting: their new owner delivers these.
+        mine = [c for c in mine if self._current(c.record.partition, generation)]
         if not self.dispatchers:
-            for record in records:
-                self.tracker.add(record.partition, record.offset, 0)
+            for consumed in mine:
+                self.tracker.add(consumed.record.partition, consumed.record.offset, 0)
             return
         deliverable = {(r.partition, r.offset) for r in changes.deliverable}
-        for consumed in batch.records:
+        for consumed in mine:
             record, event = consumed.record, consumed.record.event
             wanting = [] if event is None or (record.partition, record.offset) not in deliverable else [
                 dispatcher
@@ -295,7 +325,7 @@ class Flow:
                 raise RuntimeError(f"the read store refused recording a rejection: {again.reason}") from again
 
     def _finished(self, job: Job) -> None:
-        if job.generation == self.generation:
+        if self._current(job.partition, job.generation):
             self.tracker.done(job.partition, job.offset)
 
     async def _dead_letter(self, job: Job, endpoint: Endpoint, reason: str, attempts: list[Attempt]) -> None:

@@ -1,7 +1,8 @@
 """The forwarder's operations listener: ``/healthz``, ``/readyz`` and ``/metrics``, on the worker's own loop.
 
 Ready means every flow is running (none backing off after a crash), a
-consumer polled recently, and the read store answers. Answers are JSON;
+consumer polled recently, every partition of the events topic has a leader,
+and the read store answers. Answers are JSON;
 a worker that is not ready answers problem+json 503 with ``Retry-After``.
 """
 
@@ -25,22 +26,32 @@ class Health:
     """What readiness looks at; the worker keeps ``running`` (per flow) up to date."""
 
     def __init__(
-        self, metrics: ForwarderMetrics, poll_timeout: float, ping: Callable[[], Awaitable[None]]
+        self,
+        metrics: ForwarderMetrics,
+        poll_timeout: float,
+        ping: Callable[[], Awaitable[None]],
+        broker: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.metrics = metrics
         self.running: dict[str, bool] = {}
         self._stale_after = max(5.0, 10 * poll_timeout)
         self._ping = ping
+        self._broker = broker
+
+    async def store_answers(self) -> bool:
+        """True when the read store answers within a bound."""
+        try:
+            await asyncio.wait_for(self._ping(), _PING_TIMEOUT)
+        except Exception:  # any failure to reach the store means it does not answer
+            return False
+        return True
 
     async def checks(self) -> dict[str, bool]:
         polling = time.monotonic() - self.metrics.last_poll_at < self._stale_after
-        try:
-            await asyncio.wait_for(self._ping(), _PING_TIMEOUT)
-            store = True
-        except Exception:  # any failure to reach the store means not ready
-            store = False
+        store = await self.store_answers()
         flows = bool(self.running) and all(self.running.values())
-        return {"flow": flows, "polling": polling, "read_store": store}
+        kafka = True if self._broker is None else await self._broker()
+        return {"flow": flows, "polling": polling, "kafka": kafka, "read_store": store}
 
 
 def _json(body: object, status: int = 200, content_type: str = "application/json") -> web.Response:

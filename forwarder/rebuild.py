@@ -331,6 +331,9 @@ class _Progressing:
         self.landed.set()
         return changes
 
+    async def ping(self) -> None:
+        await self.store.ping()
+
 
 @dataclass
 class Result:

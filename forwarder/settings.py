@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from forwarder.supervisor import BackoffPolicy
@@ -22,6 +23,12 @@ class ForwarderSettings(BaseSettings):
     # How long one poll waits for records; also how fast a stop request is noticed.
     poll_timeout: float = Field(default=0.2, gt=0)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
+    # How often a member tells the coordinator it lives; at most a third of the session timeout
+    # (the default: the smaller of 3 s and that third).
+    heartbeat_interval_ms: int | None = Field(default=None, ge=100)
+    # cooperative-sticky moves only the partitions that change owner on a rebalance; "range"
+    # (eager) revokes every partition of every member first.
+    assignment_strategy: Literal["cooperative-sticky", "range", "roundrobin"] = "cooperative-sticky"
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
     # /metrics (Prometheus), /healthz and /readyz on http://metrics_host:metrics_port; port 0 turns them off.
     metrics_host: str = "127.0.0.1"
@@ -41,6 +48,19 @@ class ForwarderSettings(BaseSettings):
     # More flow restarts than this within restart_window seconds: exit non-zero for the process manager.
     max_restarts: int | None = Field(default=None, ge=0)
     restart_window: float = Field(default=60.0, gt=0)
+
+    @property
+    def heartbeat_ms(self) -> int:
+        return self.heartbeat_interval_ms or max(100, min(3000, self.session_timeout_ms // 3))
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> ForwarderSettings:
+        if self.heartbeat_ms * 3 > self.session_timeout_ms:
+            raise ValueError(
+                f"MERLIN_FORWARDER_HEARTBEAT_INTERVAL_MS ({self.heartbeat_ms}) is above a third of "
+                f"MERLIN_FORWARDER_SESSION_TIMEOUT_MS ({self.session_timeout_ms})"
+            )
+        return self
 
     def restart_policy(self, max_restarts: int | None = None) -> BackoffPolicy:
         """The supervisors' restart policy; past ``max_restarts`` in the window, give up."""

@@ -38,6 +38,12 @@ class Batch:
     def joined(self, later: Batch) -> Batch:
         return Batch(self.records + later.records, self.partitions | later.partitions)
 
+    def without(self, partitions: set[int]) -> Batch:
+        """This batch less the records of ``partitions``."""
+        return Batch(
+            [c for c in self.records if c.record.partition not in partitions], self.partitions - partitions
+        )
+
 
 class Source(Protocol):
     """The events topic as the flow sees it."""
@@ -68,4 +74,8 @@ class ProjectionWriter(Protocol):
         self, records: Sequence[Record], refused: Mapping[tuple[int, int], str] | None = None
     ) -> Changes:
         """Apply ``records`` in one transaction; raise ``StoreRefused`` if the store will never keep them."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise unless the store answers now."""
         ...

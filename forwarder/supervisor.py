@@ -5,6 +5,10 @@ by a random factor in ``[1, 1 + random_factor]``; they start afresh once the
 child has run for ``reset_after`` seconds. With ``max_restarts``, more
 restarts than that within ``within`` seconds escalate: ``run`` raises
 ``SupervisorGaveUp`` so the process can exit non-zero for its manager.
+
+With ``recovered`` (does the child's dependency answer?), a crash while the
+dependency is down does not wait out the whole delay: the supervisor asks
+every ``probe_every`` seconds and restarts as soon as it answers again.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class BackoffSupervisor:
     hooks: Hooks = field(default_factory=Hooks)
     clock: Clock = field(default_factory=MonotonicClock)
     rng: random.Random = field(default_factory=random.Random)
+    recovered: Callable[[], Awaitable[bool]] | None = None
+    probe_every: float = 1.0
     restarts: int = 0
 
     async def run(self) -> None:
@@ -101,11 +107,29 @@ class BackoffSupervisor:
                     ) from exc
                 delay = self.policy.delay(failures, self.rng)
                 _safely(self.hooks.on_failure, self.name, exc, delay)
-                await self.clock.sleep(delay)
+                await self._back_off(delay)
                 self.restarts += 1
                 continue
             _safely(self.hooks.on_stop, self.name)
             return
+
+    async def _back_off(self, delay: float) -> None:
+        """Wait ``delay``, or less when the dependency that was down when the child crashed is back."""
+        if self.recovered is None or await _answers(self.recovered):
+            await self.clock.sleep(delay)  # not an outage we can watch: the full delay
+            return
+        deadline = self.clock.now() + delay
+        while (left := deadline - self.clock.now()) > 0:
+            await self.clock.sleep(min(self.probe_every, left))
+            if await _answers(self.recovered):
+                return
+
+
+async def _answers(probe: Callable[[], Awaitable[bool]]) -> bool:
+    try:
+        return await probe()
+    except Exception:  # a probe that fails means "not back yet"
+        return False
 
 
 def _safely(hook: Callable[..., None], *args: object) -> None:

@@ -76,7 +76,8 @@ class Forwarder:
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": self.settings.session_timeout_ms,
-                "heartbeat.interval.ms": max(100, self.settings.session_timeout_ms // 3),
+                "heartbeat.interval.ms": self.settings.heartbeat_ms,
+                "partition.assignment.strategy": self.settings.assignment_strategy,
                 "max.poll.interval.ms": self.settings.max_poll_interval_ms,
                 "fetch.wait.max.ms": 10,
                 # librdkafka prefetches 100,000 records per partition by default, and a pause
@@ -139,7 +140,7 @@ class Forwarder:
 
             return build
 
-        health = Health(self.metrics, settings.poll_timeout, store.ping)
+        health = Health(self.metrics, settings.poll_timeout, store.ping, lambda: producer.ready(topic))
         rates = asyncio.create_task(
             controls.report_rates([e.name for e in self.endpoints], settings.report_every)
         )
@@ -219,7 +220,7 @@ class Forwarder:
                 await build().run(stop)
 
         policy = self.settings.restart_policy(self.settings.max_restarts)
-        await BackoffSupervisor(name, run, policy, hooks).run()
+        await BackoffSupervisor(name, run, policy, hooks, recovered=health.store_answers).run()
 
 
 async def _first(*waits: Awaitable[object], then: asyncio.Event | None = None) -> None:

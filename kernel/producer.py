@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -28,11 +29,46 @@ class ProducerBusy(BrokerUnavailable):
     """The producer's local queue is full (back-pressure from the broker)."""
 
 
+class OutcomeUnknown(BrokerUnavailable):
+    """The record may or may not be in the log: it was sent, and no answer said which.
+
+    A delivery that times out after the broker got the record, or whose leader died
+    before answering, can still be committed by the next leader.
+    """
+
+
 class RecordTooLarge(Exception):
     """The broker (or the producer) will never take a record this large: retrying cannot help."""
 
 
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})  # by the producer or by the broker
+# Answers that say the record was not appended; any other failure may hide a committed write.
+NOT_WRITTEN = frozenset(
+    {
+        KafkaError.NOT_ENOUGH_REPLICAS,  # refused before the append (NOT_ENOUGH_REPLICAS_AFTER_APPEND is not)
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_REQUIRED_ACKS,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError._QUEUE_FULL,
+        KafkaError._AUTHENTICATION,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+    }
+)
+
+
+def delivery_failure(error: KafkaError) -> Exception:
+    """What a failed delivery means for the caller: never written, too large, or unknown."""
+    code = error.code()
+    if code in _TOO_LARGE:
+        return RecordTooLarge(error.str())
+    if code in NOT_WRITTEN:
+        return BrokerUnavailable(f"Kafka did not take the record: {error.str()}")
+    return OutcomeUnknown(f"Kafka did not confirm the record: {error.str()}")
 
 
 class AsyncProducer:
@@ -42,6 +78,8 @@ class AsyncProducer:
         self._loop = loop or asyncio.get_running_loop()
         self._producer = Producer({**config, "logger": KAFKA_LOGGER})
         self._closed = threading.Event()
+        # When each write still waiting for its acknowledgement was sent (loop thread only).
+        self._pending: dict[int, float] = {}
         self._poller = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
         self._poller.start()
 
@@ -67,10 +105,28 @@ class AsyncProducer:
             if error.code() in _TOO_LARGE:
                 raise RecordTooLarge(error.str()) from exc
             raise BrokerUnavailable(f"Kafka refused the record: {error.str()}") from exc
-        return await future
+        self._pending[id(future)] = time.monotonic()
+        try:
+            return await future
+        finally:
+            self._pending.pop(id(future), None)
 
-    async def ready(self, topic: str, timeout: float = 2.0) -> bool:
-        """True when the broker answers metadata for ``topic`` (run off the event loop)."""
+    def stalled(self, seconds: float) -> bool:
+        """True when a write has waited more than ``seconds`` for its acknowledgement."""
+        if not self._pending:
+            return False
+        return time.monotonic() - min(self._pending.values()) > seconds
+
+    async def ready(self, topic: str, min_insync: int = 1, timeout: float = 2.0) -> bool:
+        """True when every partition of ``topic`` has a leader and ``min_insync`` in-sync replicas,
+        and no write has waited for its acknowledgement longer than ``timeout``.
+
+        With fewer replicas an acks=all write is refused. The broker's metadata can be stale (a
+        cluster that lost its controller quorum changes nothing in it), but writes stuck in
+        flight cannot: a healthy broker acknowledges in milliseconds.
+        """
+        if self.stalled(timeout):
+            return False
 
         def probe() -> bool:
             try:
@@ -78,7 +134,9 @@ class AsyncProducer:
             except KafkaException:
                 return False
             found = metadata.topics.get(topic)
-            return found is not None and found.error is None and bool(found.partitions)
+            if found is None or found.error is not None or not found.partitions:
+                return False
+            return all(p.leader >= 0 and len(p.isrs) >= min_insync for p in found.partitions.values())
 
         return await asyncio.to_thread(probe)
 
@@ -92,9 +150,7 @@ class AsyncProducer:
 def _settle(future: asyncio.Future[tuple[int, int]], error: KafkaError | None, message: Message) -> None:
     if future.done():
         return
-    if error is not None and error.code() in _TOO_LARGE:
-        future.set_exception(RecordTooLarge(error.str()))
-    elif error is not None:
-        future.set_exception(BrokerUnavailable(f"Kafka did not take the record: {error.str()}"))
+    if error is not None:
+        future.set_exception(delivery_failure(error))
     else:
         future.set_result((message.partition() or 0, message.offset() or 0))

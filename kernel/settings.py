@@ -24,6 +24,11 @@ class KafkaSettings(BaseSettings):
     settings_topic: str = "merlin.settings"
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
+    # Replicas that must have a write before it is acknowledged; default min(2, replication).
+    min_insync_replicas: int | None = Field(default=None, ge=1)
+    # The events and dead-letter topics are the system of record: kept for ever by default.
+    retention_ms: int = Field(default=-1, ge=-1)
+    retention_bytes: int = Field(default=-1, ge=-1)
     # Who this service is to the broker: SASL/SCRAM (or PLAIN) over plaintext or TLS.
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
@@ -32,8 +37,17 @@ class KafkaSettings(BaseSettings):
     # Extra librdkafka properties, e.g. for TLS: MERLIN_KAFKA_CLIENT_CONFIG='{"ssl.ca.location": "/ca.pem"}'
     client_config: dict[str, str] = Field(default_factory=dict)
 
+    @property
+    def min_insync(self) -> int:
+        return self.min_insync_replicas or min(2, self.replication_factor)
+
     @model_validator(mode="after")
-    def _sasl_needs_credentials(self) -> KafkaSettings:
+    def _consistent(self) -> KafkaSettings:
+        if self.min_insync > self.replication_factor:
+            raise ValueError(
+                f"MERLIN_KAFKA_MIN_INSYNC_REPLICAS ({self.min_insync}) is above "
+                f"MERLIN_KAFKA_REPLICATION_FACTOR ({self.replication_factor}): no write could succeed"
+            )
         if self.security_protocol.startswith("SASL_") and not (self.sasl_username and self.sasl_password):
             raise ValueError(
                 f"security_protocol {self.security_protocol} needs MERLIN_KAFKA_SASL_USERNAME "

@@ -59,8 +59,8 @@ def _postgres(arguments: argparse.Namespace) -> int:
 
 def _topics(_arguments: argparse.Namespace) -> int:
     settings = KafkaSettings()
-    created = asyncio.run(ensure_topics(settings))
-    print(f"topics: created {', '.join(created)}" if created else "topics: all present")
+    for line in asyncio.run(ensure_topics(settings)).lines():
+        print(line)
     return 0
 
 

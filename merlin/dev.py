@@ -66,7 +66,8 @@ async def run_dev() -> int:
         token_note = f"token in {ADMIN_TOKEN_FILE}"
     auth_note = _authentication(env)
     topics = KafkaSettings(bootstrap_servers=status.bootstrap)
-    await ensure_topics(topics)
+    for line in (await ensure_topics(topics)).lines():
+        print(line)
     store = ReadStoreSettings()
     await upgrade(store.url, store.db_schema)
     print(f"read store: {shown_url(store.url)} (migrated)")

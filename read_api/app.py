@@ -7,11 +7,13 @@ from fastapi import FastAPI
 from kernel.auth import AuthSettings
 from kernel.http.app import new_api
 from kernel.http.auth import verifier_for
+from kernel.http.errors import add_outage_handler
 from kernel.http.rate_limit import RateLimitSettings, limiter_for
 from kernel.settings import KafkaSettings
 from read_api.routes import add_routes
 from read_api.settings import ReadApiSettings
 from read_api.state import ReadApi
+from read_store.outages import OUTAGE_ERRORS, is_outage
 from read_store.settings import ReadStoreSettings
 
 
@@ -35,5 +37,6 @@ def create_app(
         limiter=limiter_for(limits or RateLimitSettings()),
     )
     app.state.read_api = api
+    add_outage_handler(app, OUTAGE_ERRORS, is_outage, "read store")
     add_routes(app)
     return app

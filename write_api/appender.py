@@ -33,9 +33,10 @@ class Appender(Protocol):
 class EventAppender:
     """Writes events durably and says where they landed."""
 
-    def __init__(self, producer: AsyncProducer, topic: str) -> None:
+    def __init__(self, producer: AsyncProducer, topic: str, min_insync: int = 1) -> None:
         self.producer = producer
         self.topic = topic
+        self.min_insync = min_insync
 
     async def append(self, event: Event, traceparent: str | None = None) -> Position:
         """Append ``event``; return its position once the broker has it (acks=all)."""
@@ -48,5 +49,5 @@ class EventAppender:
         return Position(partition, offset)
 
     async def ready(self) -> bool:
-        """True when the broker answers for the events topic."""
-        return await self.producer.ready(self.topic)
+        """True when an acks=all write to every partition of the events topic can succeed now."""
+        return await self.producer.ready(self.topic, self.min_insync)

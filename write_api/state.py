@@ -51,7 +51,7 @@ class WriteApi:
             producer_config(settings.linger_ms, settings.delivery_timeout_ms, settings.queue_max_messages)
         )
         producer = AsyncProducer(config)
-        self._appender = EventAppender(producer, self.kafka.events_topic)
+        self._appender = EventAppender(producer, self.kafka.events_topic, self.kafka.min_insync)
         try:
             yield
         finally:

@@ -104,8 +104,11 @@ def guarded_protocol(settings: EdgeSettings) -> type[HttpToolsProtocol]:
                 return
             if self._in_head and self._timer is None:  # the next request on a kept-alive connection
                 self._arm(settings.head_timeout_seconds)
+            # Counted only when the whole piece fell in a head: one that ends a body (and with it
+            # the request) is body, however large.
+            was_in_head = self._in_head
             super().data_received(data)
-            if self._in_head and not self._refused:
+            if was_in_head and self._in_head and not self._refused:
                 self._head_bytes += len(data)
                 if self._head_bytes > settings.max_head_bytes:
                     self._refuse(answers.too_large)
@@ -135,12 +138,11 @@ def guarded_protocol(settings: EdgeSettings) -> type[HttpToolsProtocol]:
 
         def on_message_complete(self) -> None:
             self._disarm()
+            # What comes next is the next request's head. Not when the response completes: an
+            # early answer (413) may leave the body still arriving, and it is no head.
+            self._in_head = True
             if not self._refused:
                 super().on_message_complete()
-
-        def on_response_complete(self) -> None:
-            self._in_head = True
-            super().on_response_complete()  # arms uvicorn's keep-alive timeout; ours starts with data
 
         def _arm(self, seconds: float) -> None:
             self._disarm()

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from domain.errors import InvalidCommand
 from kernel.http.responses import problem
-from kernel.producer import BrokerUnavailable, RecordTooLarge
+from kernel.producer import BrokerUnavailable, OutcomeUnknown, RecordTooLarge
 
 log = structlog.get_logger()
 
@@ -85,6 +85,15 @@ def _unavailable(retry_after_seconds: int) -> Callable[[Request, Exception], Awa
     retry_after = str(retry_after_seconds)
 
     async def handle(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, OutcomeUnknown):
+            log.warning("write_outcome_unknown", error=str(exc), path=request.url.path)
+            return problem(
+                503,
+                "outcome-unknown",
+                "The write may or may not have been recorded: retry with the same Idempotency-Key.",
+                f"{exc} Without an Idempotency-Key, a retry may record it twice.",
+                headers={"Retry-After": retry_after},
+            )
         log.warning("broker_unavailable", error=str(exc), path=request.url.path)
         return problem(
             503,
@@ -95,6 +104,33 @@ def _unavailable(retry_after_seconds: int) -> Callable[[Request, Exception], Awa
         )
 
     return handle
+
+
+def add_outage_handler(
+    app: FastAPI,
+    errors: tuple[type[Exception], ...],
+    is_outage: Callable[[BaseException], bool],
+    dependency: str,
+    retry_after_seconds: int = 1,
+) -> None:
+    """Answer 503 + ``Retry-After`` when ``dependency`` cannot answer now; other such errors stay 500s."""
+    retry_after = str(retry_after_seconds)
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        if not is_outage(exc):
+            return await _unexpected(request, exc)
+        log.warning(
+            "dependency_unavailable", dependency=dependency, path=request.url.path, error=type(exc).__name__
+        )
+        return problem(
+            503,
+            "unavailable",
+            f"The {dependency} cannot answer right now. Retry shortly.",
+            headers={"Retry-After": retry_after},
+        )
+
+    for error in errors:
+        app.add_exception_handler(error, handle)
 
 
 def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:

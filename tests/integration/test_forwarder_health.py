@@ -40,7 +40,10 @@ async def test_a_working_forwarder_is_ready_and_reports_its_lag_per_partition(
         return answer.json() if answer is not None and answer.status_code == 200 else None
 
     readiness = await eventually(ready, 60, "the forwarder ready")
-    assert readiness == {"status": "ready", "checks": {"flow": True, "polling": True, "read_store": True}}
+    assert readiness == {
+        "status": "ready",
+        "checks": {"flow": True, "polling": True, "kafka": True, "read_store": True},
+    }
     health = await get(f"{base}/healthz")
     assert health is not None
     assert (health.status_code, health.json()) == (200, {"status": "ok"})

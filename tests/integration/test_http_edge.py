@@ -35,6 +35,18 @@ async def _status_of(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, answer
 
 
+async def _whole_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One response read to its end (head, then content-length bytes): the next read starts the next."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    body = await asyncio.wait_for(reader.readexactly(length), 30)
+    return int(head.split(b" ", 2)[1]), head + body
+
+
 @contextlib.asynccontextmanager
 async def connection(service: Service) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     reader, writer = await asyncio.open_connection(*_address(service))
@@ -72,6 +84,31 @@ async def test_a_one_megabyte_header_is_431_and_costs_the_process_next_to_nothin
     assert _rss_kib(write.process.pid) - before < 20 * 1024
     async with httpx.AsyncClient(headers=write.headers, base_url=write.url or "") as client:
         assert (await client.post("/v1/rooms/r1/messages", json={"body": "still fine"})).status_code == 202
+
+
+async def test_a_body_still_arriving_after_an_early_413_is_not_taken_for_the_next_head(
+    sqlite_services: Services,
+) -> None:
+    write = await sqlite_services.write_api()
+    token = write.headers["Authorization"].encode()
+    size = 70_000  # over the 64 KiB limit: answered 413 from the head, before the body is read
+    head = (
+        b"POST /v1/rooms/r1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"authorization: " + token + b"\r\ncontent-length: %d\r\n\r\n" % size
+    )
+    async with connection(write) as (reader, writer):
+        writer.write(head + b"x" * 1000)
+        status, _ = await _whole_response(reader)
+        assert status == 413
+        # The rest of the body (67 KB: more than a head may be), and the start of the next request.
+        writer.write(b"x" * (size - 1000) + b"GET /healthz HTTP/1.1\r\n")
+        await writer.drain()
+        # A round trip on another connection: by its answer the server has read those bytes alone.
+        async with httpx.AsyncClient(base_url=write.url or "") as other:
+            assert (await other.get("/healthz")).status_code == 200
+        writer.write(b"host: x\r\n\r\n")
+        status, answer = await _whole_response(reader)
+    assert status == 200, answer[:200]
 
 
 async def test_too_many_headers_are_431(sqlite_services: Services) -> None:

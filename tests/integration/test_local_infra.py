@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -9,10 +10,11 @@ import sys
 from pathlib import Path
 
 import asyncpg
-from confluent_kafka.admin import AdminClient
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 
 from kernel.settings import KafkaSettings
-from kernel.topics import delete_topics, ensure_topics
+from kernel.topics import TopicsMismatch, delete_topics, ensure_topics
 from tests.conftest import PostgresSchema
 
 
@@ -51,18 +53,59 @@ def test_a_missing_java_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None
 
 
 async def test_topics_are_created_from_settings_and_only_once(kafka_settings: KafkaSettings) -> None:
-    wider = kafka_settings.model_copy(
-        update={"events_topic": kafka_settings.events_topic + ".wide", "partitions": 5}
-    )
-    # The fixture made the dead-letter and settings topics already: only the new one is created.
-    assert await ensure_topics(wider) == [wider.events_topic]
+    wider = kafka_settings.namespaced(f"{kafka_settings.events_topic}.wide", partitions=5)
+    assert sorted((await ensure_topics(wider)).created) == sorted(wider.topics)
     try:
         metadata = AdminClient(wider.client()).list_topics(timeout=10)
         assert len(metadata.topics[wider.events_topic].partitions) == 5
         assert len(metadata.topics[wider.settings_topic].partitions) == 1
-        assert await ensure_topics(wider) == []
+        again = await ensure_topics(wider)
+        assert (again.created, again.altered) == ([], [])
+        assert again.lines() == ["topics: all present, as the settings say"]
     finally:
-        await delete_topics(wider, [wider.events_topic])
+        await delete_topics(wider, wider.topics)
+
+
+async def test_the_log_is_kept_for_ever_and_never_led_by_an_unclean_replica(
+    kafka_settings: KafkaSettings,
+) -> None:
+    configs = await topic_configs(kafka_settings, kafka_settings.events_topic)
+    assert configs["retention.ms"] == "-1"
+    assert configs["retention.bytes"] == "-1"
+    assert configs["unclean.leader.election.enable"] == "false"
+    assert configs["min.insync.replicas"] == "1"
+    dead = await topic_configs(kafka_settings, kafka_settings.dead_letter_topic)
+    assert dead["retention.ms"] == "-1"
+
+
+async def test_existing_topics_are_brought_to_the_settings_and_what_cannot_change_is_refused(
+    kafka_settings: KafkaSettings,
+) -> None:
+    week = kafka_settings.model_copy(update={"retention_ms": 604_800_000})
+    report = await ensure_topics(week)
+    assert report.altered == [
+        f"{week.events_topic}: retention.ms -1 -> 604800000",
+        f"{week.dead_letter_topic}: retention.ms -1 -> 604800000",
+    ]
+    assert (await topic_configs(week, week.events_topic))["retention.ms"] == "604800000"
+
+    more = kafka_settings.model_copy(update={"partitions": kafka_settings.partitions + 1})
+    with pytest.raises(TopicsMismatch) as refused:
+        await ensure_topics(more)
+    assert f"{more.events_topic} has {kafka_settings.partitions} partitions" in str(refused.value)
+    # Refused as a whole: not even the retention, which could change, was touched.
+    assert (await topic_configs(more, more.events_topic))["retention.ms"] == "604800000"
+
+    three = kafka_settings.model_copy(update={"replication_factor": 3, "min_insync_replicas": 2})
+    with pytest.raises(TopicsMismatch, match="replication factor 1 where the settings say 3"):
+        await ensure_topics(three)
+
+
+async def topic_configs(settings: KafkaSettings, topic: str) -> dict[str, str]:
+    admin = AdminClient(settings.client())
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    entries = await asyncio.wrap_future(admin.describe_configs([resource])[resource])
+    return {name: entry.value for name, entry in entries.items()}
 
 
 async def test_each_test_gets_its_own_postgres_schema(postgres_schema: PostgresSchema) -> None:

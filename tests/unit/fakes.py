@@ -191,6 +191,10 @@ class MemoryStore:
         self.applied.append(list(records))
         return changes
 
+    async def ping(self) -> None:
+        if self.failures:
+            raise ConnectionError("the store does not answer")
+
 
 @dataclass(frozen=True)
 class Sent:

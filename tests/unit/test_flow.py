@@ -177,9 +177,29 @@ async def test_a_revoke_drops_the_partitions_work_and_answers_only_its_finished_
         assert (dispatcher.feeding_partitions(), dispatcher.size) == ({1}, 1)
         send.release(a1, c1)
         await until(lambda: eid(c1) in send.answered, "partition 1's event delivered")
+        # The partition kept goes on: its event from before the revocation is committed.
+        await until(lambda: (r.source.committed() or {}).get(1) == 2, "partition 1 committed past c1")
         await r.source.turns()
     assert sorted(send.answered) == sorted(map(eid, (a0, b0, c1)))
     assert [commit for commit in r.source.commits[revoked_at:] if 0 in commit] == []
+
+
+async def test_a_revoke_leaves_the_kept_partitions_queued_records_to_be_projected() -> None:
+    """Cooperative rebalancing takes one partition: batches waiting for the projector keep the others'."""
+    gate = asyncio.Event()
+    r = rig(store=MemoryStore(gate=gate))
+    first, a0, b1, a1 = created(0, "x"), created(1, "a"), created(2, "b"), created(3, "a")
+    async with running(r):
+        r.source.push(batch(consumed(1, 0, first)))
+        await until(lambda: r.source.queued() == 0, "the head batch taken")
+        r.source.push(batch(consumed(0, 0, a0), consumed(1, 1, b1)), batch(consumed(0, 1, a1)))
+        await r.source.turns(3)
+        assert await r.source.revoke([0]) == {}
+        gate.set()
+        await until(lambda: r.source.committed() == {1: 2}, "partition 1 projected and committed")
+    projected = [record.offset for applied in r.store.applied for record in applied if record.partition == 0]
+    assert projected == []
+    assert b1.event_id in r.store.snapshot.seen_event_ids
 
 
 async def test_a_lost_partition_answers_nothing_to_commit() -> None:

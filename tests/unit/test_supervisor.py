@@ -103,3 +103,45 @@ def test_the_delay_stays_at_the_maximum_however_many_failures() -> None:
     rng = random.Random(1)
     assert [policy.delay(n, rng) for n in (1, 2, 16)] == [0.001, 0.002, 30.0]
     assert policy.delay(10_000, rng) == 30.0
+
+
+class Dependency:
+    """Down until fake time ``back_at``; counts how often it was asked."""
+
+    def __init__(self, clock: FakeClock, back_at: float) -> None:
+        self.clock, self.back_at, self.asked = clock, back_at, 0
+
+    async def answers(self) -> bool:
+        self.asked += 1
+        if self.clock.time < self.back_at:
+            raise ConnectionError("refused")
+        return True
+
+
+async def test_a_crash_while_the_dependency_is_down_restarts_within_a_probe_of_its_return() -> None:
+    clock = FakeClock()
+    policy = BackoffPolicy(min_backoff=30, max_backoff=30, random_factor=0)
+    store = Dependency(clock, back_at=3.5)
+    child = Child(clock, crashes=1)
+    await BackoffSupervisor("p", child, policy, clock=clock, recovered=store.answers).run()
+    assert child.runs == 2
+    # Asked at the crash (down), then each second: back at 3.5, seen at 4, not at 30.
+    assert clock.time == 4.0
+    assert clock.sleeps == [1.0, 1.0, 1.0, 1.0]
+
+
+async def test_a_crash_while_the_dependency_answers_waits_the_whole_backoff() -> None:
+    clock = FakeClock()
+    policy = BackoffPolicy(min_backoff=8, max_backoff=8, random_factor=0)
+    store = Dependency(clock, back_at=0.0)
+    await BackoffSupervisor("p", Child(clock, crashes=1), policy, clock=clock, recovered=store.answers).run()
+    assert clock.sleeps == [8]
+    assert store.asked == 1
+
+
+async def test_a_dependency_down_for_longer_than_the_backoff_costs_no_more_than_it() -> None:
+    clock = FakeClock()
+    policy = BackoffPolicy(min_backoff=2.5, max_backoff=2.5, random_factor=0)
+    store = Dependency(clock, back_at=100.0)
+    await BackoffSupervisor("p", Child(clock, crashes=1), policy, clock=clock, recovered=store.answers).run()
+    assert clock.sleeps == [1.0, 1.0, 0.5]
