@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 COMPOSE := .cache/compose/bin/docker-compose
 
-.PHONY: setup infra run test lint unit bench clean stop
+.PHONY: setup infra run test lint unit faults bench clean stop
 
 setup: $(STAMP)
 
@@ -45,6 +45,10 @@ unit: setup $(COMPOSE)
 # pytest exits 5 when it collects nothing, which fails this target as it should.
 test: infra lint $(COMPOSE)
 	$(BIN)/pytest
+
+# The fault scenarios alone (also part of `make test`), with their figures printed.
+faults: infra
+	$(BIN)/pytest -m faults -s -p no:randomly
 
 # Benchmarks beside the machine's limits: a table, JSON and a PNG in bench/results/ (minutes).
 bench: infra

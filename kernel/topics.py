@@ -112,7 +112,7 @@ async def ensure_topics(settings: KafkaSettings, plans: list[TopicPlan] | None =
         if found is not None:
             problems.extend(_shape_problems(plan, found))
     if problems:
-        raise TopicsMismatch("nothing changed: " + "; ".join(problems))
+        raise TopicsMismatch("nothing changed:" + "".join(f"\n  - {problem}" for problem in problems))
     report.altered = await _align_configs(admin, [plan for plan in wanted if plan.name in present])
     report.created = await _create(admin, [plan for plan in wanted if plan.name not in present])
     return report

@@ -17,7 +17,7 @@ from kernel.topics import ensure_topics
 from merlin.admin_client import add_endpoints_parser
 from merlin.dev import run_dev
 from merlin.kafka_access import add_acls_parser
-from merlin.local import LocalKafka, LocalPostgres
+from merlin.local import LocalKafka, LocalKafkaCluster, LocalPostgres
 from merlin.services import run_admin_api, run_forwarder, run_read_api, run_write_api
 from merlin.tokens import add_token_parser
 from read_store.engines import shown_url
@@ -27,6 +27,8 @@ from read_store.settings import ReadStoreSettings
 
 def _kafka(arguments: argparse.Namespace) -> int:
     action = arguments.action
+    if arguments.brokers > 1:
+        return _kafka_cluster(action, LocalKafkaCluster(arguments.brokers))
     kafka = LocalKafka()
     if action == "fetch":
         print(f"kafka: jars in {kafka.fetch()}")
@@ -39,6 +41,24 @@ def _kafka(arguments: argparse.Namespace) -> int:
         print(status.describe())
         return 0 if status.running else 3
     return 0
+
+
+def _kafka_cluster(action: str, cluster: LocalKafkaCluster) -> int:
+    if action == "fetch":
+        print(f"kafka: jars in {cluster.nodes[0].fetch()}")
+        return 0
+    if action == "stop":
+        stopped = cluster.stop()
+        print(f"kafka: stopped {sum(stopped)} of {len(stopped)} brokers")
+        return 0
+    statuses = cluster.start() if action == "start" else cluster.status()
+    for node, status in zip(cluster.nodes, statuses, strict=True):
+        print(f"node {node.node_id}: {status.describe()}")
+    print(
+        f"kafka: MERLIN_KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap} "
+        f"MERLIN_KAFKA_REPLICATION_FACTOR={min(3, len(cluster.nodes))}"
+    )
+    return 0 if all(status.running for status in statuses) else 3
 
 
 def _postgres(arguments: argparse.Namespace) -> int:
@@ -105,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     db.set_defaults(handler=_db)
     kafka = commands.add_parser("kafka", help="the local Apache Kafka broker (KRaft, from Maven jars)")
     kafka.add_argument("action", choices=["fetch", "start", "stop", "status"])
+    kafka.add_argument(
+        "--brokers", type=int, default=1, metavar="N",
+        help="N nodes (each broker and controller) in one cluster, on MERLIN_LOCAL_KAFKA_PORT + 2i",
+    )  # fmt: skip
     kafka.set_defaults(handler=_kafka)
     postgres = commands.add_parser("postgres", help="the local PostgreSQL server (Debian's package)")
     postgres.add_argument("action", choices=["start", "stop", "status"])

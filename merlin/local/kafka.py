@@ -1,7 +1,9 @@
-"""A single-node Apache Kafka broker (KRaft, combined controller + broker) from Maven jars.
+"""Apache Kafka on this machine from Maven jars: one KRaft node, or a cluster of them.
 
-Maven resolves the broker's classpath from ``docker/kafka-local/pom.xml`` into
-a cache keyed by the pom's content, so a second start needs no network.
+Each node is a combined controller + broker. Maven resolves the classpath from
+``docker/kafka-local/pom.xml`` into a cache keyed by the pom's content, so a
+second start needs no network. ``LocalKafkaCluster`` runs several nodes that
+form one controller quorum, so replication factor 3 needs no Docker.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -60,13 +63,21 @@ class LocalKafka:
         port: int | None = None,
         properties: dict[str, str] | None = None,
         client: ClientConfig | None = None,
+        *,
+        node_id: int = 1,
+        voters: str | None = None,
+        cluster_id: str | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.settings = settings or LocalSettings()
         self.port = port or self.settings.kafka_port
         self.controller_port = self.port + 1
         self.properties = properties or {}
         self.client = client or {}
-        self.state_dir = self.settings.var_dir / "kafka" / str(self.port)
+        self.node_id = node_id
+        self.voters = voters or f"{node_id}@{_HOST}:{self.controller_port}"
+        self.cluster_id = cluster_id
+        self.state_dir = state_dir or self.settings.var_dir / "kafka" / str(self.port)
         self.pid_file = self.state_dir / "broker.pid"
         self.log_file = self.state_dir / "broker.log"
 
@@ -120,17 +131,20 @@ class LocalKafka:
 
     def start(self) -> KafkaStatus:
         """Start the broker unless one already answers; return once it serves metadata."""
-        current = self.status()
-        if current.running:
-            return current
+        pid = self.launch()
+        return self.status() if pid is None else self.wait_ready(pid)
+
+    def launch(self) -> int | None:
+        """Start the broker's process without waiting for it; None when it already answers."""
+        if self.status().running:
+            return None
         pid = processes.read_pid(self.pid_file)
         if pid is not None and processes.is_running(pid, _MARKER):
-            # Started earlier but not answering yet: wait for it rather than start twice.
-            return self._wait_ready(pid)
+            return pid  # started earlier but not answering yet: wait for it rather than start twice
         if processes.port_open(_HOST, self.port):
             raise InfrastructureError(
-                f"port {self.port} is taken by something that is not a Kafka broker; "
-                "set MERLIN_LOCAL_KAFKA_PORT to another port"
+                f"port {self.port} is taken by something that is not a Kafka broker of this checkout; "
+                "stop it, or set MERLIN_LOCAL_KAFKA_PORT to another port"
             )
         java = _java()
         libs = self.fetch()
@@ -143,7 +157,7 @@ class LocalKafka:
             "-cp", f"{libs}/*",
         ]  # fmt: skip
         if not (self.state_dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            cluster_id = self.cluster_id or _cluster_id(uuid.uuid4().bytes)
             formatted = subprocess.run(
                 [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)],
                 capture_output=True, text=True, check=False,
@@ -158,7 +172,17 @@ class LocalKafka:
             [*jvm, _MARKER, str(properties)], self.log_file, self.state_dir, dict(os.environ)
         )
         self.pid_file.write_text(str(pid))
-        return self._wait_ready(pid)
+        return pid
+
+    def kill(self) -> bool:
+        """SIGKILL the broker this checkout started (a crash, for fault tests); False when none ran."""
+        pid = processes.read_pid(self.pid_file)
+        if pid is None or not processes.is_running(pid, _MARKER):
+            return False
+        os.kill(pid, signal.SIGKILL)
+        processes.reap(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the broker this checkout started; False when none was running."""
@@ -170,7 +194,8 @@ class LocalKafka:
         self.pid_file.unlink(missing_ok=True)
         return True
 
-    def _wait_ready(self, pid: int) -> KafkaStatus:
+    def wait_ready(self, pid: int) -> KafkaStatus:
+        """Wait until the broker of ``pid`` answers metadata requests (or fail, with its log)."""
         deadline = time.monotonic() + self.settings.kafka_start_timeout
         while time.monotonic() < deadline:
             if not processes.is_running(pid, _MARKER):
@@ -190,13 +215,13 @@ class LocalKafka:
     def _write_properties(self) -> Path:
         properties = {
             "process.roles": "broker,controller",
-            "node.id": "1",
+            "node.id": str(self.node_id),
             "listeners": f"PLAINTEXT://{_HOST}:{self.port},CONTROLLER://{_HOST}:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://{_HOST}:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "controller.quorum.voters": f"1@{_HOST}:{self.controller_port}",
+            "controller.quorum.voters": self.voters,
             "log.dirs": str(self.state_dir / "data"),
             "num.partitions": "1",
             "offsets.topic.replication.factor": "1",
@@ -215,6 +240,68 @@ class LocalKafka:
         path = self.state_dir / "server.properties"
         path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
         return path
+
+
+class LocalKafkaCluster:
+    """``brokers`` KRaft nodes on this machine, each a broker and a voter of one controller quorum.
+
+    Node ``i`` (from 0) listens on ``port + 2i`` and its controller on the port after; their
+    state lives apart from the single broker's, under ``var/kafka/cluster-<brokers>/``.
+    """
+
+    def __init__(
+        self, brokers: int = 3, settings: LocalSettings | None = None, port: int | None = None
+    ) -> None:
+        if brokers < 1:
+            raise InfrastructureError("a cluster needs at least one broker")
+        self.settings = settings or LocalSettings()
+        base = port or self.settings.kafka_port
+        ports = [base + 2 * i for i in range(brokers)]
+        voters = ",".join(f"{i + 1}@{_HOST}:{p + 1}" for i, p in enumerate(ports))
+        replicas = min(3, brokers)
+        # Kafka's own topics as replicated as the cluster allows, so losing a broker loses no group.
+        properties = {
+            "offsets.topic.replication.factor": str(replicas),
+            "transaction.state.log.replication.factor": str(replicas),
+            "transaction.state.log.min.isr": str(min(2, replicas)),
+            "share.coordinator.state.topic.replication.factor": str(replicas),
+            "share.coordinator.state.topic.min.isr": str(min(2, replicas)),
+        }
+        # One id for every node, the same on every start (each node keeps it once formatted).
+        cluster_id = _cluster_id(uuid.uuid5(uuid.NAMESPACE_URL, f"merlin-kafka:{voters}").bytes)
+        home = self.settings.var_dir / "kafka" / f"cluster-{brokers}"
+        self.nodes = [
+            LocalKafka(
+                self.settings,
+                p,
+                properties,
+                node_id=i + 1,
+                voters=voters,
+                cluster_id=cluster_id,
+                state_dir=home / str(p),
+            )
+            for i, p in enumerate(ports)
+        ]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def start(self) -> list[KafkaStatus]:
+        """Start every node that is not running, then wait until each answers."""
+        launched = [(node, node.launch()) for node in self.nodes]  # all first: none answers without a quorum
+        return [node.status() if pid is None else node.wait_ready(pid) for node, pid in launched]
+
+    def stop(self) -> list[bool]:
+        """Stop every node this checkout started."""
+        return [node.stop() for node in self.nodes]
+
+    def status(self) -> list[KafkaStatus]:
+        return [node.status() for node in self.nodes]
+
+
+def _cluster_id(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw[:16]).rstrip(b"=").decode()
 
 
 def answers_metadata(bootstrap: str, timeout: float, client: ClientConfig | None = None) -> bool:

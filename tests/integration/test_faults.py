@@ -1,0 +1,412 @@
+"""Faults, for real: a three-node KRaft cluster from merlin's own jars (replication 3, min ISR 2),
+real services, and a PostgreSQL server of the test's own that it stops.
+
+Each scenario writes under load with clients that retry a 503 with the same Idempotency-Key, as
+the README tells them to, and then checks what a user would: every acknowledged message is
+readable, none twice, no 202 while a write could not be durable, never a 500. Each prints its
+figures (write unavailability, the longest wait from a write to its read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from kernel.settings import KafkaSettings
+from kernel.topics import delete_topics, ensure_topics
+from merlin.local import LocalPostgres
+from merlin.local.kafka import LocalKafka, LocalKafkaCluster
+from merlin.local.service_processes import Service, Services, eventually
+from read_store.migrate import upgrade
+from tests.conftest import PostgresSchema
+
+pytestmark = pytest.mark.faults
+
+ROOMS = [f"room-{n}" for n in range(12)]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalKafkaCluster]:
+    """Three KRaft nodes, each broker and voter, started from an empty state and removed after."""
+    cluster = LocalKafkaCluster(3, port=int(os.environ.get("MERLIN_TEST_CLUSTER_PORT", "19092")))
+    cluster.stop()
+    home = cluster.nodes[0].state_dir.parent
+    shutil.rmtree(home, ignore_errors=True)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+async def replicated(cluster: LocalKafkaCluster) -> AsyncIterator[KafkaSettings]:
+    """This test's topics on the cluster: 3 partitions, 3 replicas, 2 in sync for a write."""
+    for node in cluster.nodes:  # a previous scenario may have left one down
+        await asyncio.to_thread(node.start)
+    settings = KafkaSettings().namespaced(
+        f"fault-{uuid.uuid4().hex[:8]}",
+        bootstrap_servers=cluster.bootstrap,
+        partitions=3,
+        replication_factor=3,
+        min_insync_replicas=2,
+    )
+    await ensure_topics(settings)
+    yield settings
+    await delete_topics(settings, settings.topics)
+
+
+@dataclass
+class Write:
+    key: str
+    room: str
+    sent_at: float
+    statuses: list[int] = field(default_factory=list)
+    acked_at: float | None = None
+    message_id: str | None = None
+    position: str | None = None
+
+
+@dataclass
+class Load:
+    """Clients posting to ``ROOMS``, each retrying a 503 with the same key until it is acknowledged."""
+
+    api: Service
+    clients: int = 8
+    writes: list[Write] = field(default_factory=list)
+    unexpected: list[tuple[int, str]] = field(default_factory=list)
+    acks: list[float] = field(default_factory=list)
+
+    async def run(self, stop: asyncio.Event, retry_until: float = 60.0) -> None:
+        await asyncio.gather(*(self._client(n, stop, retry_until) for n in range(self.clients)))
+
+    async def _client(self, n: int, stop: asyncio.Event, retry_until: float) -> None:
+        async with httpx.AsyncClient(
+            base_url=self.api.url or "", headers=self.api.headers, timeout=60
+        ) as http:
+            count = 0
+            while not stop.is_set():
+                write = Write(f"c{n}-{count}", ROOMS[(n + count) % len(ROOMS)], time.monotonic())
+                self.writes.append(write)
+                count += 1
+                while True:
+                    answer = await http.post(
+                        f"/v1/rooms/{write.room}/messages",
+                        json={"body": f"{write.key}"},
+                        headers={"Idempotency-Key": write.key},
+                    )
+                    write.statuses.append(answer.status_code)
+                    if answer.status_code == 202:
+                        body = answer.json()
+                        write.acked_at = time.monotonic()
+                        write.message_id, write.position = body["message_id"], body["position"]
+                        self.acks.append(write.acked_at)
+                        break
+                    if answer.status_code != 503:
+                        self.unexpected.append((answer.status_code, answer.text[:200]))
+                        return
+                    if time.monotonic() - write.sent_at > retry_until:
+                        return
+                    await asyncio.sleep(float(answer.headers.get("retry-after", "1")) / 4)
+
+    def longest_gap(self, start: float, end: float) -> float:
+        """The longest time within [start, end] in which no write was acknowledged."""
+        moments = [start, *sorted(a for a in self.acks if start <= a <= end), end]
+        return max(b - a for a, b in itertools.pairwise(moments))
+
+
+@dataclass
+class ReadProbe:
+    """Writes one message at a time and waits until the read API returns it: the stall to readable."""
+
+    write: Service
+    read: Service
+    stalls: list[float] = field(default_factory=list)
+    finished: list[float] = field(default_factory=list)  # when each probe read its write
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient(headers=self.write.headers, timeout=60) as http:
+            while not stop.is_set():
+                started = time.monotonic()
+                key = uuid.uuid4().hex
+                while True:
+                    answer = await http.post(
+                        f"{self.write.url}/v1/rooms/probe/messages",
+                        json={"body": "probe"},
+                        headers={"Idempotency-Key": key},
+                    )
+                    if answer.status_code == 202 or stop.is_set():
+                        break
+                    assert answer.status_code == 503, answer.text
+                    await asyncio.sleep(0.1)
+                if answer.status_code != 202:
+                    return
+                body = answer.json()
+                url = f"{self.read.url}/v1/rooms/probe/messages/{body['message_id']}"
+                while (await http.get(url, params={"after_position": body["position"]})).status_code != 200:
+                    assert time.monotonic() - started < 120, "a write not readable within 2 minutes"
+                    await asyncio.sleep(0.05)
+                self.finished.append(time.monotonic())
+                self.stalls.append(self.finished[-1] - started)
+                await asyncio.sleep(0.1)
+
+
+async def every_ack_readable_once(read: Service, load: Load) -> int:
+    """Each acknowledged write is readable, each key made exactly one message; the messages read."""
+    acked = [w for w in load.writes if w.acked_at is not None]
+    last: dict[str, str] = {}
+    for write in acked:
+        assert write.position is not None
+        partition, offset = (int(part) for part in write.position.split("-"))
+        known = last.get(write.room)
+        if known is None or offset > int(known.split("-")[1]):
+            last[write.room] = f"{partition}-{offset}"
+    total = 0
+    async with httpx.AsyncClient(base_url=read.url or "", headers=read.headers, timeout=60) as http:
+        for room, position in last.items():
+            items: list[dict[str, Any]] = []
+            url: str | None = f"/v1/rooms/{room}/messages?limit=500&after_position={position}"
+            while url is not None:
+                answer = await http.get(url)
+                assert answer.status_code == 200, answer.text
+                items.extend(answer.json()["items"])
+                url = answer.json()["next"]
+            bodies = [item["body"] for item in items]
+            assert len(bodies) == len(set(bodies)), f"{room}: a message recorded twice"
+            wanted = {w.key for w in acked if w.room == room}
+            assert wanted <= set(bodies), f"{room}: {len(wanted - set(bodies))} acknowledged not readable"
+            by_key = {item["body"]: item["message_id"] for item in items}
+            assert all(by_key[w.key] == w.message_id for w in acked if w.room == room)
+            total += len(items)
+    return total
+
+
+def leader_of(kafka: KafkaSettings, partition: int) -> int:
+    topic = AdminClient(kafka.client()).list_topics(kafka.events_topic, timeout=10).topics[kafka.events_topic]
+    return int(topic.partitions[partition].leader)
+
+
+def node(cluster: LocalKafkaCluster, node_id: int) -> LocalKafka:
+    return next(n for n in cluster.nodes if n.node_id == node_id)
+
+
+def report(scenario: str, **figures: float | int) -> None:
+    """Print a scenario's figures (``pytest -s`` shows them; ``make faults`` runs with it)."""
+    shown = ", ".join(
+        f"{name} {value:.2f}" if isinstance(value, float) else f"{name} {value}"
+        for name, value in figures.items()
+    )
+    print(f"\nfault {scenario}: {shown}")
+
+
+@pytest.fixture
+async def services(
+    replicated: KafkaSettings, tmp_path: Path, postgres_url: str, postgres_schema: PostgresSchema
+) -> AsyncIterator[Services]:
+    services = Services(replicated, postgres_url, tmp_path, postgres_schema.schema)
+    services.settings.update(
+        {"MERLIN_KAFKA_MIN_INSYNC_REPLICAS": "2", "MERLIN_KAFKA_REPLICATION_FACTOR": "3"}
+    )
+    yield services
+    services.stop_all()
+
+
+@pytest.fixture
+async def postgres_url(postgres_schema: PostgresSchema) -> str:
+    """A migrated PostgreSQL store of this test's own."""
+    await upgrade(postgres_schema.url, postgres_schema.schema)
+    return postgres_schema.url
+
+
+async def test_a_leader_killed_under_write_load_loses_nothing_and_doubles_nothing(
+    cluster: LocalKafkaCluster, replicated: KafkaSettings, services: Services
+) -> None:
+    write, read = await services.write_api(), await services.read_api()
+    services.forwarder()
+    load, probe = Load(write), ReadProbe(write, read)
+    stop = asyncio.Event()
+    running = asyncio.gather(load.run(stop), probe.run(stop))
+    await eventually(lambda: _at_least(load, 200), 30, "writes flowing")
+    victim = leader_of(replicated, 0)
+    killed_at = time.monotonic()
+    assert node(cluster, victim).kill()
+    await asyncio.sleep(15)  # the load goes on through the crash and past the fencing (9 s)
+    stop.set()
+    await running
+    assert load.unexpected == []
+    messages = await every_ack_readable_once(read, load)
+    report(
+        "leader-kill",
+        acknowledged=sum(1 for w in load.writes if w.acked_at is not None),
+        first_answers_503=sum(1 for w in load.writes if w.statuses and w.statuses[0] == 503),
+        write_unavailability_s=load.longest_gap(killed_at, killed_at + 15),
+        longest_stall_to_readable_s=max(probe.stalls),
+        messages=messages,
+    )
+
+
+async def _at_least(load: Load, count: int) -> bool | None:
+    return len(load.acks) >= count or None
+
+
+async def test_with_two_brokers_of_three_down_no_write_is_acknowledged_and_none_is_lost(
+    cluster: LocalKafkaCluster, replicated: KafkaSettings, services: Services
+) -> None:
+    write, read = await services.write_api(), await services.read_api()
+    services.forwarder()
+    load = Load(write, clients=4)
+    stop = asyncio.Event()
+    running = asyncio.create_task(load.run(stop, retry_until=120))
+    await eventually(lambda: _at_least(load, 100), 30, "writes flowing")
+    victims = cluster.nodes[1:]
+    for victim in victims:
+        assert victim.kill()
+    down_at = time.monotonic()
+    async with httpx.AsyncClient(base_url=write.url or "", timeout=30) as http:
+        await eventually(lambda: _not_ready(http), 30, "the write API not ready")
+        not_ready_after = time.monotonic() - down_at
+        await asyncio.sleep(10)  # an outage long enough for clients to keep retrying
+        assert (await http.get("/readyz")).status_code == 503
+    up_at = time.monotonic()
+    for victim in victims:
+        await asyncio.to_thread(victim.start)
+    await eventually(lambda: _acked_after(load, up_at), 60, "writes acknowledged again")
+    stop.set()
+    await running
+    assert load.unexpected == []
+    # In-flight writes replicated before the crash may be acknowledged just after it; nothing later.
+    during = [a for a in load.acks if down_at + 0.5 < a < up_at]
+    assert during == [], f"{len(during)} writes acknowledged while two brokers of three were down"
+    messages = await every_ack_readable_once(read, load)
+    report(
+        "two-of-three-down",
+        not_ready_after_s=not_ready_after,
+        acknowledged=sum(1 for w in load.writes if w.acked_at is not None),
+        answered_503=sum(w.statuses.count(503) for w in load.writes),
+        write_unavailability_s=load.longest_gap(down_at, time.monotonic()),
+        messages=messages,
+    )
+
+
+async def _not_ready(http: httpx.AsyncClient) -> bool | None:
+    return (await http.get("/readyz")).status_code == 503 or None
+
+
+async def _acked_after(load: Load, moment: float) -> bool | None:
+    return any(a > moment for a in load.acks) or None
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL server of this module's own, so stopping it touches no other test."""
+    server = LocalPostgres(port=int(os.environ.get("MERLIN_TEST_OUTAGE_POSTGRES_PORT", "55442")))
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_a_store_stopped_for_20_s_answers_503_and_the_projection_heals_within_a_second(
+    replicated: KafkaSettings, own_postgres: LocalPostgres, tmp_path: Path
+) -> None:
+    url = (await asyncio.to_thread(own_postgres.status)).url("merlin", driver="postgresql")
+    schema = f"outage_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await admin.close()
+    await upgrade(url, schema)
+    services = Services(replicated, url, tmp_path, schema)
+    try:
+        write, read = await services.write_api(), await services.read_api()
+        forwarder = services.forwarder(MERLIN_FORWARDER_METRICS_PORT="0")
+        load, probe = Load(write, clients=4), ReadProbe(write, read)
+        stop = asyncio.Event()
+        running = asyncio.gather(load.run(stop), probe.run(stop))
+        await eventually(lambda: _at_least(load, 100), 30, "writes flowing")
+        await asyncio.to_thread(own_postgres.stop)
+        stopped_at = time.monotonic()
+        statuses: list[int] = []
+        async with httpx.AsyncClient(base_url=read.url or "", headers=read.headers, timeout=30) as http:
+            while time.monotonic() - stopped_at < 20:
+                answer = await http.get(f"/v1/rooms/{ROOMS[0]}/messages")
+                statuses.append(answer.status_code)
+                if answer.status_code == 503:
+                    assert answer.headers["retry-after"]
+                await asyncio.sleep(0.2)
+        await asyncio.to_thread(own_postgres.start)
+        back_at = time.monotonic()
+        healed = await eventually(lambda: _readable_since(probe, back_at), 60, "the projection moving again")
+        stop.set()
+        await running
+        assert 500 not in statuses
+        assert statuses.count(503) > len(statuses) // 2, statuses
+        assert load.unexpected == []
+        messages = await every_ack_readable_once(read, load)
+        # The outage was the store's, not any record's: nothing refused, nothing dead-lettered.
+        assert "record_refused" not in forwarder.output()
+        assert "poison_record" not in forwarder.output()
+        report(
+            "store-outage",
+            read_503s=statuses.count(503),
+            read_500s=statuses.count(500),
+            healed_after_store_back_s=healed,
+            longest_stall_to_readable_s=max(probe.stalls),
+            messages=messages,
+        )
+        assert healed < 5.0
+    finally:
+        services.stop_all()
+
+
+async def _readable_since(probe: ReadProbe, moment: float) -> float | None:
+    """Seconds from ``moment`` to the end of the first probe that finished after it."""
+    return None if not probe.finished or probe.finished[-1] < moment else probe.finished[-1] - moment
+
+
+async def test_a_rolling_restart_of_three_forwarders_moves_only_what_changes_owner(
+    replicated: KafkaSettings, services: Services
+) -> None:
+    write, read = await services.write_api(), await services.read_api()
+    workers = [services.forwarder() for _ in range(3)]
+    load, probe = Load(write, clients=4), ReadProbe(write, read)
+    stop = asyncio.Event()
+    running = asyncio.gather(load.run(stop), probe.run(stop))
+    await eventually(lambda: _at_least(load, 100), 30, "writes flowing")
+    for n, worker in enumerate(workers):
+        await eventually(_assigned_to(worker), 30, f"worker {n} in the group")
+    started = time.monotonic()
+    for n in range(3):
+        assert workers[n].stop() == 0
+        workers[n] = services.forwarder()
+        await eventually(_assigned_to(workers[n]), 30, f"replacement {n} took partitions")
+    stop.set()
+    await running
+    assert load.unexpected == []
+    messages = await every_ack_readable_once(read, load)
+    during = [s for s, at in zip(probe.stalls, probe.finished, strict=True) if at > started]
+    report(
+        "rolling-restart",
+        longest_stall_to_readable_s=max(during),
+        p99_stall_to_readable_s=sorted(during)[int(len(during) * 0.99) - 1] if during else 0.0,
+        messages=messages,
+    )
+
+
+def _assigned_to(worker: Service) -> Callable[[], Awaitable[bool | None]]:
+    async def assigned() -> bool | None:
+        return '"partitions_assigned"' in worker.output() or None
+
+    return assigned
