@@ -12,11 +12,11 @@ from confluent_kafka import (
     Consumer,
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
-    KafkaException,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
+from kernel.admin_calls import answer
 from kernel.errors import InfrastructureError
 from kernel.settings import ClientConfig
 
@@ -25,12 +25,7 @@ _TIMEOUT = 10.0
 
 
 async def _result(future: Future[T]) -> T:
-    try:
-        return await asyncio.wait_for(asyncio.wrap_future(future), _TIMEOUT)
-    except KafkaException as exc:
-        raise InfrastructureError(f"Kafka's admin API: {exc.args[0].str()}") from exc
-    except TimeoutError as exc:
-        raise InfrastructureError(f"Kafka's admin API did not answer within {_TIMEOUT:g} s") from exc
+    return await answer(future, "Kafka's admin API", _TIMEOUT)
 
 
 class Groups:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from bench.failover import failover
 from bench.harness import Bench, Row, median_of
 from bench.pipeline import BODY, delivery, end_to_end, outage, percentile, recovery
 from bench.vegeta import attack
@@ -232,4 +233,5 @@ SCENARIOS = {
     "outage": outage,
     "recovery": recovery,
     "read": read_api,
+    "failover": failover,
 }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +17,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 from confluent_kafka.cimpl import NewTopic
 
+from kernel.admin_calls import AdminCallFailed, answer
 from kernel.errors import InfrastructureError
 from kernel.settings import KafkaSettings
 
@@ -80,10 +80,6 @@ class TopicsMismatch(InfrastructureError):
     """Topics exist in a shape merlin cannot change for you (partitions, replication)."""
 
 
-class TopicExists(InfrastructureError):
-    """Another client created the topic between our look and our create."""
-
-
 _ADMIN_TIMEOUT = 30.0
 
 
@@ -96,9 +92,7 @@ async def ensure_topics(settings: KafkaSettings, plans: list[TopicPlan] | None =
     admin = AdminClient(settings.client())
     wanted = plans if plans is not None else topic_plans(settings)
     report = TopicsReport()
-    metadata = await _admin_call(
-        asyncio.to_thread(admin.list_topics, timeout=_ADMIN_TIMEOUT), "listing topics"
-    )
+    metadata = await answer(asyncio.to_thread(admin.list_topics, timeout=_ADMIN_TIMEOUT), "listing topics")
     brokers = len(metadata.brokers)
     if settings.replication_factor == 1 and brokers > 1:
         report.warnings.append(
@@ -146,9 +140,7 @@ async def _align_configs(admin: AdminClient, plans: list[TopicPlan]) -> list[str
     changes: list[str] = []
     alterations: list[ConfigResource] = []
     for plan, resource in zip(plans, resources, strict=True):
-        entries: dict[str, Any] = await _admin_call(
-            described[resource], f"reading the configs of {plan.name}"
-        )
+        entries: dict[str, Any] = await answer(described[resource], f"reading the configs of {plan.name}")
         differing = {
             key: value
             for key, value in plan.config.items()
@@ -173,7 +165,7 @@ async def _align_configs(admin: AdminClient, plans: list[TopicPlan]) -> list[str
     if alterations:
         altered = admin.incremental_alter_configs(alterations, request_timeout=_ADMIN_TIMEOUT)
         for resource, future in altered.items():
-            await _admin_call(future, f"altering the configs of {resource.name}")
+            await answer(future, f"altering the configs of {resource.name}")
     return changes
 
 
@@ -186,25 +178,13 @@ async def _create(admin: AdminClient, plans: list[TopicPlan]) -> list[str]:
     created: list[str] = []
     for name, future in futures.items():
         try:
-            await _admin_call(future, f"creating topic {name}")
-        except TopicExists:
-            continue  # made meanwhile by another instance: the next run checks its shape
+            await answer(future, f"creating topic {name}", _ADMIN_TIMEOUT)
+        except AdminCallFailed as exc:
+            if exc.code == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue  # made meanwhile by another instance: the next run checks its shape
+            raise
         created.append(name)
     return created
-
-
-async def _admin_call(call: Any, what: str) -> Any:
-    """Await one admin request (a Future or an awaitable); its failure as one clear error."""
-    awaitable = asyncio.wrap_future(call) if isinstance(call, Future) else call
-    try:
-        return await asyncio.wait_for(awaitable, _ADMIN_TIMEOUT)
-    except KafkaException as exc:
-        error: KafkaError = exc.args[0]
-        if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-            raise TopicExists(error.str()) from exc
-        raise InfrastructureError(f"{what} failed: {error.str()}") from exc
-    except TimeoutError as exc:
-        raise InfrastructureError(f"{what} timed out after {_ADMIN_TIMEOUT:g} s") from exc
 
 
 async def delete_topics(settings: KafkaSettings, names: list[str]) -> None:

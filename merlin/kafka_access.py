@@ -13,8 +13,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, cast
 
-from confluent_kafka import KafkaException
-
 # The stubs list only some of what the package exports.
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
@@ -34,7 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.errors import MerlinError
 from forwarder.settings import ForwarderSettings
-from kernel.errors import InfrastructureError
+from kernel.admin_calls import answer
 from kernel.settings import KafkaSettings
 
 _TIMEOUT = 30.0
@@ -198,12 +196,7 @@ def _described(binding: AclBinding) -> str:
 
 
 async def _one(future: Future[Any], what: str) -> Any:
-    try:
-        return await asyncio.wait_for(asyncio.wrap_future(future), _TIMEOUT)
-    except KafkaException as exc:
-        raise InfrastructureError(f"setting the services' {what} failed: {exc.args[0].str()}") from exc
-    except TimeoutError as exc:
-        raise InfrastructureError(f"setting the services' {what} timed out after {_TIMEOUT:g} s") from exc
+    return await answer(future, f"setting the services' {what}", _TIMEOUT)
 
 
 async def _all(futures: Iterable[Future[Any]], what: str) -> None:

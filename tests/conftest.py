@@ -48,15 +48,20 @@ def postgres_dsn() -> str:
     return LocalPostgres().start().url("merlin_test", driver="postgresql")
 
 
-@pytest.fixture
-async def postgres_schema(postgres_dsn: str) -> AsyncIterator[PostgresSchema]:
-    """A PostgreSQL schema of this test's own, dropped afterwards."""
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    connection = await asyncpg.connect(postgres_dsn)
+async def create_schema(dsn: str, schema: str) -> None:
+    """Create ``schema`` in the database at ``dsn`` (asyncpg's form)."""
+    connection = await asyncpg.connect(dsn)
     try:
         await connection.execute(f'CREATE SCHEMA "{schema}"')
     finally:
         await connection.close()
+
+
+@pytest.fixture
+async def postgres_schema(postgres_dsn: str) -> AsyncIterator[PostgresSchema]:
+    """A PostgreSQL schema of this test's own, dropped afterwards."""
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    await create_schema(postgres_dsn, schema)
     try:
         yield PostgresSchema(
             url=postgres_dsn.replace("postgresql://", "postgresql+asyncpg://", 1),

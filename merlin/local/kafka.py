@@ -25,7 +25,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from kernel.errors import InfrastructureError, ToolMissing
-from kernel.settings import PROJECT_ROOT, ClientConfig
+from kernel.settings import PROJECT_ROOT, ClientConfig, KafkaSettings
 from merlin.local import processes
 from merlin.local.settings import LocalSettings
 
@@ -286,6 +286,17 @@ class LocalKafkaCluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(node.bootstrap for node in self.nodes)
+
+    def replicated(self, base: KafkaSettings, prefix: str, partitions: int = 3) -> KafkaSettings:
+        """``base`` with topics of their own on this cluster, replicated three ways, two in sync."""
+        replicas = min(3, len(self.nodes))
+        return base.namespaced(
+            prefix,
+            bootstrap_servers=self.bootstrap,
+            partitions=partitions,
+            replication_factor=replicas,
+            min_insync_replicas=min(2, replicas),
+        )
 
     def start(self) -> list[KafkaStatus]:
         """Start every node that is not running, then wait until each answers."""

@@ -118,6 +118,8 @@ class Services:
             "MERLIN_KAFKA_EVENTS_TOPIC": self.kafka.events_topic,
             "MERLIN_KAFKA_DEAD_LETTER_TOPIC": self.kafka.dead_letter_topic,
             "MERLIN_KAFKA_SETTINGS_TOPIC": self.kafka.settings_topic,
+            "MERLIN_KAFKA_REPLICATION_FACTOR": str(self.kafka.replication_factor),
+            "MERLIN_KAFKA_MIN_INSYNC_REPLICAS": str(self.kafka.min_insync),
             "MERLIN_READ_STORE_URL": self.store_url,
             "MERLIN_FORWARDER_METRICS_PORT": "0",
             "MERLIN_FORWARDER_GROUP_ID": f"forwarder-{self.kafka.events_topic}",

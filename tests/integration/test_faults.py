@@ -10,17 +10,14 @@ figures (write unavailability, the longest wait from a write to its read).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -29,13 +26,12 @@ from kernel.settings import KafkaSettings
 from kernel.topics import delete_topics, ensure_topics
 from merlin.local import LocalPostgres
 from merlin.local.kafka import LocalKafka, LocalKafkaCluster
+from merlin.local.load import Load, ReadProbe, joined
 from merlin.local.service_processes import Service, Services, eventually
 from read_store.migrate import upgrade
-from tests.conftest import PostgresSchema
+from tests.conftest import PostgresSchema, create_schema
 
 pytestmark = pytest.mark.faults
-
-ROOMS = [f"room-{n}" for n in range(12)]
 
 
 @pytest.fixture(scope="module")
@@ -56,111 +52,10 @@ async def replicated(cluster: LocalKafkaCluster) -> AsyncIterator[KafkaSettings]
     """This test's topics on the cluster: 3 partitions, 3 replicas, 2 in sync for a write."""
     for node in cluster.nodes:  # a previous scenario may have left one down
         await asyncio.to_thread(node.start)
-    settings = KafkaSettings().namespaced(
-        f"fault-{uuid.uuid4().hex[:8]}",
-        bootstrap_servers=cluster.bootstrap,
-        partitions=3,
-        replication_factor=3,
-        min_insync_replicas=2,
-    )
+    settings = cluster.replicated(KafkaSettings(), f"fault-{uuid.uuid4().hex[:8]}")
     await ensure_topics(settings)
     yield settings
     await delete_topics(settings, settings.topics)
-
-
-@dataclass
-class Write:
-    key: str
-    room: str
-    sent_at: float
-    statuses: list[int] = field(default_factory=list)
-    acked_at: float | None = None
-    message_id: str | None = None
-    position: str | None = None
-
-
-@dataclass
-class Load:
-    """Clients posting to ``ROOMS``, each retrying a 503 with the same key until it is acknowledged."""
-
-    api: Service
-    clients: int = 8
-    writes: list[Write] = field(default_factory=list)
-    unexpected: list[tuple[int, str]] = field(default_factory=list)
-    acks: list[float] = field(default_factory=list)
-
-    async def run(self, stop: asyncio.Event, retry_until: float = 60.0) -> None:
-        await asyncio.gather(*(self._client(n, stop, retry_until) for n in range(self.clients)))
-
-    async def _client(self, n: int, stop: asyncio.Event, retry_until: float) -> None:
-        async with httpx.AsyncClient(
-            base_url=self.api.url or "", headers=self.api.headers, timeout=60
-        ) as http:
-            count = 0
-            while not stop.is_set():
-                write = Write(f"c{n}-{count}", ROOMS[(n + count) % len(ROOMS)], time.monotonic())
-                self.writes.append(write)
-                count += 1
-                while True:
-                    answer = await http.post(
-                        f"/v1/rooms/{write.room}/messages",
-                        json={"body": f"{write.key}"},
-                        headers={"Idempotency-Key": write.key},
-                    )
-                    write.statuses.append(answer.status_code)
-                    if answer.status_code == 202:
-                        body = answer.json()
-                        write.acked_at = time.monotonic()
-                        write.message_id, write.position = body["message_id"], body["position"]
-                        self.acks.append(write.acked_at)
-                        break
-                    if answer.status_code != 503:
-                        self.unexpected.append((answer.status_code, answer.text[:200]))
-                        return
-                    if time.monotonic() - write.sent_at > retry_until:
-                        return
-                    await asyncio.sleep(float(answer.headers.get("retry-after", "1")) / 4)
-
-    def longest_gap(self, start: float, end: float) -> float:
-        """The longest time within [start, end] in which no write was acknowledged."""
-        moments = [start, *sorted(a for a in self.acks if start <= a <= end), end]
-        return max(b - a for a, b in itertools.pairwise(moments))
-
-
-@dataclass
-class ReadProbe:
-    """Writes one message at a time and waits until the read API returns it: the stall to readable."""
-
-    write: Service
-    read: Service
-    stalls: list[float] = field(default_factory=list)
-    finished: list[float] = field(default_factory=list)  # when each probe read its write
-
-    async def run(self, stop: asyncio.Event) -> None:
-        async with httpx.AsyncClient(headers=self.write.headers, timeout=60) as http:
-            while not stop.is_set():
-                started = time.monotonic()
-                key = uuid.uuid4().hex
-                while True:
-                    answer = await http.post(
-                        f"{self.write.url}/v1/rooms/probe/messages",
-                        json={"body": "probe"},
-                        headers={"Idempotency-Key": key},
-                    )
-                    if answer.status_code == 202 or stop.is_set():
-                        break
-                    assert answer.status_code == 503, answer.text
-                    await asyncio.sleep(0.1)
-                if answer.status_code != 202:
-                    return
-                body = answer.json()
-                url = f"{self.read.url}/v1/rooms/probe/messages/{body['message_id']}"
-                while (await http.get(url, params={"after_position": body["position"]})).status_code != 200:
-                    assert time.monotonic() - started < 120, "a write not readable within 2 minutes"
-                    await asyncio.sleep(0.05)
-                self.finished.append(time.monotonic())
-                self.stalls.append(self.finished[-1] - started)
-                await asyncio.sleep(0.1)
 
 
 async def every_ack_readable_once(read: Service, load: Load) -> int:
@@ -216,9 +111,6 @@ async def services(
     replicated: KafkaSettings, tmp_path: Path, postgres_url: str, postgres_schema: PostgresSchema
 ) -> AsyncIterator[Services]:
     services = Services(replicated, postgres_url, tmp_path, postgres_schema.schema)
-    services.settings.update(
-        {"MERLIN_KAFKA_MIN_INSYNC_REPLICAS": "2", "MERLIN_KAFKA_REPLICATION_FACTOR": "3"}
-    )
     yield services
     services.stop_all()
 
@@ -311,7 +203,7 @@ async def _acked_after(load: Load, moment: float) -> bool | None:
 @pytest.fixture(scope="module")
 def own_postgres() -> Iterator[LocalPostgres]:
     """A PostgreSQL server of this module's own, so stopping it touches no other test."""
-    server = LocalPostgres(port=int(os.environ.get("MERLIN_TEST_OUTAGE_POSTGRES_PORT", "55442")))
+    server = LocalPostgres(port=int(os.environ.get("MERLIN_TEST_OUTAGE_POSTGRES_PORT", "25442")))
     server.start()
     yield server
     server.stop()
@@ -322,11 +214,7 @@ async def test_a_store_stopped_for_20_s_answers_503_and_the_projection_heals_wit
 ) -> None:
     url = (await asyncio.to_thread(own_postgres.status)).url("merlin", driver="postgresql")
     schema = f"outage_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(url)
-    try:
-        await admin.execute(f'CREATE SCHEMA "{schema}"')
-    finally:
-        await admin.close()
+    await create_schema(url, schema)
     await upgrade(url, schema)
     services = Services(replicated, url, tmp_path, schema)
     try:
@@ -341,7 +229,7 @@ async def test_a_store_stopped_for_20_s_answers_503_and_the_projection_heals_wit
         statuses: list[int] = []
         async with httpx.AsyncClient(base_url=read.url or "", headers=read.headers, timeout=30) as http:
             while time.monotonic() - stopped_at < 20:
-                answer = await http.get(f"/v1/rooms/{ROOMS[0]}/messages")
+                answer = await http.get(f"/v1/rooms/{load.rooms[0]}/messages")
                 statuses.append(answer.status_code)
                 if answer.status_code == 503:
                     assert answer.headers["retry-after"]
@@ -386,12 +274,12 @@ async def test_a_rolling_restart_of_three_forwarders_moves_only_what_changes_own
     running = asyncio.gather(load.run(stop), probe.run(stop))
     await eventually(lambda: _at_least(load, 100), 30, "writes flowing")
     for n, worker in enumerate(workers):
-        await eventually(_assigned_to(worker), 30, f"worker {n} in the group")
+        await eventually(joined(worker), 30, f"worker {n} in the group")
     started = time.monotonic()
     for n in range(3):
         assert workers[n].stop() == 0
         workers[n] = services.forwarder()
-        await eventually(_assigned_to(workers[n]), 30, f"replacement {n} took partitions")
+        await eventually(joined(workers[n]), 30, f"replacement {n} took partitions")
     stop.set()
     await running
     assert load.unexpected == []
@@ -403,10 +291,3 @@ async def test_a_rolling_restart_of_three_forwarders_moves_only_what_changes_own
         p99_stall_to_readable_s=sorted(during)[int(len(during) * 0.99) - 1] if during else 0.0,
         messages=messages,
     )
-
-
-def _assigned_to(worker: Service) -> Callable[[], Awaitable[bool | None]]:
-    async def assigned() -> bool | None:
-        return '"partitions_assigned"' in worker.output() or None
-
-    return assigned

@@ -6,6 +6,7 @@ brokers (only hosts, ports and replication are local), so what is tested is what
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from kernel.settings import ClientConfig, KafkaSettings
 from merlin.kafka_access import AccessSettings
 from merlin.local import LocalKafka
-from merlin.local.service_processes import Services, free_port
+from merlin.local.service_processes import Services
 from tests.compose import broker_properties, example_env, rendered
 from tests.downstream import Downstream
 from tests.integration.hooks import all_delivered, endpoints_file, newest_is_readable, write_messages
@@ -69,7 +70,8 @@ def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured
     env = {**example_env(), "KAFKA_ADMIN_PASSWORD": admin_password}
     compose = rendered(env, tmp_path_factory.mktemp("compose"))
     properties = broker_properties(compose["services"]["kafka-1"]["environment"])
-    port = free_port()
+    # Below the ephemeral range, so no client's socket holds it (or the controller's, port + 1).
+    port = int(os.environ.get("MERLIN_TEST_SECURED_KAFKA_PORT", "19192"))
     local = {
         "node.id": "1",
         "listeners": f"BROKER://127.0.0.1:{port},CONTROLLER://127.0.0.1:{port + 1}",

@@ -1,0 +1,140 @@
+"""Failover on a local three-node cluster: a partition leader SIGKILLed under write load, and a rolling
+restart of three forwarders with cooperative and with eager assignment, in the same run.
+
+Clients retry every 503 with the same Idempotency-Key; a probe writes one message at a time and
+reads it back with ``after_position``. Figures: write unavailability (the longest time without an
+acknowledged write) and the longest wait from a write to its read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from confluent_kafka.admin import AdminClient
+
+from bench.harness import Bench, Row
+from bench.pipeline import percentile
+from kernel.settings import KafkaSettings
+from kernel.topics import delete_topics, ensure_topics
+from merlin.local import LocalKafkaCluster
+from merlin.local.load import Load, ReadProbe, joined
+from merlin.local.service_processes import Services, eventually
+from read_store.migrate import upgrade
+
+# Kafka fences a dead broker after broker.session.timeout.ms (9 s): the window must outlast it.
+_AFTER_KILL_SECONDS = 15.0
+
+
+@asynccontextmanager
+async def _cluster() -> AsyncIterator[LocalKafkaCluster]:
+    cluster = LocalKafkaCluster(3, port=int(os.environ.get("MERLIN_BENCH_CLUSTER_PORT", "29092")))
+    home = cluster.nodes[0].state_dir.parent
+    await asyncio.to_thread(cluster.stop)
+    shutil.rmtree(home, ignore_errors=True)
+    await asyncio.to_thread(cluster.start)
+    try:
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.stop)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@asynccontextmanager
+async def _services(bench: Bench, cluster: LocalKafkaCluster) -> AsyncIterator[Services]:
+    """Services on topics of their own (3 partitions, 3 replicas, 2 in sync) and a SQLite store."""
+    kafka = cluster.replicated(bench.kafka, f"failover-{uuid.uuid4().hex[:8]}")
+    await ensure_topics(kafka)
+    url = f"sqlite:///{bench.workdir / f'{kafka.events_topic}.db'}"
+    await upgrade(url)
+    services = bench.services(url, kafka=kafka)
+    try:
+        yield services
+    finally:
+        services.stop_all()
+        await delete_topics(kafka, kafka.topics)
+
+
+def _leader(kafka: KafkaSettings, partition: int) -> int:
+    metadata = AdminClient(kafka.client()).list_topics(kafka.events_topic, timeout=10)
+    return int(metadata.topics[kafka.events_topic].partitions[partition].leader)
+
+
+async def _flowing(load: Load, count: int) -> bool | None:
+    return len(load.acks) >= count or None
+
+
+async def _leader_kill(bench: Bench, cluster: LocalKafkaCluster) -> dict[str, float]:
+    async with _services(bench, cluster) as services:
+        write, read = await services.write_api(), await services.read_api()
+        services.forwarder()
+        load, probe = Load(write, clients=4), ReadProbe(write, read)
+        stop = asyncio.Event()
+        running = asyncio.gather(load.run(stop), probe.run(stop))
+        await eventually(lambda: _flowing(load, 100), 30, "writes flowing")
+        victim = next(n for n in cluster.nodes if n.node_id == _leader(services.kafka, 0))
+        killed_at = time.monotonic()
+        victim.kill()
+        await asyncio.sleep(_AFTER_KILL_SECONDS)  # the load runs through the crash and the fencing
+        stop.set()
+        await running
+        await asyncio.to_thread(victim.start)
+        after = [s for s, at in zip(probe.stalls, probe.finished, strict=True) if at > killed_at]
+        return {
+            "unavailable_s": load.longest_gap(killed_at, killed_at + _AFTER_KILL_SECONDS),
+            "longest_stall_s": max(after, default=0.0),
+            "answered_503": float(sum(w.statuses.count(503) for w in load.writes)),
+            "unexpected": float(len(load.unexpected)),
+        }
+
+
+async def _rolling_restart(bench: Bench, cluster: LocalKafkaCluster, strategy: str) -> dict[str, float]:
+    async with _services(bench, cluster) as services:
+        write, read = await services.write_api(), await services.read_api()
+        env = {"MERLIN_FORWARDER_ASSIGNMENT_STRATEGY": strategy}
+        workers = [services.forwarder(**env) for _ in range(3)]
+        load, probe = Load(write, clients=4), ReadProbe(write, read)
+        stop = asyncio.Event()
+        running = asyncio.gather(load.run(stop), probe.run(stop))
+        await eventually(lambda: _flowing(load, 100), 30, "writes flowing")
+        for worker in workers:
+            await eventually(joined(worker), 30, "every worker in the group")
+        started = time.monotonic()
+        for n in range(len(workers)):
+            workers[n].stop()
+            workers[n] = services.forwarder(**env)
+            await eventually(joined(workers[n]), 30, "the new worker in the group")
+        await asyncio.sleep(2)  # the last rebalance settles under load
+        stop.set()
+        await running
+        during = [s for s, at in zip(probe.stalls, probe.finished, strict=True) if at > started]
+        return {
+            "longest_stall_s": max(during, default=0.0),
+            "p50_stall_s": percentile(during or [0.0], 0.5),
+            "p99_stall_s": percentile(during or [0.0], 0.99),
+            "unexpected": float(len(load.unexpected)),
+        }
+
+
+async def failover(bench: Bench, runs: int) -> list[Row]:
+    """A leader SIGKILLed under load; rolling restarts of three forwarders, cooperative beside eager."""
+    async with _cluster() as cluster:
+        kill = await _leader_kill(bench, cluster)
+        cooperative = await _rolling_restart(bench, cluster, "cooperative-sticky")
+        eager = await _rolling_restart(bench, cluster, "range")
+    return [
+        Row("failover", "leader SIGKILLed under load: longest time without an acknowledged write", "s",
+            kill["unavailable_s"], None, None, None, None,
+            {"longest_write_to_readable_s": kill["longest_stall_s"], "answered_503": kill["answered_503"],
+             "errors": kill["unexpected"]}),
+        Row("failover", "rolling restart of 3 forwarders: longest write → readable", "s",
+            cooperative["longest_stall_s"], eager["longest_stall_s"], "eager (range) assignment, same run",
+            cooperative["p50_stall_s"] * 1000, cooperative["p99_stall_s"] * 1000,
+            {"eager_p50_ms": eager["p50_stall_s"] * 1000, "eager_p99_ms": eager["p99_stall_s"] * 1000,
+             "errors": cooperative["unexpected"] + eager["unexpected"]}),
+    ]  # fmt: skip
