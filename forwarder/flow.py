@@ -231,6 +231,11 @@ class Flow:
         """Whether work of ``generation`` on ``partition`` still belongs to this flow."""
         return generation >= self._reset_at.get(partition, 0)
 
+    def _still_mine(self, consumed: list[Consumed], generation: int) -> list[Consumed]:
+        """``consumed`` less the records of partitions revoked since ``generation``."""
+        gone = {p for p, reset in self._reset_at.items() if reset > generation}
+        return [c for c in consumed if c.record.partition not in gone] if gone else consumed
+
     # -- projector stage ------------------------------------------------------------------------
 
     async def _project_forever(self) -> None:
@@ -245,7 +250,7 @@ class Flow:
                 self._batches.popleft()
 
     async def _project(self, generation: int, batch: Batch) -> None:
-        mine = [c for c in batch.records if self._current(c.record.partition, generation)]
+        mine = self._still_mine(batch.records, generation)
         if not mine:
             return  # all revoked while waiting: the new owners take them
         records = [consumed.record for consumed in mine]
@@ -272,7 +277,7 @@ class Flow:
         for status, count in Counter(outcome.status for outcome in changes.outcomes).items():
             self.metrics.outcomes.labels(status).inc(count)
         # Partitions revoked while projecting: their new owner delivers these.
-        mine = [c for c in mine if self._current(c.record.partition, generation)]
+        mine = self._still_mine(mine, generation)
         if not self.dispatchers:
             for consumed in mine:
                 self.tracker.add(consumed.record.partition, consumed.record.offset, 0)
