@@ -83,6 +83,7 @@ class ReadProbe:
     read: Service
     stalls: list[float] = field(default_factory=list)
     finished: list[float] = field(default_factory=list)  # when each probe read its write
+    room: str = "probe"
 
     async def run(self, stop: asyncio.Event) -> None:
         async with httpx.AsyncClient(headers=self.write.headers, timeout=60) as http:
@@ -91,7 +92,7 @@ class ReadProbe:
                 key = uuid.uuid4().hex
                 while True:
                     answer = await http.post(
-                        f"{self.write.url}/v1/rooms/probe/messages",
+                        f"{self.write.url}/v1/rooms/{self.room}/messages",
                         json={"body": "probe"},
                         headers={"Idempotency-Key": key},
                     )
@@ -103,7 +104,7 @@ class ReadProbe:
                 if answer.status_code != 202:
                     return
                 body = answer.json()
-                url = f"{self.read.url}/v1/rooms/probe/messages/{body['message_id']}"
+                url = f"{self.read.url}/v1/rooms/{self.room}/messages/{body['message_id']}"
                 while (await http.get(url, params={"after_position": body["position"]})).status_code != 200:
                     if time.monotonic() - started > 120:
                         raise RuntimeError("the probe's write not readable within 2 minutes")
