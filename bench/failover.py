@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from confluent_kafka.admin import AdminClient
-
 from bench.harness import Bench, Row
 from bench.pipeline import percentile
-from kernel.settings import KafkaSettings
 from kernel.topics import delete_topics, ensure_topics
 from merlin.local import LocalKafkaCluster
 from merlin.local.load import Load, ReadProbe, joined
@@ -34,15 +30,12 @@ _AFTER_KILL_SECONDS = 15.0
 @asynccontextmanager
 async def _cluster() -> AsyncIterator[LocalKafkaCluster]:
     cluster = LocalKafkaCluster(3, port=int(os.environ.get("MERLIN_BENCH_CLUSTER_PORT", "29092")))
-    home = cluster.nodes[0].state_dir.parent
-    await asyncio.to_thread(cluster.stop)
-    shutil.rmtree(home, ignore_errors=True)
+    await asyncio.to_thread(cluster.reset)
     await asyncio.to_thread(cluster.start)
     try:
         yield cluster
     finally:
-        await asyncio.to_thread(cluster.stop)
-        shutil.rmtree(home, ignore_errors=True)
+        await asyncio.to_thread(cluster.reset)
 
 
 @asynccontextmanager
@@ -60,15 +53,6 @@ async def _services(bench: Bench, cluster: LocalKafkaCluster) -> AsyncIterator[S
         await delete_topics(kafka, kafka.topics)
 
 
-def _leader(kafka: KafkaSettings, partition: int) -> int:
-    metadata = AdminClient(kafka.client()).list_topics(kafka.events_topic, timeout=10)
-    return int(metadata.topics[kafka.events_topic].partitions[partition].leader)
-
-
-async def _flowing(load: Load, count: int) -> bool | None:
-    return len(load.acks) >= count or None
-
-
 async def _leader_kill(bench: Bench, cluster: LocalKafkaCluster) -> dict[str, float]:
     async with _services(bench, cluster) as services:
         write, read = await services.write_api(), await services.read_api()
@@ -76,10 +60,10 @@ async def _leader_kill(bench: Bench, cluster: LocalKafkaCluster) -> dict[str, fl
         load, probe = Load(write, clients=4), ReadProbe(write, read)
         stop = asyncio.Event()
         running = asyncio.gather(load.run(stop), probe.run(stop))
-        await eventually(lambda: _flowing(load, 100), 30, "writes flowing")
-        victim = next(n for n in cluster.nodes if n.node_id == _leader(services.kafka, 0))
+        await eventually(load.flowing(100), 30, "writes flowing")
+        victim = await asyncio.to_thread(cluster.leader, services.kafka, 0)
         killed_at = time.monotonic()
-        victim.kill()
+        await asyncio.to_thread(victim.kill)
         await asyncio.sleep(_AFTER_KILL_SECONDS)  # the load runs through the crash and the fencing
         stop.set()
         await running
@@ -103,12 +87,12 @@ async def _rolling_restart(bench: Bench, cluster: LocalKafkaCluster, strategy: s
         probes = [ReadProbe(write, read, room=f"probe-{n}") for n in range(6)]
         stop = asyncio.Event()
         running = asyncio.gather(load.run(stop), *(probe.run(stop) for probe in probes))
-        await eventually(lambda: _flowing(load, 100), 30, "writes flowing")
+        await eventually(load.flowing(100), 30, "writes flowing")
         for worker in workers:
             await eventually(joined(worker), 30, "every worker in the group")
         started = time.monotonic()
         for n in range(len(workers)):
-            workers[n].stop()
+            await asyncio.to_thread(workers[n].stop)  # off the loop: the probes go on timing meanwhile
             workers[n] = services.forwarder(**env)
             await eventually(joined(workers[n]), 30, "the new worker in the group")
         await asyncio.sleep(2)  # the last rebalance settles under load

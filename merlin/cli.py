@@ -56,7 +56,7 @@ def _kafka_cluster(action: str, cluster: LocalKafkaCluster) -> int:
         print(f"node {node.node_id}: {status.describe()}")
     print(
         f"kafka: MERLIN_KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap} "
-        f"MERLIN_KAFKA_REPLICATION_FACTOR={min(3, len(cluster.nodes))}"
+        f"MERLIN_KAFKA_REPLICATION_FACTOR={cluster.replicas}"
     )
     return 0 if all(status.running for status in statuses) else 3
 

@@ -257,8 +257,10 @@ class LocalKafkaCluster:
         self.settings = settings or LocalSettings()
         base = port or self.settings.kafka_port
         ports = [base + 2 * i for i in range(brokers)]
+        self.home = self.settings.var_dir / "kafka" / f"cluster-{brokers}"
         voters = ",".join(f"{i + 1}@{_HOST}:{p + 1}" for i, p in enumerate(ports))
-        replicas = min(3, brokers)
+        self.replicas = min(3, brokers)
+        replicas = self.replicas
         # Kafka's own topics as replicated as the cluster allows, so losing a broker loses no group.
         properties = {
             "offsets.topic.replication.factor": str(replicas),
@@ -269,7 +271,6 @@ class LocalKafkaCluster:
         }
         # One id for every node, the same on every start (each node keeps it once formatted).
         cluster_id = _cluster_id(uuid.uuid5(uuid.NAMESPACE_URL, f"merlin-kafka:{voters}").bytes)
-        home = self.settings.var_dir / "kafka" / f"cluster-{brokers}"
         self.nodes = [
             LocalKafka(
                 self.settings,
@@ -278,7 +279,7 @@ class LocalKafkaCluster:
                 node_id=i + 1,
                 voters=voters,
                 cluster_id=cluster_id,
-                state_dir=home / str(p),
+                state_dir=self.home / str(p),
             )
             for i, p in enumerate(ports)
         ]
@@ -289,14 +290,24 @@ class LocalKafkaCluster:
 
     def replicated(self, base: KafkaSettings, prefix: str, partitions: int = 3) -> KafkaSettings:
         """``base`` with topics of their own on this cluster, replicated three ways, two in sync."""
-        replicas = min(3, len(self.nodes))
         return base.namespaced(
             prefix,
             bootstrap_servers=self.bootstrap,
             partitions=partitions,
-            replication_factor=replicas,
-            min_insync_replicas=min(2, replicas),
+            replication_factor=self.replicas,
+            min_insync_replicas=min(2, self.replicas),
         )
+
+    def leader(self, kafka: KafkaSettings, partition: int) -> LocalKafka:
+        """The node leading ``partition`` of ``kafka``'s events topic (blocking: a metadata request)."""
+        metadata = AdminClient(kafka.client()).list_topics(kafka.events_topic, timeout=10)
+        leader = metadata.topics[kafka.events_topic].partitions[partition].leader
+        return next(node for node in self.nodes if node.node_id == leader)
+
+    def reset(self) -> None:
+        """Stop every node this checkout started and remove the cluster's state."""
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
 
     def start(self) -> list[KafkaStatus]:
         """Start every node that is not running, then wait until each answers."""

@@ -69,6 +69,14 @@ class Load:
                         return
                     await asyncio.sleep(float(answer.headers.get("retry-after", "1")) / 4)
 
+    def flowing(self, count: int) -> Callable[[], Awaitable[bool | None]]:
+        """For ``eventually``: whether ``count`` writes have been acknowledged yet."""
+
+        async def acknowledged() -> bool | None:
+            return len(self.acks) >= count or None
+
+        return acknowledged
+
     def longest_gap(self, start: float, end: float) -> float:
         """The longest time within [start, end] in which no write was acknowledged."""
         moments = [start, *sorted(a for a in self.acks if start <= a <= end), end]

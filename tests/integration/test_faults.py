@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,12 +19,12 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka.admin import AdminClient
 
+from kernel.position import Position
 from kernel.settings import KafkaSettings
 from kernel.topics import delete_topics, ensure_topics
 from merlin.local import LocalPostgres
-from merlin.local.kafka import LocalKafka, LocalKafkaCluster
+from merlin.local.kafka import LocalKafkaCluster
 from merlin.local.load import Load, ReadProbe, joined
 from merlin.local.service_processes import Service, Services, eventually
 from read_store.migrate import upgrade
@@ -38,13 +37,10 @@ pytestmark = pytest.mark.faults
 def cluster() -> Iterator[LocalKafkaCluster]:
     """Three KRaft nodes, each broker and voter, started from an empty state and removed after."""
     cluster = LocalKafkaCluster(3, port=int(os.environ.get("MERLIN_TEST_CLUSTER_PORT", "19092")))
-    cluster.stop()
-    home = cluster.nodes[0].state_dir.parent
-    shutil.rmtree(home, ignore_errors=True)
+    cluster.reset()
     cluster.start()
     yield cluster
-    cluster.stop()
-    shutil.rmtree(home, ignore_errors=True)
+    cluster.reset()
 
 
 @pytest.fixture
@@ -61,13 +57,11 @@ async def replicated(cluster: LocalKafkaCluster) -> AsyncIterator[KafkaSettings]
 async def every_ack_readable_once(read: Service, load: Load) -> int:
     """Each acknowledged write is readable, each key made exactly one message; the messages read."""
     acked = [w for w in load.writes if w.acked_at is not None]
-    last: dict[str, str] = {}
+    last: dict[str, Position] = {}
     for write in acked:
         assert write.position is not None
-        partition, offset = (int(part) for part in write.position.split("-"))
-        known = last.get(write.room)
-        if known is None or offset > int(known.split("-")[1]):
-            last[write.room] = f"{partition}-{offset}"
+        position = Position.parse(write.position)
+        last[write.room] = max(position, last.get(write.room, position))
     total = 0
     async with httpx.AsyncClient(base_url=read.url or "", headers=read.headers, timeout=60) as http:
         for room, position in last.items():
@@ -88,15 +82,6 @@ async def every_ack_readable_once(read: Service, load: Load) -> int:
     return total
 
 
-def leader_of(kafka: KafkaSettings, partition: int) -> int:
-    topic = AdminClient(kafka.client()).list_topics(kafka.events_topic, timeout=10).topics[kafka.events_topic]
-    return int(topic.partitions[partition].leader)
-
-
-def node(cluster: LocalKafkaCluster, node_id: int) -> LocalKafka:
-    return next(n for n in cluster.nodes if n.node_id == node_id)
-
-
 def report(scenario: str, **figures: float | int) -> None:
     """Print a scenario's figures (``pytest -s`` shows them; ``make faults`` runs with it)."""
     shown = ", ".join(
@@ -108,18 +93,13 @@ def report(scenario: str, **figures: float | int) -> None:
 
 @pytest.fixture
 async def services(
-    replicated: KafkaSettings, tmp_path: Path, postgres_url: str, postgres_schema: PostgresSchema
+    replicated: KafkaSettings, tmp_path: Path, postgres_schema: PostgresSchema
 ) -> AsyncIterator[Services]:
-    services = Services(replicated, postgres_url, tmp_path, postgres_schema.schema)
+    """Services on the cluster's topics, with a migrated PostgreSQL store of the test's own."""
+    await upgrade(postgres_schema.url, postgres_schema.schema)
+    services = Services(replicated, postgres_schema.url, tmp_path, postgres_schema.schema)
     yield services
     services.stop_all()
-
-
-@pytest.fixture
-async def postgres_url(postgres_schema: PostgresSchema) -> str:
-    """A migrated PostgreSQL store of this test's own."""
-    await upgrade(postgres_schema.url, postgres_schema.schema)
-    return postgres_schema.url
 
 
 async def test_a_leader_killed_under_write_load_loses_nothing_and_doubles_nothing(
@@ -130,10 +110,10 @@ async def test_a_leader_killed_under_write_load_loses_nothing_and_doubles_nothin
     load, probe = Load(write), ReadProbe(write, read)
     stop = asyncio.Event()
     running = asyncio.gather(load.run(stop), probe.run(stop))
-    await eventually(lambda: _at_least(load, 200), 30, "writes flowing")
-    victim = leader_of(replicated, 0)
+    await eventually(load.flowing(200), 30, "writes flowing")
+    victim = await asyncio.to_thread(cluster.leader, replicated, 0)
     killed_at = time.monotonic()
-    assert node(cluster, victim).kill()
+    assert await asyncio.to_thread(victim.kill)
     await asyncio.sleep(15)  # the load goes on through the crash and past the fencing (9 s)
     stop.set()
     await running
@@ -149,10 +129,6 @@ async def test_a_leader_killed_under_write_load_loses_nothing_and_doubles_nothin
     )
 
 
-async def _at_least(load: Load, count: int) -> bool | None:
-    return len(load.acks) >= count or None
-
-
 async def test_with_two_brokers_of_three_down_no_write_is_acknowledged_and_none_is_lost(
     cluster: LocalKafkaCluster, replicated: KafkaSettings, services: Services
 ) -> None:
@@ -161,10 +137,10 @@ async def test_with_two_brokers_of_three_down_no_write_is_acknowledged_and_none_
     load = Load(write, clients=4)
     stop = asyncio.Event()
     running = asyncio.create_task(load.run(stop, retry_until=120))
-    await eventually(lambda: _at_least(load, 100), 30, "writes flowing")
+    await eventually(load.flowing(100), 30, "writes flowing")
     victims = cluster.nodes[1:]
     for victim in victims:
-        assert victim.kill()
+        assert await asyncio.to_thread(victim.kill)
     down_at = time.monotonic()
     async with httpx.AsyncClient(base_url=write.url or "", timeout=30) as http:
         await eventually(lambda: _not_ready(http), 30, "the write API not ready")
@@ -223,7 +199,7 @@ async def test_a_store_stopped_for_20_s_answers_503_and_the_projection_heals_wit
         load, probe = Load(write, clients=4), ReadProbe(write, read)
         stop = asyncio.Event()
         running = asyncio.gather(load.run(stop), probe.run(stop))
-        await eventually(lambda: _at_least(load, 100), 30, "writes flowing")
+        await eventually(load.flowing(100), 30, "writes flowing")
         await asyncio.to_thread(own_postgres.stop)
         stopped_at = time.monotonic()
         statuses: list[int] = []
@@ -272,12 +248,12 @@ async def test_a_rolling_restart_of_three_forwarders_moves_only_what_changes_own
     load, probe = Load(write, clients=4), ReadProbe(write, read)
     stop = asyncio.Event()
     running = asyncio.gather(load.run(stop), probe.run(stop))
-    await eventually(lambda: _at_least(load, 100), 30, "writes flowing")
+    await eventually(load.flowing(100), 30, "writes flowing")
     for n, worker in enumerate(workers):
         await eventually(joined(worker), 30, f"worker {n} in the group")
     started = time.monotonic()
     for n in range(3):
-        assert workers[n].stop() == 0
+        assert await asyncio.to_thread(workers[n].stop) == 0  # off the loop: the probe goes on timing
         workers[n] = services.forwarder()
         await eventually(joined(workers[n]), 30, f"replacement {n} took partitions")
     stop.set()
