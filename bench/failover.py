@@ -1,5 +1,6 @@
 """Failover on a local three-node cluster: a partition leader SIGKILLed under write load, and a rolling
-restart of three forwarders with cooperative and with eager assignment, in the same run.
+restart of three forwarders under the consumer group protocol and under the classic one (cooperative
+and eager assignment), in the same run.
 
 Clients retry every 503 with the same Idempotency-Key; a probe writes one message at a time and
 reads it back with ``after_position``. Figures: write unavailability (the longest time without an
@@ -12,11 +13,12 @@ import asyncio
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from bench.harness import Bench, Row
-from bench.pipeline import percentile
+from bench.pipeline import control, endpoints_file, percentile, wait_received
 from kernel.topics import delete_topics, ensure_topics
 from merlin.local import LocalKafkaCluster
 from merlin.local.load import Load, ReadProbe, joined
@@ -77,10 +79,23 @@ async def _leader_kill(bench: Bench, cluster: LocalKafkaCluster) -> dict[str, fl
         }
 
 
-async def _rolling_restart(bench: Bench, cluster: LocalKafkaCluster, strategy: str) -> dict[str, float]:
-    async with _services(bench, cluster) as services:
+# How the forwarders' groups rebalance: the consumer group protocol (the default), and the classic
+# protocol with cooperative and with eager assignment.
+_PROTOCOLS = {
+    "consumer": {"MERLIN_FORWARDER_GROUP_PROTOCOL": "consumer"},
+    "cooperative": {"MERLIN_FORWARDER_GROUP_PROTOCOL": "classic",
+                    "MERLIN_FORWARDER_ASSIGNMENT_STRATEGY": "cooperative-sticky"},
+    "eager": {"MERLIN_FORWARDER_GROUP_PROTOCOL": "classic", "MERLIN_FORWARDER_ASSIGNMENT_STRATEGY": "range"},
+}  # fmt: skip
+
+
+async def _rolling_restart(bench: Bench, cluster: LocalKafkaCluster, env: dict[str, str]) -> dict[str, float]:
+    async with _services(bench, cluster) as services, bench.downstream() as downstream:
         write, read = await services.write_api(), await services.read_api()
-        env = {"MERLIN_FORWARDER_ASSIGNMENT_STRATEGY": strategy}
+        # An endpoint answering in 20 ms, so deliveries are in flight whenever partitions move:
+        # what a rebalance takes from a member mid-call is sent again by the next owner.
+        await control(downstream, mode="slow", delay=0.02)
+        env = {**env, "MERLIN_ENDPOINTS_FILE": str(endpoints_file(bench.workdir, downstream, 100))}
         workers = [services.forwarder(**env) for _ in range(3)]
         # A probe per room over several rooms, so every partition is watched, moved or not.
         load = Load(write, clients=4)
@@ -89,46 +104,54 @@ async def _rolling_restart(bench: Bench, cluster: LocalKafkaCluster, strategy: s
         running = asyncio.gather(load.run(stop), *(probe.run(stop) for probe in probes))
         await eventually(load.flowing(100), 30, "writes flowing")
         for worker in workers:
-            await eventually(joined(worker), 30, "every worker in the group")
+            await eventually(joined(worker), 30, "every worker owning partitions")
+        await asyncio.sleep(2)  # the first assignments settle
         started = time.monotonic()
         for n in range(len(workers)):
             await asyncio.to_thread(workers[n].stop)  # off the loop: the probes go on timing meanwhile
             workers[n] = services.forwarder(**env)
-            await eventually(joined(workers[n]), 30, "the new worker in the group")
+            await eventually(joined(workers[n]), 30, "the new worker owning partitions")
         await asyncio.sleep(2)  # the last rebalance settles under load
         stop.set()
         await running
+        acked = {w.message_id for w in load.writes if w.message_id is not None}
+        calls = await wait_received(downstream, acked, 120)
+        sent = Counter(call["webhook_id"] for call in calls)
         during = [
             stall
             for probe in probes
             for stall, at in zip(probe.stalls, probe.finished, strict=True)
-            if at > started
+            if at - stall > started
         ]
         return {
             "longest_stall_s": max(during, default=0.0),
             "p50_stall_s": percentile(during or [0.0], 0.5),
             "p99_stall_s": percentile(during or [0.0], 0.99),
             "over_half_second": float(sum(1 for stall in during if stall > 0.5)),
+            "sent_again": float(sum(count - 1 for count in sent.values())),
             "errors": float(len(load.unexpected)),
         }
 
 
 async def failover(bench: Bench, runs: int) -> list[Row]:
-    """A leader SIGKILLed under load; rolling restarts of three forwarders, cooperative beside eager."""
+    """A leader SIGKILLed under load; rolling restarts of three forwarders under each group protocol."""
     async with _cluster() as cluster:
         kill = await _leader_kill(bench, cluster)
-        cooperative = await _rolling_restart(bench, cluster, "cooperative-sticky")
-        eager = await _rolling_restart(bench, cluster, "range")
-    return [
+        rolls = {name: await _rolling_restart(bench, cluster, env) for name, env in _PROTOCOLS.items()}
+    rows = [
         Row("failover", "leader SIGKILLed under load: longest time without an acknowledged write", "s",
             kill["unavailable_s"], None, None, None, None,
             {"longest_write_to_readable_s": kill["longest_stall_s"], "answered_503": kill["answered_503"],
              "errors": kill["unexpected"]}),
-        Row("failover", "rolling restart of 3 forwarders: longest write → readable", "s",
-            cooperative["longest_stall_s"], eager["longest_stall_s"], "eager (range) assignment, same run",
-            cooperative["p50_stall_s"] * 1000, cooperative["p99_stall_s"] * 1000,
-            {"eager_p50_ms": eager["p50_stall_s"] * 1000, "eager_p99_ms": eager["p99_stall_s"] * 1000,
-             "reads_over_half_a_second": cooperative["over_half_second"],
-             "eager_reads_over_half_a_second": eager["over_half_second"],
-             "errors": cooperative["errors"] + eager["errors"]}),
     ]  # fmt: skip
+    eager = rolls["eager"]
+    for name, roll in rolls.items():
+        rows.append(
+            Row("failover", f"rolling restart of 3 forwarders ({name}): longest write → readable", "s",
+                roll["longest_stall_s"], None if name == "eager" else eager["longest_stall_s"],
+                None if name == "eager" else "eager (classic, range), same run",
+                roll["p50_stall_s"] * 1000, roll["p99_stall_s"] * 1000,
+                {"reads_over_half_a_second": roll["over_half_second"],
+                 "events_sent_again": roll["sent_again"], "errors": roll["errors"]})
+        )  # fmt: skip
+    return rows

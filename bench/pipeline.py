@@ -41,7 +41,7 @@ def _ms(values: list[float]) -> tuple[float, float]:
     return percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000
 
 
-def _endpoints_file(
+def endpoints_file(
     workdir: Path,
     downstream: str,
     max_in_flight: int,
@@ -61,23 +61,24 @@ def _endpoints_file(
     return path
 
 
-async def _control(downstream: str, endpoint: str = "bench", **spec: Any) -> None:
+async def control(downstream: str, endpoint: str = "bench", **spec: Any) -> None:
     """Tell the test downstream how to answer ``endpoint`` (``tests.downstream``: fail, slow, hang, ...)."""
     async with httpx.AsyncClient(timeout=10) as client:
         (await client.post(f"{downstream}/_control/{endpoint}", json=spec)).raise_for_status()
 
 
-async def _received(downstream: str) -> list[dict[str, Any]]:
+async def deliveries(downstream: str) -> list[dict[str, Any]]:
+    """Every request the test downstream's ``bench`` endpoint received."""
     async with httpx.AsyncClient(timeout=60) as client:
         answer: list[dict[str, Any]] = (await client.get(f"{downstream}/_received/bench")).json()
         return answer
 
 
-async def _wait_received(downstream: str, wanted: int | set[str], timeout: float) -> list[dict[str, Any]]:
+async def wait_received(downstream: str, wanted: int | set[str], timeout: float) -> list[dict[str, Any]]:
     """What the downstream received, once it has ``wanted`` messages (a count, or these message ids)."""
 
     async def enough() -> list[dict[str, Any]] | None:
-        received = await _received(downstream)
+        received = await deliveries(downstream)
         ids = {r["body"]["message_id"] for r in received}
         return received if (len(ids) >= wanted if isinstance(wanted, int) else wanted <= ids) else None
 
@@ -164,7 +165,7 @@ async def _one_message_through(write: str, downstream: str, headers: dict[str, s
             f"{write}/v1/rooms/warm-up/messages", content=BODY, headers={"Content-Type": "application/json"}
         )
         answer.raise_for_status()
-    await _wait_received(downstream, 1, 60)
+    await wait_received(downstream, 1, 60)
 
 
 async def _end_to_end_at(bench: Bench, rate: int, seconds: float) -> dict[str, float]:
@@ -175,13 +176,13 @@ async def _end_to_end_at(bench: Bench, rate: int, seconds: float) -> dict[str, f
         try:
             write = await services.write_api()
             read = await services.read_api()
-            services.forwarder(MERLIN_ENDPOINTS_FILE=str(_endpoints_file(bench.workdir, downstream, 100)))
+            services.forwarder(MERLIN_ENDPOINTS_FILE=str(endpoints_file(bench.workdir, downstream, 100)))
             await _one_message_through(write.url or "", downstream, bench.headers())
             load, readable, unread = await _load_with_probe(
                 write.url or "", read.url or "", rate, seconds, bench.headers()
             )
             accepted = {orjson.loads(s.body)["message_id"]: s for s in load.results if s.status == 202}
-            received = await _wait_received(downstream, set(accepted), 120)
+            received = await wait_received(downstream, set(accepted), 120)
         finally:
             services.stop_all()
     arrived = _first_arrivals(received)  # the first arrival of each message counts
@@ -243,17 +244,17 @@ async def _readable_while(bench: Bench, rate: int, seconds: float, case: str) ->
             write, read = await services.write_api(), await services.read_api()
             # A small buffer: a design where a full buffer paused the shared partitions shows it in seconds.
             names = ("bench", "other") if case in ("beside", "two") else ("bench",)
-            endpoints = _endpoints_file(bench.workdir, downstream, 100, buffer=1_000, names=names)
+            endpoints = endpoints_file(bench.workdir, downstream, 100, buffer=1_000, names=names)
             services.forwarder(MERLIN_ENDPOINTS_FILE=str(endpoints))
             await _one_message_through(write.url or "", downstream, bench.headers())
             if case in ("down", "beside"):
-                await _control(downstream, "bench" if case == "down" else "other", mode="fail", status=503,
+                await control(downstream, "bench" if case == "down" else "other", mode="fail", status=503,
                                seconds=3600)  # fmt: skip
             load, readable, unread = await _load_with_probe(
                 write.url or "", read.url or "", rate, seconds, bench.headers()
             )
             accepted = {orjson.loads(s.body)["message_id"]: s for s in load.results if s.status == 202}
-            received = [] if case == "down" else await _wait_received(downstream, set(accepted), 120)
+            received = [] if case == "down" else await wait_received(downstream, set(accepted), 120)
         finally:
             services.stop_all()
     arrived = _first_arrivals(received)
@@ -303,8 +304,8 @@ async def _deliver_backlog(bench: Bench, count: int) -> dict[str, float]:
         await upgrade(url)
         services = bench.services(url, kafka=kafka)
         try:
-            services.forwarder(MERLIN_ENDPOINTS_FILE=str(_endpoints_file(bench.workdir, downstream, 100)))
-            received = await _wait_received(downstream, count, 300)
+            services.forwarder(MERLIN_ENDPOINTS_FILE=str(endpoints_file(bench.workdir, downstream, 100)))
+            received = await wait_received(downstream, count, 300)
         finally:
             services.stop_all()
     times = sorted(record["at"] for record in received)
@@ -332,7 +333,7 @@ async def _fairness(bench: Bench, hot: int, quiet_per_room: int) -> dict[str, fl
         services = bench.services(url, kafka=kafka)
         reads = ReadStore(create_engine(url), kafka.events_topic)
         try:
-            services.forwarder(MERLIN_ENDPOINTS_FILE=str(_endpoints_file(bench.workdir, downstream, 100)))
+            services.forwarder(MERLIN_ENDPOINTS_FILE=str(endpoints_file(bench.workdir, downstream, 100)))
 
             async def projected() -> bool | None:
                 return sum(offset + 1 for offset in (await reads.positions()).values()) >= hot or None
@@ -344,7 +345,7 @@ async def _fairness(bench: Bench, hot: int, quiet_per_room: int) -> dict[str, fl
                 await _produce(kafka, round_)
                 quiet += round_
                 await asyncio.sleep(0.2)
-            received = await _wait_received(downstream, hot + len(quiet), 300)
+            received = await wait_received(downstream, hot + len(quiet), 300)
         finally:
             services.stop_all()
             await reads.close()

@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from domain import MalformedEvent, decode
 from forwarder.metrics import ForwarderMetrics
@@ -99,7 +99,9 @@ class _ThreadedConsumer:
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.fatal():
+                # A fatal error leaves this consumer unusable (librdkafka reports some as a
+                # message of code _FATAL without the flag): the flow restarts with a new one.
+                if error.fatal() or error.code() == KafkaError._FATAL:
                     raise KafkaException(error)
                 log.warning("consume_error", error=error.str())
                 continue
@@ -141,9 +143,12 @@ class EventConsumer(_ThreadedConsumer):
         self._revoked: RevokeHandler | None = None
         self._metrics = metrics
         self._group = str(config.get("group.id", ""))
-        # Cooperative rebalancing hands over only the partitions that change owner, so the
-        # assignment grows and shrinks by increments instead of being replaced.
-        self._incremental = config.get("partition.assignment.strategy") == "cooperative-sticky"
+        # Cooperative rebalancing and the consumer group protocol hand over only the partitions
+        # that change owner, so the assignment grows and shrinks by increments instead of being replaced.
+        self._incremental = (
+            config.get("group.protocol") == "consumer"
+            or config.get("partition.assignment.strategy") == "cooperative-sticky"
+        )
         # Per partition, the next offset this group has committed (or will start from): what lag counts from.
         self._next: dict[int, int] = {}
 

@@ -22,12 +22,19 @@ class ForwarderSettings(BaseSettings):
     batch_max: int = Field(default=5000, ge=1)
     # How long one poll waits for records; also how fast a stop request is noticed.
     poll_timeout: float = Field(default=0.2, gt=0)
+    # "consumer": Kafka's consumer group protocol (KIP-848): the broker assigns, a rebalance moves
+    # only what changes owner and waits on no other member; the session timeout and heartbeat
+    # below become the group's configs on the broker. "classic": the JoinGroup protocol with
+    # assignment_strategy, for brokers older than 4.0 or that keep group configs out of reach.
+    group_protocol: Literal["consumer", "classic"] = "consumer"
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     # How often a member tells the coordinator it lives; at most a third of the session timeout
-    # (the default: the smaller of 3 s and that third).
+    # (the default: the smaller of 0.5 s and that third). Under the consumer group protocol a
+    # partition moves on heartbeats: its owner hears to let it go on one, its next owner to take
+    # it on the next, so this bounds how long a rebalance holds a moved partition.
     heartbeat_interval_ms: int | None = Field(default=None, ge=100)
-    # cooperative-sticky moves only the partitions that change owner on a rebalance; "range"
-    # (eager) revokes every partition of every member first.
+    # Classic protocol only: cooperative-sticky moves only the partitions that change owner on a
+    # rebalance; "range" (eager) revokes every partition of every member first.
     assignment_strategy: Literal["cooperative-sticky", "range", "roundrobin"] = "cooperative-sticky"
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
     # /metrics (Prometheus), /healthz and /readyz on http://metrics_host:metrics_port; port 0 turns them off.
@@ -51,7 +58,7 @@ class ForwarderSettings(BaseSettings):
 
     @property
     def heartbeat_ms(self) -> int:
-        return self.heartbeat_interval_ms or max(100, min(3000, self.session_timeout_ms // 3))
+        return self.heartbeat_interval_ms or max(100, min(500, self.session_timeout_ms // 3))
 
     @model_validator(mode="after")
     def _heartbeat_within_session(self) -> ForwarderSettings:

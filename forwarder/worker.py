@@ -31,6 +31,7 @@ from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
 from forwarder.supervisor import BackoffSupervisor, Hooks, SupervisorGaveUp
 from kernel.control import ControlLog, ControlWriter
+from kernel.group_configs import configure_groups
 from kernel.producer import AsyncProducer
 from kernel.settings import ClientConfig, KafkaSettings
 from read_store.engines import create_engine
@@ -75,9 +76,7 @@ class Forwarder:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
-                "session.timeout.ms": self.settings.session_timeout_ms,
-                "heartbeat.interval.ms": self.settings.heartbeat_ms,
-                "partition.assignment.strategy": self.settings.assignment_strategy,
+                **self._membership(),
                 "max.poll.interval.ms": self.settings.max_poll_interval_ms,
                 "fetch.wait.max.ms": 10,
                 # librdkafka prefetches 100,000 records per partition by default, and a pause
@@ -85,6 +84,40 @@ class Forwarder:
                 "queued.min.messages": self.settings.batch_max,
             }
         )
+
+    def _membership(self) -> ClientConfig:
+        settings = self.settings
+        if settings.group_protocol == "consumer":  # the group's timing is on the broker (group_configs)
+            return {"group.protocol": "consumer"}
+        return {
+            "group.protocol": "classic",
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": settings.heartbeat_ms,
+            "partition.assignment.strategy": settings.assignment_strategy,
+        }
+
+    def group_configs(self) -> dict[str, str]:
+        """What each of this worker's groups is given on the broker (consumer group protocol)."""
+        return {
+            "consumer.session.timeout.ms": str(self.settings.session_timeout_ms),
+            "consumer.heartbeat.interval.ms": str(self.settings.heartbeat_ms),
+        }
+
+    async def _configure_groups(self) -> None:
+        if self.settings.group_protocol != "consumer":
+            return
+        endpoints = [endpoint.name for endpoint in self.endpoints]
+        groups = [str(self.consumer_config(name)["group.id"]) for name in (None, *endpoints)]
+        refused = await configure_groups(self.kafka, groups, self.group_configs())
+        for group, reason in refused.items():
+            # The group keeps the broker's defaults (a 45 s session and 5 s heartbeats in Kafka 4):
+            # docs/operations.md says which broker settings allow the forwarder's.
+            log.warning("group_configs_refused", group=group, reason=reason)
+        # Brokers that batch assignments compute them at most once a second by default: a moved
+        # partition would wait for that. Brokers without the config refuse it; nothing else changes.
+        unbatched = await configure_groups(self.kafka, groups, {"consumer.assignment.interval.ms": "0"})
+        for group, reason in unbatched.items():
+            log.info("group_assignment_interval_kept", group=group, reason=reason)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; raise SupervisorGaveUp past a flow's restart limit.
@@ -103,6 +136,7 @@ class Forwarder:
         applied = AppliedEvents(reads)
         # An endpoint without a start time starts from when this worker first ran it.
         first_run = datetime.now(UTC)
+        await self._configure_groups()
         control = ControlLog(self.kafka)
         await control.start()
         controls = Controls(control, ControlWriter(producer, control), self.instance)

@@ -116,11 +116,12 @@ def grants(kafka: KafkaSettings, forwarder_group: str, users: dict[str, str]) ->
             *topic(writer, events, "WRITE", "DESCRIBE"),
             # Reads the log's ends for after_position; never a record.
             *topic(reader, events, "DESCRIBE"),
-            # Consumes the events in its groups, dead-letters, follows the settings.
+            # Consumes the events in its groups (and sets their session and heartbeat), dead-letters,
+            # follows the settings.
             *topic(forwarder, events, "READ", "DESCRIBE"),
             *topic(forwarder, dead, "WRITE", "DESCRIBE"),
             *topic(forwarder, settings, "READ", "DESCRIBE"),
-            *group(forwarder, forwarder_group, "READ", prefixed=True),
+            *group(forwarder, forwarder_group, "READ", "ALTER_CONFIGS", prefixed=True),
             *group(forwarder, f"{settings}.reader", "READ"),
             # Reports and moves the endpoints' groups, reads dead letters to replay, writes controls.
             *topic(admin, events, "READ", "DESCRIBE"),

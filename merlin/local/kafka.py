@@ -231,8 +231,11 @@ class LocalKafka:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
-            # Lets tests give consumers short sessions, so a killed member leaves the group fast.
+            # Lets tests give consumers short sessions, so a killed member leaves the group fast
+            # (classic protocol; the consumer group protocol's bounds on the group configs).
             "group.min.session.timeout.ms": "1000",
+            "group.consumer.min.session.timeout.ms": "1000",
+            "group.consumer.min.heartbeat.interval.ms": "100",
             "auto.create.topics.enable": "false",
             "delete.topic.enable": "true",
             **self.properties,

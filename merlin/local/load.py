@@ -9,8 +9,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
+import orjson
 
 from merlin.local.service_processes import Service
 
@@ -123,9 +125,29 @@ class ReadProbe:
 
 
 def joined(worker: Service) -> Callable[[], Awaitable[bool | None]]:
-    """For ``eventually``: whether the forwarder ``worker`` has been assigned partitions yet."""
+    """For ``eventually``: whether the forwarder ``worker`` has been given partitions yet.
+
+    Joining is not enough: under cooperative assignment a new member's first assignment is empty
+    and its partitions come one rebalance later, once their owners have let them go.
+    """
 
     async def assigned() -> bool | None:
-        return '"partitions_assigned"' in worker.output() or None
+        for line in worker.output().splitlines():
+            if '"partitions_assigned"' in line and orjson.loads(line).get("partitions"):
+                return True
+        return None
 
     return assigned
+
+
+def revoked(worker: Service, since: float, until: float | None = None) -> int:
+    """How many partitions the forwarder ``worker`` let go between ``since`` and ``until`` (epoch s)."""
+    count = 0
+    for line in worker.output().splitlines():
+        if '"partitions_revoked"' not in line:
+            continue
+        event = orjson.loads(line)
+        at = datetime.fromisoformat(event["timestamp"]).timestamp()
+        if at >= since and (until is None or at < until):
+            count += len(event["partitions"])
+    return count

@@ -288,8 +288,13 @@ async def test_a_poison_record_is_dead_lettered_and_the_flow_goes_on(sqlite_serv
 async def test_a_worker_restarted_under_its_instance_id_resumes_before_its_session_times_out(
     sqlite_services: Services,
 ) -> None:
-    # A 30 s session: a worker that had to wait for it would miss the 15 s read wait below.
-    static = {"MERLIN_FORWARDER_INSTANCE_ID": "worker-1", "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "30000"}
+    # Classic protocol: the restarted member replaces the killed one at once. A 30 s session: a
+    # worker that had to wait for it would miss the 15 s read wait below.
+    static = {
+        "MERLIN_FORWARDER_INSTANCE_ID": "worker-1",
+        "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "30000",
+        "MERLIN_FORWARDER_GROUP_PROTOCOL": "classic",
+    }
     write, read = await sqlite_services.write_api(), await sqlite_services.read_api()
     first = sqlite_services.forwarder(**static)
     async with httpx.AsyncClient(headers=sqlite_services.headers("alice"), timeout=30) as client:
@@ -303,3 +308,26 @@ async def test_a_worker_restarted_under_its_instance_id_resumes_before_its_sessi
         answer = await client.get(url, params={"after_position": after["position"]})
         assert answer.status_code == 200, answer.text
         assert answer.json()["seq"] == 2
+
+
+async def test_a_worker_restarted_under_its_instance_id_after_a_crash_resumes_once_the_session_ends(
+    sqlite_services: Services,
+) -> None:
+    # Consumer group protocol: the broker refuses the id while the killed member's session lasts
+    # (librdkafka's fatal UNRELEASED_INSTANCE_ID); the flow restarts with a new consumer until
+    # it is let in. A 4 s session, well inside the 15 s read wait.
+    static = {"MERLIN_FORWARDER_INSTANCE_ID": "worker-1", "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "4000"}
+    write, read = await sqlite_services.write_api(), await sqlite_services.read_api()
+    first = sqlite_services.forwarder(**static)
+    async with httpx.AsyncClient(headers=sqlite_services.headers("alice"), timeout=30) as client:
+        before = await post(client, write, "lobby", {"sender_id": "alice", "body": "before"})
+        url = f"{read.url}/v1/rooms/lobby/messages/{before['message_id']}"
+        assert (await client.get(url, params={"after_position": before["position"]})).status_code == 200
+        first.kill()
+        second = sqlite_services.forwarder(**static)
+        after = await post(client, write, "lobby", {"sender_id": "alice", "body": "after"})
+        url = f"{read.url}/v1/rooms/lobby/messages/{after['message_id']}"
+        answer = await client.get(url, params={"after_position": after["position"]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["seq"] == 2
+    assert "UNRELEASED_INSTANCE_ID" in second.output() or "still used by another member" in second.output()

@@ -144,7 +144,7 @@ async def test_each_service_does_its_work_as_its_own_user(
     hooks = endpoints_file(tmp_path, url)
     write = await secured_services.write_api(**secured_broker.service("write_api"))
     read = await secured_services.read_api(**secured_broker.service("read_api"))
-    secured_services.forwarder(**hooks, **secured_broker.service("forwarder"))
+    forwarder = secured_services.forwarder(**hooks, **secured_broker.service("forwarder"))
     admin = await secured_services.admin_api(**hooks, **secured_broker.service("admin_api"))
 
     sent = await write_messages(write, ["r1", "r2"], 3)
@@ -156,6 +156,8 @@ async def test_each_service_does_its_work_as_its_own_user(
         assert status.status_code == 200, status.text
         paused = await client.post(f"{admin.url}/v1/admin/endpoints/hook/pause", headers=headers)
         assert paused.status_code == 200, paused.text
+    # Its groups' session and heartbeat are its own (consumer group protocol): set, not refused.
+    assert "group_configs_refused" not in forwarder.output()
 
 
 def _produce_error(config: ClientConfig, topic: str) -> KafkaError | None:

@@ -37,6 +37,13 @@ def test_events_are_read_by_the_forwarder_and_the_admin_api_alone() -> None:
     assert allowed("READ", "group", "another-team") == set()
 
 
+def test_only_the_forwarder_sets_its_own_groups_configs() -> None:
+    assert allowed("ALTER_CONFIGS", "group", "merlin-forwarder") == {USERS["forwarder"]}
+    assert allowed("ALTER_CONFIGS", "group", "merlin-forwarder.endpoint.crm") == {USERS["forwarder"]}
+    assert allowed("ALTER_CONFIGS", "group", "another-team") == set()
+    assert allowed("ALTER_CONFIGS", "topic", KAFKA.events_topic) == set()
+
+
 def test_a_grant_reads_as_an_operator_would_say_it() -> None:
     grant = Grant("merlin-forwarder", "group", "merlin-forwarder", "READ", prefixed=True)
     assert grant.describe() == "merlin-forwarder: READ on group merlin-forwarder*"
