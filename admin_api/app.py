@@ -13,6 +13,7 @@ from kernel.errors import InfrastructureError
 from kernel.http.app import new_api
 from kernel.http.responses import problem
 from kernel.settings import KafkaSettings
+from webhooks.settings import EndpointsSettings
 
 
 async def _unavailable(_request: Request, exc: Exception) -> Response:
@@ -24,6 +25,7 @@ def create_app(
     settings: AdminApiSettings | None = None,
     kafka: KafkaSettings | None = None,
     auth: AuthSettings | None = None,
+    endpoints: EndpointsSettings | None = None,
 ) -> FastAPI:
     """The admin API's ASGI app; refuses to exist without a token.
 
@@ -34,7 +36,7 @@ def create_app(
     auth = auth or AuthSettings()
     if settings.token is None:
         raise InfrastructureError("MERLIN_ADMIN_TOKEN is not set: the admin API does not run without a token")
-    api = AdminApi(settings, kafka or KafkaSettings())
+    api = AdminApi(settings, kafka or KafkaSettings(), endpoints or EndpointsSettings())
     app = new_api(
         "admin_api",
         "merlin admin API",

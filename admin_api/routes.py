@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Path, Request
@@ -12,13 +12,17 @@ from starlette.responses import Response
 
 from admin_api import operations
 from admin_api.replay import Wanted, read_dead_letters, replay
-from admin_api.state import AdminApi, describe
+from admin_api.state import AdminApi
+from domain.errors import InvalidCommand
 from domain.model import ID_PATTERN
 from kernel.control import PAUSED, key
 from kernel.http.params import RoomId
 from kernel.http.responses import OrjsonResponse, problem_responses
+from webhooks.catalog import ENDPOINT, SecretRequired, encode, merged, resealed
+from webhooks.endpoints import NAME_PATTERN, EndpointSpec
+from webhooks.url_safety import UnsafeAddress, check_host
 
-EndpointName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+EndpointName = Annotated[str, Path(pattern=NAME_PATTERN)]
 
 
 class Rewind(BaseModel):
@@ -45,15 +49,54 @@ class Replay(BaseModel):
 
 async def list_endpoints(request: Request) -> Response:
     api = AdminApi.of(request)
-    paused = api.control.values
     return OrjsonResponse(
-        {"items": [describe(e, key(PAUSED, e.name) in paused) for e in api.endpoints.values()]}
+        {"items": [api.view(name, record) for name, record in sorted(api.records().items())]}
     )
 
 
 async def get_endpoint(request: Request, name: EndpointName) -> Response:
     api = AdminApi.of(request)
-    return OrjsonResponse(describe(api.endpoint(name), key(PAUSED, name) in api.control.values))
+    return OrjsonResponse(api.view(name, api.record(name)))
+
+
+async def put_endpoint(request: Request, name: EndpointName, body: EndpointSpec) -> Response:
+    api = AdminApi.of(request)
+    if not api.endpoint_settings.allow_private:
+        try:
+            await check_host(body.url.host or "")
+        except UnsafeAddress as exc:
+            raise InvalidCommand("url", str(exc)) from None
+    record = api.control.values.get(key(ENDPOINT, name))
+    current = api.endpoint(name) if record is not None else None
+    now = datetime.now(UTC)
+    try:
+        endpoint = merged(name, body, current, now)
+    except SecretRequired as exc:
+        raise InvalidCommand("secret", str(exc)) from None
+    version = int(record["version"]) + 1 if record is not None else 1
+    stored = encode(endpoint, api.box, version, now)
+    await api.writer.put(key(ENDPOINT, name), stored)
+    api.acted("define", name, version=version, url=endpoint.shown_url)
+    return OrjsonResponse(api.view(name, stored), status_code=201 if record is None else 200)
+
+
+async def reseal_secrets(request: Request) -> Response:
+    api = AdminApi.of(request)
+    names = sorted(api.records())
+    for name in names:
+        await api.writer.put(key(ENDPOINT, name), resealed(api.record(name), api.box))
+    api.acted("reseal", "*", endpoints=len(names))
+    return OrjsonResponse({"resealed": names})
+
+
+async def delete_endpoint(request: Request, name: EndpointName) -> Response:
+    api = AdminApi.of(request)
+    api.record(name)
+    await api.writer.delete(key(ENDPOINT, name))
+    if key(PAUSED, name) in api.control.values:  # an endpoint defined again later starts unpaused
+        await api.writer.delete(key(PAUSED, name))
+    api.acted("delete", name)
+    return Response(status_code=204)
 
 
 async def endpoint_status(request: Request, name: EndpointName) -> Response:
@@ -98,6 +141,22 @@ def add_routes(app: FastAPI) -> None:
     base = "/v1/admin/endpoints"
     app.get(base, summary="The endpoints")(list_endpoints)
     app.get(base + "/{name}", summary="One endpoint", responses=problem_responses(404))(get_endpoint)
+    app.put(
+        base + "/{name}",
+        summary="Define an endpoint, or change its definition (a secret left out is kept)",
+        responses=problem_responses(422),
+        status_code=200,
+    )(put_endpoint)
+    app.post(
+        "/v1/admin/secrets/reseal",
+        summary="Seal every endpoint secret again under the first of MERLIN_ENDPOINTS_SECRET_KEYS",
+    )(reseal_secrets)
+    app.delete(
+        base + "/{name}",
+        summary="Stop delivering to an endpoint and forget it",
+        status_code=204,
+        responses=problem_responses(404),
+    )(delete_endpoint)
     app.get(
         base + "/{name}/status",
         summary="Offsets, lag, oldest undelivered event, pause, blocked rooms and rates",

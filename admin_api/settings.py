@@ -23,6 +23,7 @@ class AdminApiSettings(BaseSettings):
         default="merlin-forwarder",
         validation_alias=AliasChoices("MERLIN_FORWARDER_GROUP_ID", "forwarder_group"),
     )
+    # Defined in the settings topic at start, as the forwarder does (``webhooks.given``).
     endpoints_file: Path | None = Field(
         default=None, validation_alias=AliasChoices("MERLIN_ENDPOINTS_FILE", "endpoints_file")
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -14,11 +13,14 @@ from starlette.requests import Request
 
 from admin_api.groups import Groups
 from admin_api.settings import AdminApiSettings
-from kernel.control import ControlLog, ControlWriter
+from kernel.control import PAUSED, ControlLog, ControlWriter, key
 from kernel.producer import AsyncProducer
 from kernel.settings import KafkaSettings
+from webhooks.catalog import ENDPOINT, decode, shown
 from webhooks.endpoints import Endpoint, load_endpoints
+from webhooks.given import define_given
 from webhooks.sending import AiohttpSend
+from webhooks.settings import EndpointsSettings
 
 log = structlog.get_logger()
 
@@ -26,10 +28,13 @@ log = structlog.get_logger()
 class AdminApi:
     """What every route of the admin API shares; its Kafka clients live while the app runs."""
 
-    def __init__(self, settings: AdminApiSettings, kafka: KafkaSettings) -> None:
+    def __init__(
+        self, settings: AdminApiSettings, kafka: KafkaSettings, endpoints: EndpointsSettings
+    ) -> None:
         self.settings = settings
         self.kafka = kafka
-        self.endpoints = {e.name: e for e in load_endpoints(settings.endpoints_file)}
+        self.endpoint_settings = endpoints
+        self.box = endpoints.box()
         self.registry = CollectorRegistry()
         self.actions = Counter(
             "merlin_admin_actions", "Operator actions taken", ["action", "endpoint"], registry=self.registry
@@ -52,8 +57,10 @@ class AdminApi:
         await control.start()
         producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True}))
         self._control, self._writer = control, ControlWriter(producer, control)
+        given = load_endpoints(self.settings.endpoints_file)
+        await define_given(given, control, self._writer, self.box, self.endpoint_settings.allow_private)
         self._groups = Groups(self.kafka.client(), self.kafka.events_topic)
-        self._send = AiohttpSend(64)
+        self._send = AiohttpSend(64, allow_private=self.endpoint_settings.allow_private)
         try:
             yield
         finally:
@@ -78,12 +85,23 @@ class AdminApi:
     def send(self) -> AiohttpSend:
         return _running(self._send)
 
-    def endpoint(self, name: str) -> Endpoint:
-        """The endpoint called ``name``, or a 404."""
-        found = self.endpoints.get(name)
+    def record(self, name: str) -> dict[str, Any]:
+        """The settings-topic record defining ``name``, or a 404."""
+        found = self.control.values.get(key(ENDPOINT, name))
         if found is None:
             raise HTTPException(404, f"no endpoint named {name!r}")
         return found
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        return self.control.under(ENDPOINT)
+
+    def endpoint(self, name: str) -> Endpoint:
+        """The endpoint called ``name`` (its secrets opened), or a 404."""
+        return decode(name, self.record(name), self.box)
+
+    def view(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
+        """An endpoint as the admin API shows it: secrets as fingerprints, and whether it is paused."""
+        return {**shown(name, record), "paused": key(PAUSED, name) in self.control.values}
 
     def group(self, endpoint: str) -> str:
         return f"{self.settings.forwarder_group}.endpoint.{endpoint}"
@@ -109,18 +127,3 @@ def _running(part: T | None) -> T:
     if part is None:
         raise RuntimeError("the admin API is not running")
     return part
-
-
-def describe(endpoint: Endpoint, paused: bool) -> dict[str, Any]:
-    """An endpoint as the admin API shows it: its secret as a fingerprint, its URL without credentials."""
-    return {
-        "name": endpoint.name,
-        "url": endpoint.shown_url,
-        "event_types": sorted(endpoint.event_types),
-        "timeout": endpoint.timeout,
-        "max_in_flight": endpoint.max_in_flight,
-        "on_failure": endpoint.on_failure,
-        "since": endpoint.since.isoformat() if endpoint.since else None,
-        "secret_fingerprint": "sha256:" + hashlib.sha256(endpoint.secret.encode()).hexdigest()[:16],
-        "paused": paused,
-    }

@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 import structlog
 
 from forwarder.dispatcher import Blocked, Dispatcher, Job
 from kernel.control import BLOCKED, PAUSED, RATES, UNBLOCK, ControlLog, ControlWriter, key, now
+from webhooks.endpoints import Endpoint
 
 log = structlog.get_logger()
 
@@ -62,6 +63,12 @@ class Controls:
     def detach(self, endpoint: str, dispatcher: Dispatcher) -> None:
         if self._dispatchers.get(endpoint) is dispatcher:
             del self._dispatchers[endpoint]
+
+    def reconfigure(self, endpoint: Endpoint) -> None:
+        """Apply ``endpoint``'s new definition to its running flow here, if one runs."""
+        dispatcher = self._dispatchers.get(endpoint.name)
+        if dispatcher is not None:
+            dispatcher.reconfigure(endpoint)
 
     def blocked(self, endpoint: str, room: Blocked) -> None:
         job = room.job
@@ -108,21 +115,27 @@ class Controls:
 
     # -- rates ----------------------------------------------------------------------------------
 
-    async def report_rates(self, endpoints: list[str], every: float) -> None:
-        """Publish this instance's delivery and error rates per endpoint every ``every`` s; remove on exit."""
+    async def report_rates(self, endpoints: Callable[[], Collection[str]], every: float) -> None:
+        """Publish this instance's delivery and error rates for each of ``endpoints()`` every ``every``
+        s; remove each report when its endpoint goes, and all on exit."""
+        reported: set[str] = set()
         try:
             while True:
                 before = self._counts.copy()
                 await asyncio.sleep(every)
-                for endpoint in endpoints:
+                names = set(endpoints())
+                for endpoint in sorted(reported - names):
+                    await self.writer.delete(key(RATES, endpoint, self.instance))
+                for endpoint in sorted(names):
                     counts = self._counts
                     rates = {
                         f"{what}_per_s": round((counts[endpoint, what] - before[endpoint, what]) / every, 3)
                         for what in ("delivered", "failed")
                     }
                     await self.writer.put(key(RATES, endpoint, self.instance), {**rates, "at": now()})
+                reported = names
         finally:
-            for endpoint in endpoints:
+            for endpoint in reported:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.writer.delete(key(RATES, endpoint, self.instance)))
 

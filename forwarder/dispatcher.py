@@ -126,7 +126,6 @@ class Dispatcher:
         rereads: Rereads | None = None,
     ) -> None:
         self.deliverer = deliverer
-        self.endpoint = deliverer.endpoint
         self._finished = finished
         self._dead_letter = dead_letter
         self._on_delivered = on_delivered
@@ -142,6 +141,16 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self.size = 0
         self.held = 0  # of ``size``, the events waiting in blocked rooms
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.deliverer.endpoint
+
+    def reconfigure(self, endpoint: Endpoint) -> None:
+        """Go on under ``endpoint``'s definition: nothing in flight is dropped; calls from the
+        next attempt use its URL and secrets, and its window and buffer apply at once."""
+        self.deliverer.reconfigure(endpoint)
+        self._wakeup.set()
 
     def submit(self, job: Job) -> None:
         """Queue ``job`` behind the room's earlier events (or leave it in the log, if the room is parked)."""

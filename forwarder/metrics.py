@@ -85,6 +85,14 @@ class ForwarderMetrics:
             "merlin_delivery_blocked_rooms", "Rooms an endpoint holds until an operator acts", ["endpoint"],
             registry=self.registry,
         )  # fmt: skip
+        self.definition_version = Gauge(
+            "merlin_endpoint_definition_version", "The version of each endpoint's definition running here",
+            ["endpoint"], registry=self.registry,
+        )  # fmt: skip
+        self.definitions_refused = Counter(
+            "merlin_endpoint_definitions_refused", "Endpoint definitions this worker could not run",
+            ["endpoint"], registry=self.registry,
+        )  # fmt: skip
         self.last_poll = Gauge(
             "merlin_forwarder_last_poll_timestamp_seconds",
             "When the consumer last polled the events topic (Unix time)",

@@ -25,6 +25,8 @@ import structlog
 from forwarder.applied import AppliedEvents
 from forwarder.consumer import AssignedConsumer, EventConsumer, log_reader_config
 from forwarder.controls import Controls
+from forwarder.endpoint_catalog import EndpointCatalog
+from forwarder.endpoint_flows import EndpointFlows
 from forwarder.flow import Flow
 from forwarder.health import Health, serving
 from forwarder.metrics import ForwarderMetrics
@@ -41,7 +43,9 @@ from read_store.settings import ReadStoreSettings
 from read_store.writer import ProjectionStore
 from webhooks.dead_letters import DeadLetters
 from webhooks.endpoints import Endpoint, load_endpoints
+from webhooks.given import define_given
 from webhooks.sending import AiohttpSend, Deliverer
+from webhooks.settings import EndpointsSettings
 
 log = structlog.get_logger()
 
@@ -56,12 +60,15 @@ class Forwarder:
         store: ReadStoreSettings,
         metrics: ForwarderMetrics | None = None,
         endpoints: list[Endpoint] | None = None,
+        endpoint_settings: EndpointsSettings | None = None,
     ) -> None:
         self.settings = settings
         self.kafka = kafka
         self.store_settings = store
         self.metrics = metrics or ForwarderMetrics()
+        # Defined in the settings topic at start (created or updated); the topic defines the rest.
         self.endpoints = endpoints if endpoints is not None else load_endpoints(settings.endpoints_file)
+        self.endpoint_settings = endpoint_settings or EndpointsSettings()
 
     def consumer_config(self, endpoint: str | None = None) -> ClientConfig:
         """The consumer of the projection's group, or of ``endpoint``'s."""
@@ -103,11 +110,11 @@ class Forwarder:
             "consumer.heartbeat.interval.ms": str(self.settings.heartbeat_ms),
         }
 
-    async def _configure_groups(self) -> None:
+    async def _configure_groups(self, endpoints: list[str | None]) -> None:
+        """Set the session and heartbeat of the groups of ``endpoints`` (None: the projection's)."""
         if self.settings.group_protocol != "consumer":
             return
-        endpoints = [endpoint.name for endpoint in self.endpoints]
-        groups = [str(self.consumer_config(name)["group.id"]) for name in (None, *endpoints)]
+        groups = [str(self.consumer_config(name)["group.id"]) for name in endpoints]
         refused = await configure_groups(self.kafka, groups, self.group_configs())
         for group, reason in refused.items():
             # The group keeps the broker's defaults (a 45 s session and 5 s heartbeats in Kafka 4):
@@ -132,14 +139,19 @@ class Forwarder:
         reads = ReadStore(create_engine(self.store_settings.url, schema=schema), topic)
         producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True}))
         dead_letters = DeadLetters(producer, self.kafka.dead_letter_topic)
-        send = AiohttpSend(sum(endpoint.max_in_flight for endpoint in self.endpoints))
         applied = AppliedEvents(reads)
-        # An endpoint without a start time starts from when this worker first ran it.
+        # An endpoint defined before the settings topic knew when (no added_at) starts from now.
         first_run = datetime.now(UTC)
-        await self._configure_groups()
         control = ControlLog(self.kafka)
         await control.start()
-        controls = Controls(control, ControlWriter(producer, control), self.instance)
+        writer = ControlWriter(producer, control)
+        box = self.endpoint_settings.box() if self.endpoint_settings.keyed else None
+        await define_given(self.endpoints, control, writer, box, self.endpoint_settings.allow_private)
+        allow_private = self.endpoint_settings.allow_private
+        catalog = EndpointCatalog(control, box, self.metrics, allow_private)
+        await self._configure_groups([None])  # each endpoint's, as its flow starts
+        controls = Controls(control, writer, self.instance)
+        send = AiohttpSend(allow_private=allow_private)
 
         def projection() -> Flow:
             source = EventConsumer(
@@ -148,8 +160,13 @@ class Forwarder:
             policy = settings.restart_policy()
             return Flow("projection", settings, source, store, dead_letters, [], self.metrics, policy)
 
-        def delivery(endpoint: Endpoint) -> Callable[[], Flow]:
+        def delivery(name: str) -> Callable[[], Flow]:
+            defined = catalog.endpoints[name]
+
             def build() -> Flow:
+                # The definition as it stands when (re)started; the last known while a deletion
+                # is on its way to stopping the flow.
+                endpoint = catalog.endpoints.get(name, defined)
                 config = self.consumer_config(endpoint.name)
                 # Without a time of its own: no later than where the projection's group got to, so a
                 # worker upgraded from one shared group sends everything it had not sent yet.
@@ -157,9 +174,8 @@ class Forwarder:
                 if endpoint.since is None:  # only to read its commits: not a member, static or not
                     fallback = {k: v for k, v in config.items() if k != "group.instance.id"}
                     fallback["group.id"] = settings.group_id
-                source = EventConsumer(
-                    config, topic, self.metrics, since=endpoint.since or first_run, no_later_than=fallback
-                )
+                since = endpoint.since or endpoint.added_at or first_run
+                source = EventConsumer(config, topic, self.metrics, since=since, no_later_than=fallback)
                 deliverers = [Deliverer(send, endpoint)]
                 rereading = log_reader_config(self.kafka, f"{config['group.id']}.rereads", settings.batch_max)
 
@@ -175,9 +191,16 @@ class Forwarder:
             return build
 
         health = Health(self.metrics, settings.poll_timeout, store.ping, lambda: producer.ready(topic))
-        rates = asyncio.create_task(
-            controls.report_rates([e.name for e in self.endpoints], settings.report_every)
-        )
+        rates = asyncio.create_task(controls.report_rates(lambda: catalog.endpoints, settings.report_every))
+
+        async def run_endpoint(name: str, ended: asyncio.Event) -> None:
+            await self._configure_groups([name])
+            await self._endpoint(name, delivery(name), ended, health, controls)
+
+        def gone(name: str) -> None:
+            health.running.pop(f"endpoint:{name}", None)
+
+        flows = EndpointFlows(catalog, run_endpoint, controls.reconfigure, gone)
         try:
             async with contextlib.AsyncExitStack() as operations:
                 if settings.metrics_port:
@@ -187,10 +210,7 @@ class Forwarder:
                 try:
                     async with asyncio.TaskGroup() as running:
                         running.create_task(self._supervise("projection", projection, stop, health))
-                        for endpoint in self.endpoints:
-                            running.create_task(
-                                self._endpoint(endpoint.name, delivery(endpoint), stop, health, controls)
-                            )
+                        running.create_task(flows.run(stop))
                 except* SupervisorGaveUp as gave_up:
                     raise gave_up.exceptions[0] from None
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +14,9 @@ import orjson
 from admin_api.settings import AdminApiSettings
 from domain.errors import MerlinError
 from merlin.local.kept_secrets import ADMIN_TOKEN_FILE
+from webhooks.catalog import comparable, comparable_view, plan
+from webhooks.endpoints import load_specs
+from webhooks.secret_box import new_key
 
 
 def _client() -> httpx.Client:
@@ -62,7 +66,37 @@ def _print_status(status: dict[str, Any]) -> None:
               f"{room['attempts']} attempts since {room['since']}: {room['last_error']}")  # fmt: skip
 
 
+def _apply(path: Path, dry_run: bool, deletes: bool) -> int:
+    """Make the endpoints the admin API defines match the file at ``path``; print the plan."""
+    specs = {spec.name: spec for spec in load_specs(path)}
+    current = {item["name"]: comparable_view(item) for item in _call("GET", "/v1/admin/endpoints")["items"]}
+    wanted = {name: comparable(spec.endpoint()) for name, spec in specs.items()}
+    steps = plan(current, wanted, deletes)
+    for line in steps.lines() or ["no change"]:
+        print(line)
+    if dry_run:
+        return 0
+    for name in [*steps.create, *steps.update]:
+        body = specs[name].model_dump(mode="json", exclude={"name"})
+        answer = _call("PUT", f"/v1/admin/endpoints/{name}", body)
+        print(f"{name}: version {answer['version']}")
+    for name in steps.delete:
+        _call("DELETE", f"/v1/admin/endpoints/{name}")
+        print(f"{name}: deleted")
+    return 0
+
+
 def _endpoints(arguments: argparse.Namespace) -> int:
+    action = arguments.endpoints_action
+    if action == "new-key":
+        print(new_key())
+        return 0
+    if action == "reseal":
+        answer = _call("POST", "/v1/admin/secrets/reseal")
+        print(f"sealed again under the first key: {', '.join(answer['resealed']) or 'no endpoint'}")
+        return 0
+    if action == "apply":
+        return _apply(Path(arguments.file), arguments.dry_run, not arguments.keep_others)
     name = getattr(arguments, "name", None)
     base = f"/v1/admin/endpoints/{name}"
     action = arguments.endpoints_action
@@ -75,6 +109,8 @@ def _endpoints(arguments: argparse.Namespace) -> int:
         if not arguments.json:
             _print_status(answer)
             return 0
+    elif action == "delete":
+        answer = _call("DELETE", base)
     elif action in ("pause", "resume"):
         answer = _call("POST", f"{base}/{action}")
     elif action == "rewind":
@@ -107,6 +143,17 @@ def add_endpoints_parser(commands: Any) -> None:
         return sub
 
     action("list", "the endpoints, secrets as fingerprints", named=False)
+    apply = action(
+        "apply", "make the endpoints match a file (create, update, delete); prints the plan", False
+    )
+    apply.add_argument("-f", "--file", required=True, help="endpoints file (TOML or YAML)")
+    apply.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    apply.add_argument("--keep-others", action="store_true", help="leave endpoints not in the file alone")
+    action("delete", "stop delivering to an endpoint and forget its definition")
+    keys = actions.add_parser("new-key", help="print a new key for MERLIN_ENDPOINTS_SECRET_KEYS")
+    keys.set_defaults(handler=_endpoints)
+    reseal = actions.add_parser("reseal", help="seal every endpoint secret again under the first key")
+    reseal.set_defaults(handler=_endpoints)
     action("show", "one endpoint")
     action("status", "offsets, lag, oldest undelivered event, pause, blocked rooms, rates")
     action("pause", "stop delivering (kept across restarts)")

@@ -17,6 +17,7 @@ from merlin.local.kept_secrets import (
     ADMIN_TOKEN_FILE,
     AUTH_SECRET_FILE,
     DEV_TOKEN_FILE,
+    ENDPOINT_KEYS_FILE,
     kept_secret,
     write_private,
 )
@@ -24,6 +25,7 @@ from read_api.settings import ReadApiSettings
 from read_store.engines import shown_url
 from read_store.migrate import upgrade
 from read_store.settings import ReadStoreSettings
+from webhooks.secret_box import new_key
 from write_api.settings import WriteApiSettings
 
 SERVICES = ("write-api", "forwarder", "read-api", "admin-api")
@@ -65,6 +67,10 @@ async def run_dev() -> int:
         env["MERLIN_ADMIN_TOKEN"] = kept_secret(ADMIN_TOKEN_FILE)
         token_note = f"token in {ADMIN_TOKEN_FILE}"
     auth_note = _authentication(env)
+    if not env.get("MERLIN_ENDPOINTS_SECRET_KEYS"):
+        env["MERLIN_ENDPOINTS_SECRET_KEYS"] = kept_secret(ENDPOINT_KEYS_FILE, new_key)
+    # Development: endpoints on this machine (a local receiver) are allowed.
+    env.setdefault("MERLIN_ENDPOINTS_ALLOW_PRIVATE", "true")
     topics = KafkaSettings(bootstrap_servers=status.bootstrap)
     for line in (await ensure_topics(topics)).lines():
         print(line)

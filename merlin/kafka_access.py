@@ -117,10 +117,10 @@ def grants(kafka: KafkaSettings, forwarder_group: str, users: dict[str, str]) ->
             # Reads the log's ends for after_position; never a record.
             *topic(reader, events, "DESCRIBE"),
             # Consumes the events in its groups (and sets their session and heartbeat), dead-letters,
-            # follows the settings.
+            # follows the settings and writes its reports and the endpoints it is given there.
             *topic(forwarder, events, "READ", "DESCRIBE"),
             *topic(forwarder, dead, "WRITE", "DESCRIBE"),
-            *topic(forwarder, settings, "READ", "DESCRIBE"),
+            *topic(forwarder, settings, "READ", "WRITE", "DESCRIBE"),
             *group(forwarder, forwarder_group, "READ", "ALTER_CONFIGS", prefixed=True),
             *group(forwarder, f"{settings}.reader", "READ"),
             # Reports and moves the endpoints' groups, reads dead letters to replay, writes controls.

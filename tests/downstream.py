@@ -9,6 +9,7 @@ endpoint answers, optionally for a time window, then it answers 200 again:
     {"mode": "hang"}                                # never answers
     {"mode": "close"}                               # drops the connection
     {"mode": "refuse", "match": "text", "status": 400}   # only bodies containing text
+    {"mode": "redirect", "location": "http://169.254.169.254/"}   # 302 there
     {"secret": "whsec_..."}                         # verify Standard Webhooks signatures
 
 ``GET /_received/{name}`` lists every request: headers of interest, body,
@@ -42,6 +43,7 @@ class Behaviour:
     retry_after: float = 1.0
     delay: float = 0.0
     match: str | None = None
+    location: str | None = None
     until: float | None = None  # monotonic time when it reverts to "ok"
 
     def active(self) -> str:
@@ -98,6 +100,8 @@ class Downstream:
             "at": time.time(),
             "idempotency_key": request.headers.get("idempotency-key"),
             "webhook_id": request.headers.get("webhook-id"),
+            "webhook_timestamp": request.headers.get("webhook-timestamp"),
+            "webhook_signature": request.headers.get("webhook-signature"),
             "body": orjson.loads(body) if body else None,
             "verified": self._verify(name, body, request),
         }
@@ -116,6 +120,8 @@ class Downstream:
             status = behaviour.status
         elif mode == "throttle":
             status, headers = 429, {"Retry-After": f"{behaviour.retry_after:g}"}
+        elif mode == "redirect":
+            status, headers = 302, {"Location": behaviour.location or "/"}
         record["answer"] = status
         self._record(name, record)
         return Response(status_code=status, headers=headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from kernel.settings import PROJECT_ROOT
@@ -11,13 +12,14 @@ from kernel.settings import PROJECT_ROOT
 ADMIN_TOKEN_FILE = PROJECT_ROOT / "var" / "admin.token"
 AUTH_SECRET_FILE = PROJECT_ROOT / "var" / "auth.secret"  # signs development JWTs (HS256)
 DEV_TOKEN_FILE = PROJECT_ROOT / "var" / "dev.token"  # a ready JWT for the README's session
+ENDPOINT_KEYS_FILE = PROJECT_ROOT / "var" / "endpoints.keys"  # seals endpoint secrets (Fernet)
 
 
-def kept_secret(path: Path) -> str:
-    """The secret kept in ``path``, made (random, readable by this user only) when missing."""
+def kept_secret(path: Path, make: Callable[[], str] = lambda: secrets.token_urlsafe(48)) -> str:
+    """The secret kept in ``path``, made (by ``make``, readable by this user only) when missing."""
     if path.exists():
         return path.read_text().strip()
-    secret = secrets.token_urlsafe(48)
+    secret = make()
     write_private(path, secret)
     return secret
 

@@ -19,6 +19,7 @@ import httpx
 
 from kernel.auth import ALL_ROOMS, READ, WRITE, mint
 from kernel.settings import KafkaSettings
+from webhooks.secret_box import new_key
 
 T = TypeVar("T")
 
@@ -92,6 +93,8 @@ class Services:
     settings: dict[str, str] = field(default_factory=dict)
     # Signs the callers' tokens the APIs verify (``token``, ``headers``).
     auth_secret: str = field(default_factory=lambda: f"auth-{uuid.uuid4().hex}{uuid.uuid4().hex}")
+    # Seals the endpoints' secrets in the settings topic.
+    endpoint_keys: str = field(default_factory=new_key)
 
     def token(
         self,
@@ -127,6 +130,9 @@ class Services:
             "MERLIN_READ_API_POSITION_WAIT_SECONDS": "15",
             "MERLIN_ADMIN_TOKEN": self.admin_token,
             "MERLIN_AUTH_JWT_SECRET": self.auth_secret,
+            "MERLIN_ENDPOINTS_SECRET_KEYS": self.endpoint_keys,
+            # Tests and benchmarks call downstreams on this machine.
+            "MERLIN_ENDPOINTS_ALLOW_PRIVATE": "true",
         }
         if self.store_schema:
             env["MERLIN_READ_STORE_DB_SCHEMA"] = self.store_schema

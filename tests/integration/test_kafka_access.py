@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from kernel.settings import ClientConfig, KafkaSettings
 from merlin.kafka_access import AccessSettings
 from merlin.local import LocalKafka
-from merlin.local.service_processes import Services
+from merlin.local.service_processes import Services, eventually
 from tests.compose import broker_properties, example_env, rendered
 from tests.downstream import Downstream
 from tests.integration.hooks import all_delivered, endpoints_file, newest_is_readable, write_messages
@@ -154,6 +154,13 @@ async def test_each_service_does_its_work_as_its_own_user(
         headers = {"Authorization": f"Bearer {secured_services.admin_token}"}
         status = await client.get(f"{admin.url}/v1/admin/endpoints/hook/status", headers=headers)
         assert status.status_code == 200, status.text
+
+        async def reporting() -> bool | None:
+            # The forwarder's reports reach the settings topic under its own user.
+            answer = await client.get(f"{admin.url}/v1/admin/endpoints/hook/status", headers=headers)
+            return bool(answer.json()["rates"]["instances"]) or None
+
+        await eventually(reporting, 30, "the forwarder reporting its rates")
         paused = await client.post(f"{admin.url}/v1/admin/endpoints/hook/pause", headers=headers)
         assert paused.status_code == 200, paused.text
     # Its groups' session and heartbeat are its own (consumer group protocol): set, not refused.

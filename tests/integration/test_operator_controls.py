@@ -123,7 +123,7 @@ async def test_pause_stops_calls_within_a_second_survives_a_restart_and_resume_d
     async with admin_client(sqlite_services, env) as admin:
         shown = (await admin.get("/v1/admin/endpoints/hook")).json()
         assert shown["paused"] is False
-        assert shown["secret_fingerprint"].startswith("sha256:")
+        assert shown["secret"]["fingerprint"].startswith("sha256:")
         assert SECRET not in str(shown)
         before = await write_messages(write, ["r1"], 3)
         await all_delivered(url, before)

@@ -21,6 +21,7 @@ from merlin.local.settings import LocalSettings
 from read_api.settings import ReadApiSettings
 from read_store.settings import ReadStoreSettings
 from tests.compose import DOCKER, example_env, render, rendered
+from webhooks.settings import EndpointsSettings
 from write_api.settings import WriteApiSettings
 
 SETTINGS = (
@@ -33,6 +34,7 @@ SETTINGS = (
     ReadApiSettings,
     WriteApiSettings,
     ForwarderSettings,
+    EndpointsSettings,
 )
 
 

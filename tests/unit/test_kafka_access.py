@@ -26,7 +26,7 @@ def allowed(operation: str, kind: str, name: str) -> set[str]:
 def test_only_the_write_api_writes_events_and_only_the_forwarder_writes_dead_letters() -> None:
     assert allowed("WRITE", "topic", KAFKA.events_topic) == {USERS["write_api"]}
     assert allowed("WRITE", "topic", KAFKA.dead_letter_topic) == {USERS["forwarder"]}
-    assert allowed("WRITE", "topic", KAFKA.settings_topic) == {USERS["admin_api"]}
+    assert allowed("WRITE", "topic", KAFKA.settings_topic) == {USERS["admin_api"], USERS["forwarder"]}
 
 
 def test_events_are_read_by_the_forwarder_and_the_admin_api_alone() -> None:

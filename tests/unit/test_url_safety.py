@@ -1,0 +1,75 @@
+"""Which addresses an endpoint may reach: refused by kind, IPv4 inside IPv6 included."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+import pytest
+from aiohttp.abc import ResolveResult
+
+from webhooks.url_safety import PublicResolver, UnsafeAddress, check_host, refusal
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("169.254.169.254", "link-local"),
+        ("127.0.0.1", "loopback"),
+        ("0.0.0.0", "unspecified"),
+        ("10.0.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("100.64.0.1", "not a public address"),
+        ("224.0.0.1", "multicast"),
+        ("::1", "loopback"),
+        ("::", "unspecified"),
+        ("fe80::1", "link-local"),
+        ("fc00::1", "private"),
+        ("::ffff:127.0.0.1", "loopback (carried in ::ffff:7f00:1)"),
+        ("::127.0.0.1", "loopback (carried in ::7f00:1)"),
+        ("2002:a00:1::", "private (carried in 2002:a00:1::)"),
+        ("64:ff9b::a9fe:a9fe", "link-local (carried in 64:ff9b::a9fe:a9fe)"),
+    ],
+)
+def test_inner_addresses_are_refused_by_kind(address: str, kind: str) -> None:
+    assert refusal(ipaddress.ip_address(address)) == kind
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "2001:4860:4860::8888", "::ffff:8.8.8.8", "64:ff9b::808:808"])
+def test_public_addresses_pass(address: str) -> None:
+    assert refusal(ipaddress.ip_address(address)) is None
+
+
+async def test_a_literal_host_is_checked_without_resolving() -> None:
+    with pytest.raises(UnsafeAddress, match=r"^::ffff:127\.0\.0\.1 is loopback"):
+        await check_host("[::ffff:127.0.0.1]")
+    await check_host("8.8.8.8")
+
+
+async def test_a_name_is_checked_by_every_address_it_resolves_to() -> None:
+    # A real lookup: localhost resolves to loopback on every machine.
+    with pytest.raises(UnsafeAddress, match=r"localhost resolves to .*, which is loopback"):
+        await check_host("localhost")
+
+
+async def test_a_name_that_does_not_resolve_is_refused() -> None:
+    with pytest.raises(UnsafeAddress, match="does not resolve"):
+        await check_host("no-such-host.invalid")
+
+
+class _Rebinding:
+    """A resolver whose answer changed since the endpoint was checked."""
+
+    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
+        return [
+            ResolveResult(hostname=host, host=address, port=port, family=family, proto=0, flags=0)
+            for address in ("93.184.216.34", "10.0.0.1")
+        ]
+
+
+async def test_at_connect_time_a_name_resolving_to_an_inner_address_is_refused() -> None:
+    resolver = PublicResolver()
+    resolver._inner = _Rebinding()  # type: ignore[assignment]
+    with pytest.raises(OSError, match=r"refused: hooks\.example resolves to 10\.0\.0\.1, which is private"):
+        await resolver.resolve("hooks.example", 443)

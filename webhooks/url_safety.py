@@ -1,0 +1,112 @@
+"""Where an endpoint may send: public addresses only, unless private ones are allowed (development, tests).
+
+An endpoint's URL is checked when it is defined (its name resolved) and again
+whenever a connection is made (``PublicResolver``), so a name that later
+resolves to an inner address (DNS rebinding) is refused too. IPv4 addresses
+carried inside IPv6 ones (mapped, compatible, 6to4, NAT64, Teredo) are checked
+as the IPv4 address they reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from typing import Any
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+class UnsafeAddress(ValueError):
+    """The URL's host is, or resolves to, an address merlin does not send to."""
+
+
+def _carried(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address reaches, if it carries one."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64 or (address in _COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def refusal(address: Address) -> str | None:
+    """Why merlin does not send to ``address``; None for a public one."""
+    if isinstance(address, ipaddress.IPv6Address) and (inner := _carried(address)) is not None:
+        reason = refusal(inner)
+        return None if reason is None else f"{reason} (carried in {address})"
+    for kind, refused in (
+        ("unspecified", address.is_unspecified),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("private", address.is_private),
+        ("multicast", address.is_multicast),
+        ("not a public address", not address.is_global),
+    ):
+        if refused:
+            return kind
+    return None
+
+
+def _literal(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _check(host: str, addresses: list[str]) -> None:
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%", 1)[0])  # without an IPv6 zone
+        reason = refusal(address)
+        if reason is not None:
+            shown = host if _literal(host) == address else f"{host} resolves to {address}, which"
+            raise UnsafeAddress(f"{shown} is {reason}")
+
+
+async def check_host(host: str) -> None:
+    """Raise UnsafeAddress unless ``host`` (a name or an address) reaches only public addresses."""
+    literal = _literal(host)
+    if literal is not None:
+        _check(host.strip("[]"), [str(literal)])
+        return
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UnsafeAddress(f"{host} does not resolve: {exc.strerror}") from None
+    _check(host, [str(info[4][0]) for info in found])
+
+
+class PublicResolver(AbstractResolver):
+    """aiohttp's resolver, refusing names that resolve to any address ``refusal`` names."""
+
+    def __init__(self) -> None:
+        self._inner = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        try:
+            _check(host, [str(result["host"]) for result in found])
+        except UnsafeAddress as exc:
+            raise OSError(f"refused: {exc}") from None
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def connector_options(allow_private: bool) -> dict[str, Any]:
+    """Keyword arguments for aiohttp's TCPConnector: the checking resolver unless private ones are allowed."""
+    return {} if allow_private else {"resolver": PublicResolver()}
