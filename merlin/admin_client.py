@@ -110,7 +110,9 @@ def _endpoints(arguments: argparse.Namespace) -> int:
             _print_status(answer)
             return 0
     elif action == "delete":
-        answer = _call("DELETE", base)
+        _call("DELETE", base)
+        print(f"{name}: deleted")
+        return 0
     elif action in ("pause", "resume"):
         answer = _call("POST", f"{base}/{action}")
     elif action == "rewind":

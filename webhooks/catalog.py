@@ -86,6 +86,7 @@ def shown(name: str, record: dict[str, Any]) -> dict[str, Any]:
         # Credentials and a query may hold secrets: shown without them, compared by fingerprint.
         "url": shown_url(HttpUrl(definition["url"])),
         "url_fingerprint": fingerprint(definition["url"]),
+        "event_types": sorted(definition.get("event_types") or []),
         "version": record["version"],
         "added_at": record["added_at"],
         "updated_at": record["updated_at"],

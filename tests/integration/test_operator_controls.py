@@ -112,6 +112,23 @@ async def test_the_command_line_speaks_to_the_admin_api(
     assert unknown.returncode == 2
     assert "no endpoint named 'nope'" in unknown.stderr
 
+    # A file with hook's timeout changed and one more endpoint: the plan first, then carried out.
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    wanted = endpoints_file(changed, url, timeout=1.5, also={"other": {}})["MERLIN_ENDPOINTS_FILE"]
+    planned = await asyncio.to_thread(merlin, "apply", "-f", wanted, "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.splitlines() == ["+ other", "~ hook: timeout"]
+    assert (await asyncio.to_thread(merlin, "show", "hook", "--json")).stdout.count('"timeout": 5.0') == 1
+    applied = await asyncio.to_thread(merlin, "apply", "-f", wanted)
+    assert applied.returncode == 0, applied.stderr
+    assert "hook: version 2" in applied.stdout
+    assert (await asyncio.to_thread(merlin, "apply", "-f", wanted, "--dry-run")).stdout.strip() == "no change"
+    deleted = await asyncio.to_thread(merlin, "delete", "other")
+    assert deleted.stdout.strip() == "other: deleted"
+    listed = await asyncio.to_thread(merlin, "list", "--json")
+    assert [e["name"] for e in orjson.loads(listed.stdout)["items"]] == ["hook"]
+
 
 async def test_pause_stops_calls_within_a_second_survives_a_restart_and_resume_delivers_the_rest(
     sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
