@@ -9,6 +9,7 @@ drop the old key. A secret is shown only by its fingerprint.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -50,18 +51,17 @@ class SecretBox:
         return self._fernet.encrypt(secret.encode()).decode()
 
     def open(self, sealed: str) -> str:
-        try:
-            return self._fernet.decrypt(sealed.encode()).decode()
-        except InvalidToken:
-            raise SecretUnreadable(
-                "an endpoint secret is sealed under a key not in MERLIN_ENDPOINTS_SECRET_KEYS"
-            ) from None
+        return _opened(lambda: self._fernet.decrypt(sealed.encode())).decode()
 
     def reseal(self, sealed: str) -> str:
         """``sealed`` sealed again under the first key."""
-        try:
-            return self._fernet.rotate(sealed.encode()).decode()
-        except InvalidToken:
-            raise SecretUnreadable(
-                "an endpoint secret is sealed under a key not in MERLIN_ENDPOINTS_SECRET_KEYS"
-            ) from None
+        return _opened(lambda: self._fernet.rotate(sealed.encode())).decode()
+
+
+def _opened(work: Callable[[], bytes]) -> bytes:
+    try:
+        return work()
+    except InvalidToken:
+        raise SecretUnreadable(
+            "an endpoint secret is sealed under a key not in MERLIN_ENDPOINTS_SECRET_KEYS"
+        ) from None

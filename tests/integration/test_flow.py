@@ -285,29 +285,36 @@ async def test_a_poison_record_is_dead_lettered_and_the_flow_goes_on(sqlite_serv
     assert b"unknown schema_version 99" in dead[1][1]["merlin.dlq.reason"]
 
 
-async def test_a_worker_restarted_under_its_instance_id_resumes_before_its_session_times_out(
-    sqlite_services: Services,
-) -> None:
-    # Classic protocol: the restarted member replaces the killed one at once. A 30 s session: a
-    # worker that had to wait for it would miss the 15 s read wait below.
-    static = {
-        "MERLIN_FORWARDER_INSTANCE_ID": "worker-1",
-        "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "30000",
-        "MERLIN_FORWARDER_GROUP_PROTOCOL": "classic",
-    }
-    write, read = await sqlite_services.write_api(), await sqlite_services.read_api()
-    first = sqlite_services.forwarder(**static)
-    async with httpx.AsyncClient(headers=sqlite_services.headers("alice"), timeout=30) as client:
+async def _killed_and_restarted(services: Services, static: dict[str, str]) -> Service:
+    """A forwarder under ``static`` settings SIGKILLed once it projected, and started again; the write
+    after the restart must be readable within the read API's 15 s wait. The restarted worker."""
+    write, read = await services.write_api(), await services.read_api()
+    first = services.forwarder(**static)
+    async with httpx.AsyncClient(headers=services.headers("alice"), timeout=30) as client:
         before = await post(client, write, "lobby", {"sender_id": "alice", "body": "before"})
         url = f"{read.url}/v1/rooms/lobby/messages/{before['message_id']}"
         assert (await client.get(url, params={"after_position": before["position"]})).status_code == 200
         first.kill()
-        sqlite_services.forwarder(**static)
+        second = services.forwarder(**static)
         after = await post(client, write, "lobby", {"sender_id": "alice", "body": "after"})
         url = f"{read.url}/v1/rooms/lobby/messages/{after['message_id']}"
         answer = await client.get(url, params={"after_position": after["position"]})
         assert answer.status_code == 200, answer.text
         assert answer.json()["seq"] == 2
+    return second
+
+
+async def test_a_worker_restarted_under_its_instance_id_resumes_before_its_session_times_out(
+    sqlite_services: Services,
+) -> None:
+    # Classic protocol: the restarted member replaces the killed one at once. A 30 s session: a
+    # worker that had to wait for it would miss the 15 s read wait.
+    static = {
+        "MERLIN_FORWARDER_INSTANCE_ID": "worker-1",
+        "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "30000",
+        "MERLIN_FORWARDER_GROUP_PROTOCOL": "classic",
+    }
+    await _killed_and_restarted(sqlite_services, static)
 
 
 async def test_a_worker_restarted_under_its_instance_id_after_a_crash_resumes_once_the_session_ends(
@@ -317,17 +324,5 @@ async def test_a_worker_restarted_under_its_instance_id_after_a_crash_resumes_on
     # (librdkafka's fatal UNRELEASED_INSTANCE_ID); the flow restarts with a new consumer until
     # it is let in. A 4 s session, well inside the 15 s read wait.
     static = {"MERLIN_FORWARDER_INSTANCE_ID": "worker-1", "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "4000"}
-    write, read = await sqlite_services.write_api(), await sqlite_services.read_api()
-    first = sqlite_services.forwarder(**static)
-    async with httpx.AsyncClient(headers=sqlite_services.headers("alice"), timeout=30) as client:
-        before = await post(client, write, "lobby", {"sender_id": "alice", "body": "before"})
-        url = f"{read.url}/v1/rooms/lobby/messages/{before['message_id']}"
-        assert (await client.get(url, params={"after_position": before["position"]})).status_code == 200
-        first.kill()
-        second = sqlite_services.forwarder(**static)
-        after = await post(client, write, "lobby", {"sender_id": "alice", "body": "after"})
-        url = f"{read.url}/v1/rooms/lobby/messages/{after['message_id']}"
-        answer = await client.get(url, params={"after_position": after["position"]})
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["seq"] == 2
+    second = await _killed_and_restarted(sqlite_services, static)
     assert "UNRELEASED_INSTANCE_ID" in second.output() or "still used by another member" in second.output()
