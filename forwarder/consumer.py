@@ -205,16 +205,17 @@ class EventConsumer(_ThreadedConsumer):
         if not fresh:
             return starts
         moment = int(self._since.timestamp() * 1000)
+        # The ends before the lookup: a record written after it is past them, so starting at an
+        # end read now could skip a record that landed between the lookup and that read.
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(self._topic, p), timeout=30)[1] for p in fresh
+        }
         found = consumer.offsets_for_times(
             [TopicPartition(self._topic, p, moment) for p in fresh], timeout=30
         )
         for tp in found:
-            # None written at or after that time yet: start at the end, where the next one will be.
-            starts[tp.partition] = (
-                tp.offset
-                if tp.offset >= 0
-                else consumer.get_watermark_offsets(TopicPartition(self._topic, tp.partition), timeout=30)[1]
-            )
+            # None written at or after that time yet: start where the next one will be.
+            starts[tp.partition] = tp.offset if tp.offset >= 0 else ends[tp.partition]
         if self._no_later_than is not None:
             other = Consumer(self._no_later_than)
             try:
