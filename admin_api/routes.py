@@ -20,7 +20,7 @@ from kernel.http.params import RoomId
 from kernel.http.responses import OrjsonResponse, problem_responses
 from webhooks.catalog import ENDPOINT, SecretRequired, encode, merged, resealed
 from webhooks.endpoints import NAME_PATTERN, EndpointSpec
-from webhooks.url_safety import UnsafeAddress, check_host
+from webhooks.url_safety import UnsafeAddress, check_url
 
 EndpointName = Annotated[str, Path(pattern=NAME_PATTERN)]
 
@@ -61,11 +61,10 @@ async def get_endpoint(request: Request, name: EndpointName) -> Response:
 
 async def put_endpoint(request: Request, name: EndpointName, body: EndpointSpec) -> Response:
     api = AdminApi.of(request)
-    if not api.endpoint_settings.allow_private:
-        try:
-            await check_host(body.url.host or "")
-        except UnsafeAddress as exc:
-            raise InvalidCommand("url", str(exc)) from None
+    try:
+        await check_url(body.url, api.endpoint_settings.allow_private)
+    except UnsafeAddress as exc:
+        raise InvalidCommand("url", str(exc)) from None
     record = api.control.values.get(key(ENDPOINT, name))
     current = api.endpoint(name) if record is not None else None
     now = datetime.now(UTC)

@@ -9,7 +9,6 @@ may not call) is logged and counted, and the definition it had stays in force.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from typing import Any
 
 import structlog
@@ -19,7 +18,7 @@ from kernel.control import ControlLog
 from webhooks.catalog import ENDPOINT, DefinitionUnreadable, decode
 from webhooks.endpoints import Endpoint
 from webhooks.secret_box import SecretBox, SecretUnreadable
-from webhooks.url_safety import refusal
+from webhooks.url_safety import UnsafeAddress, check_literal
 
 log = structlog.get_logger()
 
@@ -61,8 +60,11 @@ class EndpointCatalog:
             if self._box is None:
                 raise SecretUnreadable("MERLIN_ENDPOINTS_SECRET_KEYS is empty: no secret can be opened")
             endpoint = decode(name, record, self._box)
-            self._check_address(endpoint)
-        except (DefinitionUnreadable, SecretUnreadable) as exc:
+            if not self._allow_private:
+                # A name is checked whenever it is resolved (url_safety.PublicResolver); a literal
+                # address never is, so here.
+                check_literal(endpoint.url.host or "")
+        except (DefinitionUnreadable, SecretUnreadable, UnsafeAddress) as exc:
             self._metrics.definitions_refused.labels(name).inc()
             log.error(
                 "endpoint_definition_refused", endpoint=name, version=record.get("version"), error=str(exc)
@@ -72,16 +74,3 @@ class EndpointCatalog:
         self._metrics.definition_version.labels(name).set(self.versions[name])
         log.info("endpoint_defined", endpoint=name, version=self.versions[name], url=endpoint.shown_url)
         return True
-
-    def _check_address(self, endpoint: Endpoint) -> None:
-        # A name is checked whenever it is resolved (webhooks.url_safety.PublicResolver); a
-        # literal address never is, so here.
-        if self._allow_private:
-            return
-        try:
-            address = ipaddress.ip_address((endpoint.url.host or "").strip("[]"))
-        except ValueError:
-            return
-        reason = refusal(address)
-        if reason is not None:
-            raise DefinitionUnreadable(f"endpoint {endpoint.name}: {address} is {reason}")

@@ -70,16 +70,17 @@ class Forwarder:
         self.endpoints = endpoints if endpoints is not None else load_endpoints(settings.endpoints_file)
         self.endpoint_settings = endpoint_settings or EndpointsSettings()
 
+    def group(self, endpoint: str | None = None) -> str:
+        """The projection's consumer group, or ``endpoint``'s."""
+        return self.settings.group_id if endpoint is None else f"{self.settings.group_id}.endpoint.{endpoint}"
+
     def consumer_config(self, endpoint: str | None = None) -> ClientConfig:
         """The consumer of the projection's group, or of ``endpoint``'s."""
         static = {"group.instance.id": self.settings.instance_id} if self.settings.instance_id else {}
-        group = (
-            self.settings.group_id if endpoint is None else f"{self.settings.group_id}.endpoint.{endpoint}"
-        )
         return self.kafka.client(
             {
                 **static,
-                "group.id": group,
+                "group.id": self.group(endpoint),
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
@@ -114,7 +115,7 @@ class Forwarder:
         """Set the session and heartbeat of the groups of ``endpoints`` (None: the projection's)."""
         if self.settings.group_protocol != "consumer":
             return
-        groups = [str(self.consumer_config(name)["group.id"]) for name in endpoints]
+        groups = [self.group(name) for name in endpoints]
         refused = await configure_groups(self.kafka, groups, self.group_configs())
         for group, reason in refused.items():
             # The group keeps the broker's defaults (a 45 s session and 5 s heartbeats in Kafka 4):

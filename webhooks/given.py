@@ -17,7 +17,7 @@ from kernel.errors import InfrastructureError
 from webhooks.catalog import ENDPOINT, DefinitionUnreadable, comparable, decode, encode, merged
 from webhooks.endpoints import Endpoint, EndpointSpec
 from webhooks.secret_box import SecretBox, SecretUnreadable
-from webhooks.url_safety import UnsafeAddress, check_host
+from webhooks.url_safety import UnsafeAddress, check_url
 
 log = structlog.get_logger()
 
@@ -39,11 +39,10 @@ async def define_given(
         )
     now = datetime.now(UTC)
     for endpoint in given:
-        if not allow_private:
-            try:
-                await check_host(endpoint.url.host or "")
-            except UnsafeAddress as exc:
-                raise InfrastructureError(f"endpoint {endpoint.name}: {exc}") from None
+        try:
+            await check_url(endpoint.url, allow_private)
+        except UnsafeAddress as exc:
+            raise InfrastructureError(f"endpoint {endpoint.name}: {exc}") from None
         record = control.values.get(key(ENDPOINT, endpoint.name))
         current = None
         if record is not None:

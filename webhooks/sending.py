@@ -115,7 +115,7 @@ class AiohttpSend:
     def __init__(self, connections: int = 0, allow_private: bool = False) -> None:
         # Each endpoint's dispatcher bounds its own calls in flight; 0 here means no other bound.
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max(0, connections), **connector_options(allow_private)),
+            connector=aiohttp.TCPConnector(limit=connections, **connector_options(allow_private)),
             cookie_jar=aiohttp.DummyCookieJar(),  # each delivery stands alone: no cookies carried over
             auto_decompress=False,
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
+from pydantic import HttpUrl
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -65,6 +66,13 @@ def _literal(host: str) -> Address | None:
         return None
 
 
+def check_literal(host: str) -> None:
+    """Raise UnsafeAddress if ``host`` is an address merlin does not send to (a name passes)."""
+    literal = _literal(host)
+    if literal is not None:
+        _check(host.strip("[]"), [str(literal)])
+
+
 def _check(host: str, addresses: list[str]) -> None:
     for text in addresses:
         address = ipaddress.ip_address(text.split("%", 1)[0])  # without an IPv6 zone
@@ -76,15 +84,20 @@ def _check(host: str, addresses: list[str]) -> None:
 
 async def check_host(host: str) -> None:
     """Raise UnsafeAddress unless ``host`` (a name or an address) reaches only public addresses."""
-    literal = _literal(host)
-    if literal is not None:
-        _check(host.strip("[]"), [str(literal)])
+    if _literal(host) is not None:
+        check_literal(host)
         return
     try:
         found = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise UnsafeAddress(f"{host} does not resolve: {exc.strerror}") from None
     _check(host, [str(info[4][0]) for info in found])
+
+
+async def check_url(url: HttpUrl, allow_private: bool) -> None:
+    """``check_host`` of ``url``'s host, unless inner addresses are allowed."""
+    if not allow_private:
+        await check_host(url.host or "")
 
 
 class PublicResolver(AbstractResolver):

@@ -262,8 +262,7 @@ class LocalKafkaCluster:
         ports = [base + 2 * i for i in range(brokers)]
         self.home = self.settings.var_dir / "kafka" / f"cluster-{brokers}"
         voters = ",".join(f"{i + 1}@{_HOST}:{p + 1}" for i, p in enumerate(ports))
-        self.replicas = min(3, brokers)
-        replicas = self.replicas
+        self.replicas = replicas = min(3, brokers)
         # Kafka's own topics as replicated as the cluster allows, so losing a broker loses no group.
         properties = {
             "offsets.topic.replication.factor": str(replicas),

@@ -9,10 +9,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import httpx
-import orjson
 
 from merlin.local.service_processes import Service
 
@@ -132,22 +130,15 @@ def joined(worker: Service) -> Callable[[], Awaitable[bool | None]]:
     """
 
     async def assigned() -> bool | None:
-        for line in worker.output().splitlines():
-            if '"partitions_assigned"' in line and orjson.loads(line).get("partitions"):
-                return True
-        return None
+        return any(entry["partitions"] for entry in worker.logged("partitions_assigned")) or None
 
     return assigned
 
 
 def revoked(worker: Service, since: float, until: float | None = None) -> int:
     """How many partitions the forwarder ``worker`` let go between ``since`` and ``until`` (epoch s)."""
-    count = 0
-    for line in worker.output().splitlines():
-        if '"partitions_revoked"' not in line:
-            continue
-        event = orjson.loads(line)
-        at = datetime.fromisoformat(event["timestamp"]).timestamp()
-        if at >= since and (until is None or at < until):
-            count += len(event["partitions"])
-    return count
+    return sum(
+        len(entry["partitions"])
+        for entry in worker.logged("partitions_revoked")
+        if entry["at"] >= since and (until is None or entry["at"] < until)
+    )

@@ -12,10 +12,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
+import orjson
 
 from kernel.auth import ALL_ROOMS, READ, WRITE, mint
 from kernel.settings import KafkaSettings
@@ -77,6 +79,17 @@ class Service:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        """The structured log entries of ``event`` so far, each with ``at`` (Unix time) added."""
+        entries = []
+        for line in self.output().splitlines():
+            if f'"{event}"' in line and line.startswith("{"):
+                entry = orjson.loads(line)
+                if entry.get("event") == event:
+                    entry["at"] = datetime.fromisoformat(entry["timestamp"]).timestamp()
+                    entries.append(entry)
+        return entries
 
 
 @dataclass

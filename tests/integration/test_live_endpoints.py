@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +38,7 @@ async def admin_client(services: Services, **env: str) -> AsyncIterator[httpx.As
 
 def logged(service: Service, event: str, endpoint: str = "hook") -> list[float]:
     """When ``service`` logged ``event`` for ``endpoint`` (Unix times)."""
-    times = []
-    for line in service.output().splitlines():
-        if f'"{event}"' in line and line.startswith("{"):
-            entry = orjson.loads(line)
-            if entry.get("endpoint") == endpoint:
-                times.append(datetime.fromisoformat(entry["timestamp"]).timestamp())
-    return times
+    return [entry["at"] for entry in service.logged(event) if entry.get("endpoint") == endpoint]
 
 
 async def applied_everywhere(forwarders: list[Service], event: str, since: float, count: int = 1) -> float:
