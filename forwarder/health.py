@@ -1,8 +1,10 @@
 """The forwarder's operations listener: ``/healthz``, ``/readyz`` and ``/metrics``, on the worker's own loop.
 
-Ready means every flow is running (none backing off after a crash), a
-consumer polled recently, every partition of the events topic has a leader,
-and the read store answers. Answers are JSON;
+Ready means the settings topic was read and the worker reads its own pings
+back through it (``kernel.subscription``), every flow is running (none backing
+off after a crash), a consumer polled recently, every partition of the events
+topic has a leader, and the read store answers; ``subscription`` gives that
+check's state. Answers are JSON;
 a worker that is not ready answers problem+json 503 with ``Retry-After``.
 """
 
@@ -18,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from forwarder.metrics import ForwarderMetrics
+from kernel.subscription import SubscriptionCheck
 
 _PING_TIMEOUT = 2.0
 
@@ -37,6 +40,7 @@ class Health:
         self._stale_after = max(5.0, 10 * poll_timeout)
         self._ping = ping
         self._broker = broker
+        self.subscription: SubscriptionCheck | None = None  # once the settings topic was read
 
     async def store_answers(self) -> bool:
         """True when the read store answers within a bound."""
@@ -51,7 +55,13 @@ class Health:
         store = await self.store_answers()
         flows = bool(self.running) and all(self.running.values())
         kafka = True if self._broker is None else await self._broker()
-        return {"flow": flows, "polling": polling, "kafka": kafka, "read_store": store}
+        settings = self.subscription is not None and self.subscription.state == "ok"
+        return {"settings": settings, "flow": flows, "polling": polling, "kafka": kafka, "read_store": store}
+
+    def subscription_state(self) -> dict[str, object]:
+        if self.subscription is None:
+            return {"state": "starting", "renewals": 0}
+        return self.subscription.status()
 
 
 def _json(body: object, status: int = 200, content_type: str = "application/json") -> web.Response:
@@ -67,8 +77,9 @@ async def serving(host: str, port: int, registry: CollectorRegistry, health: Hea
 
     async def readyz(_request: web.Request) -> web.Response:
         checks = await health.checks()
+        subscription = health.subscription_state()
         if all(checks.values()):
-            return _json({"status": "ready", "checks": checks})
+            return _json({"status": "ready", "checks": checks, "subscription": subscription})
         failing = ", ".join(name for name, ok in checks.items() if not ok)
         problem = {
             "type": "https://merlin.dev/problems/not-ready",
@@ -76,6 +87,7 @@ async def serving(host: str, port: int, registry: CollectorRegistry, health: Hea
             "status": 503,
             "detail": f"not answering: {failing}",
             "checks": checks,
+            "subscription": subscription,
         }
         response = _json(problem, 503, "application/problem+json")
         response.headers["Retry-After"] = "1"

@@ -6,6 +6,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from kernel.subscription import Heard
+
 
 class ForwarderMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -93,12 +95,34 @@ class ForwarderMetrics:
             "merlin_endpoint_definitions_refused", "Endpoint definitions this worker could not run",
             ["endpoint"], registry=self.registry,
         )  # fmt: skip
+        self.subscription_renewals = Counter(
+            "merlin_settings_subscription_renewals",
+            "Times this worker renewed its reader of the settings topic: a ping to itself was not read back",
+            registry=self.registry,
+        )
+        self.subscription_up = Gauge(
+            "merlin_settings_subscription_up", "1 while this worker reads its own pings back in time",
+            registry=self.registry,
+        )  # fmt: skip
+        self.ping_round_trip = Histogram(
+            "merlin_settings_ping_round_trip_seconds", "From writing a ping to reading it back",
+            registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )  # fmt: skip
         self.last_poll = Gauge(
             "merlin_forwarder_last_poll_timestamp_seconds",
             "When the consumer last polled the events topic (Unix time)",
             registry=self.registry,
         )
         self.last_poll_at = 0.0  # the same, on the monotonic clock, for readiness
+
+    def heard(self, heard: Heard) -> None:
+        """What the settings subscription's check found."""
+        if heard.renewed:
+            self.subscription_renewals.inc()
+            self.subscription_up.set(0)
+        if heard.round_trip is not None:
+            self.ping_round_trip.observe(heard.round_trip)
+            self.subscription_up.set(1)
 
     def polled(self) -> None:
         """The consumer just polled."""

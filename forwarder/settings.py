@@ -45,6 +45,11 @@ class ForwarderSettings(BaseSettings):
     endpoints_file: Path | None = Field(
         default=None, validation_alias=AliasChoices("MERLIN_ENDPOINTS_FILE", "endpoints_file")
     )
+    # The settings subscription checks itself: every settings_ping_every s the worker writes a ping
+    # to itself through the settings topic; one not read back within settings_ping_within s renews
+    # the worker's reader of that topic (/readyz says "stalled" until a ping comes back).
+    settings_ping_every: float = Field(default=3.0, gt=0)
+    settings_ping_within: float = Field(default=10.0, gt=0)
     # How often each worker reports its delivery and error rates per endpoint (settings topic).
     report_every: float = Field(default=5.0, gt=0)
     # The supervisors of the flow and of each stage.
@@ -66,6 +71,11 @@ class ForwarderSettings(BaseSettings):
             raise ValueError(
                 f"MERLIN_FORWARDER_HEARTBEAT_INTERVAL_MS ({self.heartbeat_ms}) is above a third of "
                 f"MERLIN_FORWARDER_SESSION_TIMEOUT_MS ({self.session_timeout_ms})"
+            )
+        if self.settings_ping_within <= self.settings_ping_every:
+            raise ValueError(
+                f"MERLIN_FORWARDER_SETTINGS_PING_WITHIN ({self.settings_ping_within:g}) must be above "
+                f"MERLIN_FORWARDER_SETTINGS_PING_EVERY ({self.settings_ping_every:g})"
             )
         return self
 

@@ -33,9 +33,11 @@ from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
 from forwarder.supervisor import BackoffSupervisor, Hooks, SupervisorGaveUp
 from kernel.control import ControlLog, ControlWriter
+from kernel.errors import InfrastructureError
 from kernel.group_configs import configure_groups
 from kernel.producer import AsyncProducer
 from kernel.settings import ClientConfig, KafkaSettings
+from kernel.subscription import SubscriptionCheck
 from read_store.engines import create_engine
 from read_store.migrate import upgrade
 from read_store.reader import ReadStore
@@ -48,6 +50,9 @@ from webhooks.sending import AiohttpSend, Deliverer
 from webhooks.settings import EndpointsSettings
 
 log = structlog.get_logger()
+
+# Each try to read the settings topic at start; tries go on (with a growing pause) until one succeeds.
+_SUBSCRIBE_TIMEOUT = 10.0
 
 
 class Forwarder:
@@ -130,7 +135,8 @@ class Forwarder:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; raise SupervisorGaveUp past a flow's restart limit.
 
-        With a metrics port, ``/healthz``, ``/readyz`` and ``/metrics`` are served meanwhile.
+        With a metrics port, ``/healthz``, ``/readyz`` and ``/metrics`` are served meanwhile,
+        from the start: a worker waiting for its broker says so.
         """
         if self.settings.migrate_on_start:
             await upgrade(self.store_settings.url, self.store_settings.db_schema)
@@ -139,20 +145,78 @@ class Forwarder:
         store = ProjectionStore(engine, topic)
         reads = ReadStore(create_engine(self.store_settings.url, schema=schema), topic)
         producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True}))
+        control = ControlLog(self.kafka)
+        health = Health(self.metrics, settings.poll_timeout, store.ping, lambda: producer.ready(topic))
+        send = AiohttpSend(allow_private=self.endpoint_settings.allow_private)
+        try:
+            async with contextlib.AsyncExitStack() as operations:
+                if settings.metrics_port:
+                    await operations.enter_async_context(
+                        serving(settings.metrics_host, settings.metrics_port, self.metrics.registry, health)
+                    )
+                if await self._subscribed(control, stop):
+                    writer = ControlWriter(producer, control)
+                    check = SubscriptionCheck(
+                        control, lambda: self._pinger(control), self.instance, settings.settings_ping_every,
+                        settings.settings_ping_within, self.metrics.heard,
+                    )  # fmt: skip
+                    health.subscription = check
+                    operations.push_async_callback(check.close)
+                    operations.push_async_callback(_cancelled, asyncio.create_task(check.run()))
+                    await self._flows(stop, control, writer, producer, store, reads, send, health, operations)
+        finally:
+            await control.close()
+            await send.close()
+            await producer.close()
+            await store.close()
+            await reads.close()
+            await engine.dispose()
+
+    def _pinger(self, control: ControlLog) -> ControlWriter:
+        """A writer of the subscription's pings on a producer of its own, renewed with the reader."""
+        within_ms = int(self.settings.settings_ping_within * 1000)
+        config = self.kafka.client({"acks": "all", "linger.ms": 0, "message.timeout.ms": within_ms})
+        return ControlWriter(AsyncProducer(config), control)
+
+    async def _subscribed(self, control: ControlLog, stop: asyncio.Event) -> bool:
+        """Read the settings topic whole, trying again until the broker answers; False if stopped first."""
+        delay = self.settings.restart_min_backoff
+        while not stop.is_set():
+            try:
+                await control.start(timeout=_SUBSCRIBE_TIMEOUT)
+                return True
+            except InfrastructureError as exc:
+                log.warning("settings_topic_unreadable", error=str(exc), retry_in=round(delay, 3))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, self.settings.restart_max_backoff)
+        return False
+
+    async def _flows(
+        self,
+        stop: asyncio.Event,
+        control: ControlLog,
+        writer: ControlWriter,
+        producer: AsyncProducer,
+        store: ProjectionStore,
+        reads: ReadStore,
+        send: AiohttpSend,
+        health: Health,
+        operations: contextlib.AsyncExitStack,
+    ) -> None:
+        """Run the projection's flow and every endpoint's until ``stop``."""
+        settings, topic = self.settings, self.kafka.events_topic
         dead_letters = DeadLetters(producer, self.kafka.dead_letter_topic)
         applied = AppliedEvents(reads)
         # An endpoint defined before the settings topic knew when (no added_at) starts from now.
         first_run = datetime.now(UTC)
-        control = ControlLog(self.kafka)
-        await control.start()
-        writer = ControlWriter(producer, control)
         box = self.endpoint_settings.box() if self.endpoint_settings.keyed else None
-        await define_given(self.endpoints, control, writer, box, self.endpoint_settings.allow_private)
         allow_private = self.endpoint_settings.allow_private
+        await define_given(self.endpoints, control, writer, box, allow_private)
         catalog = EndpointCatalog(control, box, self.metrics, allow_private)
         await self._configure_groups([None])  # each endpoint's, as its flow starts
         controls = Controls(control, writer, self.instance)
-        send = AiohttpSend(allow_private=allow_private)
+        operations.push_async_callback(controls.close)
 
         def projection() -> Flow:
             source = EventConsumer(
@@ -191,8 +255,8 @@ class Forwarder:
 
             return build
 
-        health = Health(self.metrics, settings.poll_timeout, store.ping, lambda: producer.ready(topic))
         rates = asyncio.create_task(controls.report_rates(lambda: catalog.endpoints, settings.report_every))
+        operations.push_async_callback(_cancelled, rates)
 
         async def run_endpoint(name: str, ended: asyncio.Event) -> None:
             await self._configure_groups([name])
@@ -203,28 +267,11 @@ class Forwarder:
 
         flows = EndpointFlows(catalog, run_endpoint, controls.reconfigure, gone)
         try:
-            async with contextlib.AsyncExitStack() as operations:
-                if settings.metrics_port:
-                    await operations.enter_async_context(
-                        serving(settings.metrics_host, settings.metrics_port, self.metrics.registry, health)
-                    )
-                try:
-                    async with asyncio.TaskGroup() as running:
-                        running.create_task(self._supervise("projection", projection, stop, health))
-                        running.create_task(flows.run(stop))
-                except* SupervisorGaveUp as gave_up:
-                    raise gave_up.exceptions[0] from None
-        finally:
-            rates.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await rates
-            await controls.close()
-            await control.close()
-            await send.close()
-            await producer.close()
-            await store.close()
-            await reads.close()
-            await engine.dispose()
+            async with asyncio.TaskGroup() as running:
+                running.create_task(self._supervise("projection", projection, stop, health))
+                running.create_task(flows.run(stop))
+        except* SupervisorGaveUp as gave_up:
+            raise gave_up.exceptions[0] from None
 
     @property
     def instance(self) -> str:
@@ -276,6 +323,12 @@ class Forwarder:
 
         policy = self.settings.restart_policy(self.settings.max_restarts)
         await BackoffSupervisor(name, run, policy, hooks, recovered=health.store_answers).run()
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _first(*waits: Awaitable[object], then: asyncio.Event | None = None) -> None:

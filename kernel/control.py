@@ -10,6 +10,8 @@ it (assigned, not as group members) and keep it in memory. Keys:
 - ``unblock/<endpoint>/<room>``: an operator's ``retry`` or ``skip`` of that head event;
   deleted by the forwarder that carried it out.
 - ``rates/<endpoint>/<instance>``: one forwarder instance's recent delivery and error rates.
+- ``ping/<instance>``: a forwarder instance's ping to itself, which proves its subscription
+  alive when it reads it back (``kernel.subscription``); deleted when the instance stops.
 
 Endpoint names and room ids never hold ``/``, so keys split unambiguously.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -35,7 +38,7 @@ from kernel.settings import KafkaSettings
 
 log = structlog.get_logger()
 
-PAUSED, BLOCKED, UNBLOCK, RATES = "paused", "blocked", "unblock", "rates"
+PAUSED, BLOCKED, UNBLOCK, RATES, PING = "paused", "blocked", "unblock", "rates", "ping"
 
 Listener = Callable[[str, dict[str, Any] | None], None]
 
@@ -72,6 +75,9 @@ class ControlLog:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control-log")
         self._consumer: Consumer | None = None
         self._follower: asyncio.Task[None] | None = None
+        # Where the reader got to, per partition: a renewed consumer reads on from there.
+        self._next: dict[int, int] = {}
+        self._renew = False
 
     def listen(self, listener: Listener) -> None:
         """Call ``listener(key, value or None)`` for every change read from now on."""
@@ -99,19 +105,48 @@ class ControlLog:
         self._follower = asyncio.create_task(self._follow(), name="control-log")
 
     def _open(self, timeout: float) -> set[int]:
+        if self._consumer is not None:  # an earlier start that did not finish reads again from the start
+            self._consumer.close()
+            self._consumer = None
         consumer = Consumer({**self._config, "logger": KAFKA_LOGGER})
-        metadata = consumer.list_topics(self.topic, timeout=timeout)
+        try:
+            metadata = consumer.list_topics(self.topic, timeout=timeout)
+        except KafkaException:
+            consumer.close()
+            raise
         found = metadata.topics.get(self.topic)
         if found is None or found.error is not None:
             consumer.close()
             raise InfrastructureError(f"no settings topic {self.topic}: run `merlin topics create`")
-        partitions = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in found.partitions]
-        consumer.assign(partitions)
+        self._next = dict.fromkeys(found.partitions, OFFSET_BEGINNING)
+        self._assign(consumer)
         self._consumer = consumer
-        return {tp.partition for tp in partitions}
+        return set(self._next)
+
+    def _assign(self, consumer: Consumer) -> None:
+        consumer.assign([TopicPartition(self.topic, p, offset) for p, offset in self._next.items()])
+
+    def renew(self) -> None:
+        """Read on from where this reader got to over a new consumer, on new connections.
+
+        For a subscription that stopped hearing while its connections look alive to
+        librdkafka (which would wait out its socket timeout, a minute by default).
+        """
+        self._renew = True
+
+    def _renewed(self) -> None:
+        old = self._consumer
+        consumer = Consumer({**self._config, "logger": KAFKA_LOGGER})
+        self._assign(consumer)
+        self._consumer = consumer
+        if old is not None:  # closing may wait on the dead connections: not on this thread
+            threading.Thread(target=old.close, name="control-log-close", daemon=True).start()
 
     def _poll(self) -> tuple[list[tuple[str, dict[str, Any] | None]], set[int]]:
         """The changes read, and the partitions whose end was reached."""
+        if self._renew:
+            self._renew = False
+            self._renewed()
         assert self._consumer is not None
         changes: list[tuple[str, dict[str, Any] | None]] = []
         ended: set[int] = set()
@@ -123,6 +158,7 @@ class ControlLog:
                 else:
                     log.warning("control_log_error", error=error.str())
                 continue
+            self._next[message.partition() or 0] = (message.offset() or 0) + 1
             raw_key, raw_value = message.key(), message.value()
             if not raw_key:
                 continue
@@ -199,3 +235,7 @@ class ControlWriter:
         """Delete ``name`` here at once; await the result for the broker's acknowledgement."""
         self.log.values.pop(name, None)
         return self.producer.send(self.log.topic, None, key=name.encode())
+
+    async def close(self) -> None:
+        """Close the producer, for a writer that has one of its own; what it could not send is dropped."""
+        await self.producer.close(timeout=0)

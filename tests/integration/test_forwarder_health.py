@@ -42,7 +42,8 @@ async def test_a_working_forwarder_is_ready_and_reports_its_lag_per_partition(
     readiness = await eventually(ready, 60, "the forwarder ready")
     assert readiness == {
         "status": "ready",
-        "checks": {"flow": True, "polling": True, "kafka": True, "read_store": True},
+        "checks": {"settings": True, "flow": True, "polling": True, "kafka": True, "read_store": True},
+        "subscription": {"state": "ok", "renewals": 0},
     }
     health = await get(f"{base}/healthz")
     assert health is not None
