@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from admin_api.state import AdminApi
 from domain.errors import InvalidCommand
-from kernel.control import BLOCKED, PAUSED, RATES, UNBLOCK, key, now
+from kernel.control import BLOCKED, DISABLED, PAUSED, RATES, UNBLOCK, key, now
 
 # A rate report older than this is from a forwarder that is gone.
 _RATES_FRESH = timedelta(seconds=30)
@@ -45,6 +45,7 @@ async def status(api: AdminApi, name: str) -> dict[str, Any]:
         "endpoint": name,
         "group": group,
         "paused": key(PAUSED, name) in api.control.values,
+        "disabled": disabled(api.control.values.get(key(PAUSED, name))),
         "lag": sum(row["lag"] or 0 for row in rows),
         "oldest_undelivered_age_seconds": None
         if oldest is None
@@ -85,6 +86,13 @@ def _when(text: object) -> datetime:
         return datetime.fromisoformat(str(text))
     except ValueError:
         return datetime.min.replace(tzinfo=UTC)
+
+
+def disabled(pause: dict[str, Any] | None) -> dict[str, Any] | None:
+    """When and why a forwarder disabled the endpoint (its pause record says), or None."""
+    if pause is None or pause.get("by") != DISABLED:
+        return None
+    return {"at": pause.get("at"), "reason": pause.get("reason"), "instance": pause.get("instance")}
 
 
 async def pause(api: AdminApi, name: str) -> dict[str, Any]:

@@ -10,38 +10,59 @@
   room blocked on that very event, which then deletes the command; one that
   arrives before the room blocks here is carried out when it does.
 - Every few seconds each instance reports its delivery and error rates.
+- An endpoint with ``disable_after_seconds`` that fails that long here without
+  one delivery succeeding is disabled: paused on every instance, with the
+  reason in its pause record, until an operator resumes it; it then goes on
+  from where delivery stopped (its group's committed offsets).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from domain.envelope import format_time
 from forwarder.dispatcher import Blocked, Dispatcher, Job
-from kernel.control import BLOCKED, PAUSED, RATES, UNBLOCK, ControlLog, ControlWriter, key, now
+from forwarder.metrics import ForwarderMetrics
+from kernel.control import BLOCKED, DISABLED, PAUSED, RATES, UNBLOCK, ControlLog, ControlWriter, key, now
 from webhooks.endpoints import Endpoint
 
 log = structlog.get_logger()
 
 _FAILED = frozenset({"dead_lettered", "blocked", "skipped"})
+_FAILING = frozenset({"dead_lettered", "blocked"})  # what the endpoint did (a skip is an operator's)
 
 
 class Controls:
     """What operators asked of this forwarder instance, and what it tells them."""
 
-    def __init__(self, control: ControlLog, writer: ControlWriter, instance: str) -> None:
+    def __init__(
+        self,
+        control: ControlLog,
+        writer: ControlWriter,
+        instance: str,
+        metrics: ForwarderMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.control = control
         self.writer = writer
         self.instance = instance
+        self.metrics = metrics or ForwarderMetrics()
+        self._clock = clock
+        self._failing_since: dict[str, float] = {}  # per endpoint: its first failure since a success
         self._dispatchers: dict[str, Dispatcher] = {}
         self._pauses = asyncio.Event()  # set, then replaced, on every pause or resume
         self._counts: Counter[tuple[str, str]] = Counter()
         self._tasks: set[asyncio.Task[object]] = set()
+        for name, value in control.under(PAUSED).items():  # read before this listens
+            self._heard(key(PAUSED, name), value)
         control.listen(self._heard)
 
     # -- pause ----------------------------------------------------------------------------------
@@ -93,6 +114,10 @@ class Controls:
 
     def delivered(self, endpoint: str, outcome: str) -> None:
         self._counts[endpoint, "failed" if outcome in _FAILED else "delivered"] += 1
+        if outcome == "delivered":
+            self._failing_since.pop(endpoint, None)
+        elif outcome in _FAILING:
+            self._failing_since.setdefault(endpoint, self._clock())
 
     def _unblock(self, endpoint: str, room: str, command: dict[str, Any]) -> None:
         dispatcher = self._dispatchers.get(endpoint)
@@ -109,9 +134,39 @@ class Controls:
         if kind == PAUSED:
             self._pauses.set()
             self._pauses = asyncio.Event()
+            self._failing_since.pop(rest, None)  # resumed, it gets the whole time again
+            disabled = value is not None and value.get("by") == DISABLED
+            self.metrics.disabled.labels(rest).set(1 if disabled else 0)
         elif kind == UNBLOCK and value is not None:
             endpoint, _, room = rest.partition("/")
             self._unblock(endpoint, room, value)
+
+    # -- failing endpoints ----------------------------------------------------------------------
+
+    def failing_too_long(self, endpoints: Mapping[str, Endpoint]) -> dict[str, float]:
+        """The running endpoints here that failed for longer than they allow, with since when."""
+        at = self._clock()
+        return {
+            name: since
+            for name, since in self._failing_since.items()
+            if (endpoint := endpoints.get(name)) is not None
+            and endpoint.disable_after_seconds is not None
+            and at - since >= endpoint.disable_after_seconds
+            and not self.paused(name)
+        }
+
+    async def disable_failing(self, endpoints: Callable[[], Mapping[str, Endpoint]], every: float) -> None:
+        """Every ``every`` s, disable the endpoints that failed here for longer than they allow."""
+        while True:
+            await asyncio.sleep(every)
+            for name, since in self.failing_too_long(endpoints()).items():
+                failing_since = format_time(datetime.fromtimestamp(since, UTC))
+                seconds = round(self._clock() - since)
+                reason = f"no delivery succeeded for {seconds} s (failing since {failing_since})"
+                record = {"at": now(), "by": DISABLED, "reason": reason, "instance": self.instance}
+                log.warning("endpoint_disabled", endpoint=name, reason=reason)
+                self.metrics.disabled_total.labels(name).inc()
+                await self.writer.put(key(PAUSED, name), record)
 
     # -- rates ----------------------------------------------------------------------------------
 

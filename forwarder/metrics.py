@@ -95,6 +95,14 @@ class ForwarderMetrics:
             "merlin_endpoint_definitions_refused", "Endpoint definitions this worker could not run",
             ["endpoint"], registry=self.registry,
         )  # fmt: skip
+        self.disabled = Gauge(
+            "merlin_endpoint_disabled", "1 while an endpoint is disabled for failing too long", ["endpoint"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.disabled_total = Counter(
+            "merlin_endpoints_disabled", "Times this worker disabled an endpoint for failing too long",
+            ["endpoint"], registry=self.registry,
+        )  # fmt: skip
         self.subscription_renewals = Counter(
             "merlin_settings_subscription_renewals",
             "Times this worker renewed its reader of the settings topic: a ping to itself was not read back",

@@ -215,7 +215,7 @@ class Forwarder:
         await define_given(self.endpoints, control, writer, box, allow_private)
         catalog = EndpointCatalog(control, box, self.metrics, allow_private)
         await self._configure_groups([None])  # each endpoint's, as its flow starts
-        controls = Controls(control, writer, self.instance)
+        controls = Controls(control, writer, self.instance, self.metrics)
         operations.push_async_callback(controls.close)
 
         def projection() -> Flow:
@@ -257,6 +257,10 @@ class Forwarder:
 
         rates = asyncio.create_task(controls.report_rates(lambda: catalog.endpoints, settings.report_every))
         operations.push_async_callback(_cancelled, rates)
+        disabling = asyncio.create_task(
+            controls.disable_failing(lambda: catalog.endpoints, settings.report_every)
+        )
+        operations.push_async_callback(_cancelled, disabling)
 
         async def run_endpoint(name: str, ended: asyncio.Event) -> None:
             await self._configure_groups([name])

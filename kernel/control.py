@@ -5,6 +5,8 @@ tombstone deletes it. Every forwarder instance and the admin API read all of
 it (assigned, not as group members) and keep it in memory. Keys:
 
 - ``paused/<endpoint>``: the endpoint's flows stop on every forwarder; deleted to resume.
+  ``by`` says who: an operator (absent), a rewind, or ``disabled`` by a forwarder
+  for failing longer than the endpoint allows, with the ``reason``.
 - ``blocked/<endpoint>/<room>``: a room held by an endpoint in ``block`` mode, with its
   head event, attempts and error; reported by the forwarder that holds it.
 - ``unblock/<endpoint>/<room>``: an operator's ``retry`` or ``skip`` of that head event;
@@ -39,6 +41,7 @@ from kernel.settings import KafkaSettings
 log = structlog.get_logger()
 
 PAUSED, BLOCKED, UNBLOCK, RATES, PING = "paused", "blocked", "unblock", "rates", "ping"
+DISABLED = "disabled"  # a pause's ``by``: a forwarder disabled the endpoint
 
 Listener = Callable[[str, dict[str, Any] | None], None]
 

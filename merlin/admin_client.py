@@ -49,7 +49,10 @@ def _call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[st
 
 def _print_status(status: dict[str, Any]) -> None:
     age = status["oldest_undelivered_age_seconds"]
+    disabled = status.get("disabled")
     state = "paused" if status["paused"] else "running"
+    if disabled:
+        state = f"disabled at {disabled['at']}: {disabled['reason']}; `merlin endpoints resume` re-enables it"
     print(f"endpoint {status['endpoint']} (group {status['group']}): {state}, lag {status['lag']}"
           + (f", oldest undelivered {age:g} s old" if age is not None else ""))  # fmt: skip
     rates = status["rates"]

@@ -10,6 +10,7 @@ max_in_flight = 64
 secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 on_failure = "dead-letter"      # or "block": the room waits for an operator
 since = 2026-11-24T00:00:00Z    # deliver events written from then on (default: from when first run)
+disable_after_seconds = 432000  # failing this long without one success: disabled (default: never)
 [endpoints.retry]
 max_attempts = 8
 max_elapsed = 120.0
@@ -80,6 +81,9 @@ class EndpointPolicy(BaseModel):
     on_failure: Literal["dead-letter", "block"] = "dead-letter"
     # Events written from this time on are delivered; unset, from when the endpoint was added.
     since: AwareDatetime | None = None
+    # Failing this long without one delivery succeeding disables the endpoint (paused, with the
+    # reason) until an operator resumes it; unset, never.
+    disable_after_seconds: float | None = Field(default=None, gt=0)
 
 
 class EndpointSpec(EndpointPolicy):

@@ -340,3 +340,34 @@ async def test_replay_delivers_a_dead_lettered_event_once_the_endpoint_works(
 async def _dead_lettered(services: Services, event_id: str) -> bool | None:
     found = await asyncio.to_thread(dead_letters, services.kafka)
     return any(h.get("event_id") == event_id for h in found) or None
+
+
+async def test_an_endpoint_failing_longer_than_it_allows_is_disabled_and_resumed_goes_on_where_it_stopped(
+    sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
+) -> None:
+    _, url = downstream
+    await control(url, mode="fail", status=503)
+    env = endpoints_file(tmp_path, url, on_failure="block", disable_after_seconds=2, retry=FAST_RETRY)
+    write = await sqlite_services.write_api()
+    forwarder = sqlite_services.forwarder(**env, MERLIN_FORWARDER_REPORT_EVERY="0.2")
+    async with admin_client(sqlite_services, env) as admin:
+        sent = await write_messages(write, ["r1", "r2", "r3"], 3)
+
+        async def disabled() -> dict[str, Any] | None:
+            answer = await status(admin)
+            return answer if answer["disabled"] else None
+
+        answer = await eventually(disabled, 30, "the failing endpoint disabled")
+        assert answer["paused"] is True
+        assert answer["disabled"]["reason"].startswith("no delivery succeeded for ")
+        (entry,) = [e for e in forwarder.logged("endpoint_disabled") if e.get("endpoint") == "hook"]
+        assert entry["reason"] == answer["disabled"]["reason"]
+        calls = len(await received(url))
+        await asyncio.sleep(1.0)  # a disabled endpoint is called no more
+        assert len(await received(url)) == calls
+
+        await control(url, mode="ok")
+        assert (await post(admin, "/v1/admin/endpoints/hook/resume"))["paused"] is False
+        records = await all_delivered(url, sent)
+        assert first_successes(records) == sent  # the blocked heads first, in order per room
+        assert (await status(admin))["disabled"] is None
