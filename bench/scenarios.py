@@ -12,6 +12,7 @@ import httpx
 
 from bench.failover import failover
 from bench.harness import Bench, Row, median_of
+from bench.live_settings import live_settings
 from bench.pipeline import BODY, delivery, end_to_end, outage, percentile, recovery
 from bench.vegeta import attack
 from bench.wrk import get_paths_script, post_messages_script, run_wrk
@@ -234,4 +235,5 @@ SCENARIOS = {
     "recovery": recovery,
     "read": read_api,
     "failover": failover,
+    "settings": live_settings,
 }

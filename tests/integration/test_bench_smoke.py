@@ -18,7 +18,7 @@ async def test_a_quick_run_measures_every_scenario_and_writes_its_results(tmp_pa
     measures = {(row.scenario, row.measure.split(" (")[0]) for row in rows}
     assert ("write", "POST /messages") in measures
     assert {row.scenario for row in rows} == {
-        "write", "projection", "end-to-end", "delivery", "outage", "recovery", "read", "failover"
+        "write", "projection", "end-to-end", "delivery", "outage", "recovery", "read", "failover", "settings"
     }  # fmt: skip
     for row in rows:
         assert row.merlin > 0, row
