@@ -38,6 +38,7 @@ from forwarder.metrics import ForwarderMetrics
 from forwarder.source import Batch, Consumed, RevokeHandler
 from kernel.errors import InfrastructureError
 from kernel.logs import KAFKA_LOGGER
+from kernel.records import arrived
 from kernel.settings import ClientConfig, KafkaSettings
 from read_store.projection import Record
 
@@ -87,14 +88,7 @@ class _ThreadedConsumer:
     @staticmethod
     def _fetch(consumer: Consumer, max_records: int, timeout: float) -> Batch:
         # Decoding here overlaps it with the projector's transaction instead of following it.
-        # consume() waits until it has max_records or the timeout passes: wait only for the
-        # first record, then take what is already fetched, so a quiet topic adds no delay.
-        first = consumer.poll(timeout)
-        messages = (
-            []
-            if first is None
-            else [first, *(consumer.consume(max_records - 1, 0) if max_records > 1 else [])]
-        )
+        messages = arrived(consumer, max_records, timeout)
         fetched: list[Consumed] = []
         for message in messages:
             error = message.error()

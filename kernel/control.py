@@ -36,6 +36,7 @@ from domain.envelope import format_time
 from kernel.errors import InfrastructureError
 from kernel.logs import KAFKA_LOGGER
 from kernel.producer import AsyncProducer
+from kernel.records import arrived
 from kernel.settings import KafkaSettings
 
 log = structlog.get_logger()
@@ -153,7 +154,7 @@ class ControlLog:
         assert self._consumer is not None
         changes: list[tuple[str, dict[str, Any] | None]] = []
         ended: set[int] = set()
-        for message in self._consumer.consume(500, self._poll_timeout):
+        for message in arrived(self._consumer, 500, self._poll_timeout):
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
