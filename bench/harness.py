@@ -22,6 +22,7 @@ from kernel.settings import KafkaSettings
 from kernel.topics import delete_topics, ensure_topics
 from merlin.local import LocalKafka
 from merlin.local.service_processes import Services, eventually, free_port
+from read_store.migrate import upgrade
 
 
 @dataclass
@@ -81,6 +82,17 @@ class Bench:
             yield kafka
         finally:
             await delete_topics(kafka, kafka.topics)
+
+    @asynccontextmanager
+    async def sqlite_services(self, name: str, kafka: KafkaSettings) -> AsyncIterator[Services]:
+        """Services on ``kafka`` with a migrated SQLite read store of their own; all stopped at the end."""
+        url = f"sqlite:///{self.workdir / f'{name}-{uuid.uuid4().hex[:6]}.db'}"
+        await upgrade(url)
+        services = self.services(url, kafka=kafka)
+        try:
+            yield services
+        finally:
+            services.stop_all()
 
     def env(self, kafka: KafkaSettings | None = None) -> dict[str, str]:
         return self.services("sqlite://", kafka=kafka).env()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -25,7 +24,6 @@ from bench.pipeline import BODY, SECRET, percentile
 from bench.vegeta import attack
 from merlin.local.load import joined
 from merlin.local.service_processes import Service, eventually
-from read_store.migrate import upgrade
 
 _FORWARDERS = 3
 _NAMES = ("bench", "moved")
@@ -71,43 +69,39 @@ async def _received(downstream: str) -> dict[str, list[dict[str, Any]]]:
 
 
 async def _live(bench: Bench, changes: int, rate: int, seconds: float) -> dict[str, float]:
-    async with bench.topics() as kafka, bench.downstream() as downstream:
-        url = f"sqlite:///{bench.workdir / f'settings-{uuid.uuid4().hex[:6]}.db'}"
-        await upgrade(url)
-        services = bench.services(url, kafka=kafka)
-        try:
-            write, admin_api = await services.write_api(), await services.admin_api()
-            workers = [services.forwarder() for _ in range(_FORWARDERS)]
-            for worker in workers:
-                await eventually(joined(worker), 60, "every forwarder owning partitions")
-            headers = {"Authorization": f"Bearer {services.admin_token}"}
-            async with httpx.AsyncClient(base_url=admin_api.url or "", headers=headers, timeout=30) as admin:
-                applied = [
-                    await _put_applied(admin, downstream, _NAMES[n % 2], workers) for n in range(changes)
-                ]
-                if changes % 2:  # the load starts at /hooks/bench
-                    await _put_applied(admin, downstream, "bench", workers)
+    async with (
+        bench.topics() as kafka,
+        bench.downstream() as downstream,
+        bench.sqlite_services("settings", kafka) as services,
+    ):
+        write, admin_api = await services.write_api(), await services.admin_api()
+        workers = [services.forwarder() for _ in range(_FORWARDERS)]
+        for worker in workers:
+            await eventually(joined(worker), 60, "every forwarder owning partitions")
+        headers = {"Authorization": f"Bearer {services.admin_token}"}
+        async with httpx.AsyncClient(base_url=admin_api.url or "", headers=headers, timeout=30) as admin:
+            applied = [await _put_applied(admin, downstream, _NAMES[n % 2], workers) for n in range(changes)]
+            if changes % 2:  # the load starts at /hooks/bench
+                await _put_applied(admin, downstream, "bench", workers)
 
-                paths = [f"/v1/rooms/room-{n}/messages" for n in range(100)]
-                load = asyncio.create_task(
-                    asyncio.to_thread(attack, write.url or "", paths, BODY, rate, seconds, bench.headers())
-                )
-                await asyncio.sleep(seconds / 2)
-                changed_at, version = await _put(admin, downstream, "moved")
-                moved_at = await eventually(
-                    _applied(workers, "endpoint_reconfigured", version), 30, "the URL change everywhere"
-                )
-                results = (await load).results
-            accepted = {orjson.loads(s.body)["message_id"]: s for s in results if s.status == 202}
+            paths = [f"/v1/rooms/room-{n}/messages" for n in range(100)]
+            load = asyncio.create_task(
+                asyncio.to_thread(attack, write.url or "", paths, BODY, rate, seconds, bench.headers())
+            )
+            await asyncio.sleep(seconds / 2)
+            changed_at, version = await _put(admin, downstream, "moved")
+            moved_at = await eventually(
+                _applied(workers, "endpoint_reconfigured", version), 30, "the URL change everywhere"
+            )
+            results = (await load).results
+        accepted = {orjson.loads(s.body)["message_id"]: s for s in results if s.status == 202}
 
-            async def all_arrived() -> dict[str, list[dict[str, Any]]] | None:
-                received = await _received(downstream)
-                ids = {r["body"]["message_id"] for records in received.values() for r in records}
-                return received if set(accepted) <= ids else None
+        async def all_arrived() -> dict[str, list[dict[str, Any]]] | None:
+            received = await _received(downstream)
+            ids = {r["body"]["message_id"] for records in received.values() for r in records}
+            return received if set(accepted) <= ids else None
 
-            received = await eventually(all_arrived, 120, "every accepted message at one URL or the other")
-        finally:
-            services.stop_all()
+        received = await eventually(all_arrived, 120, "every accepted message at one URL or the other")
     first: dict[str, tuple[float, str]] = {}
     for name, records in received.items():
         for record in records:

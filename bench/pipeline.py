@@ -169,22 +169,20 @@ async def _one_message_through(write: str, downstream: str, headers: dict[str, s
 
 
 async def _end_to_end_at(bench: Bench, rate: int, seconds: float) -> dict[str, float]:
-    async with bench.topics() as kafka, bench.downstream() as downstream:
-        url = f"sqlite:///{bench.workdir / f'e2e-{uuid.uuid4().hex[:6]}.db'}"
-        await upgrade(url)
-        services = bench.services(url, kafka=kafka)
-        try:
-            write = await services.write_api()
-            read = await services.read_api()
-            services.forwarder(MERLIN_ENDPOINTS_FILE=str(endpoints_file(bench.workdir, downstream, 100)))
-            await _one_message_through(write.url or "", downstream, bench.headers())
-            load, readable, unread = await _load_with_probe(
-                write.url or "", read.url or "", rate, seconds, bench.headers()
-            )
-            accepted = {orjson.loads(s.body)["message_id"]: s for s in load.results if s.status == 202}
-            received = await wait_received(downstream, set(accepted), 120)
-        finally:
-            services.stop_all()
+    async with (
+        bench.topics() as kafka,
+        bench.downstream() as downstream,
+        bench.sqlite_services("e2e", kafka) as services,
+    ):
+        write = await services.write_api()
+        read = await services.read_api()
+        services.forwarder(MERLIN_ENDPOINTS_FILE=str(endpoints_file(bench.workdir, downstream, 100)))
+        await _one_message_through(write.url or "", downstream, bench.headers())
+        load, readable, unread = await _load_with_probe(
+            write.url or "", read.url or "", rate, seconds, bench.headers()
+        )
+        accepted = {orjson.loads(s.body)["message_id"]: s for s in load.results if s.status == 202}
+        received = await wait_received(downstream, set(accepted), 120)
     arrived = _first_arrivals(received)  # the first arrival of each message counts
     delivered = [arrived[m] - sent.sent_at for m, sent in accepted.items() if m in arrived]
     posted = [sent.latency_s for sent in load.results]
@@ -236,27 +234,25 @@ def _first_arrivals(received: list[dict[str, Any]]) -> dict[str, float]:
 
 async def _readable_while(bench: Bench, rate: int, seconds: float, case: str) -> dict[str, float]:
     """Open-loop load with endpoints as ``case``: POST sent -> readable, and -> at the healthy endpoint."""
-    async with bench.topics() as kafka, bench.downstream() as downstream:
-        url = f"sqlite:///{bench.workdir / f'outage-{uuid.uuid4().hex[:6]}.db'}"
-        await upgrade(url)
-        services = bench.services(url, kafka=kafka)
-        try:
-            write, read = await services.write_api(), await services.read_api()
-            # A small buffer: a design where a full buffer paused the shared partitions shows it in seconds.
-            names = ("bench", "other") if case in ("beside", "two") else ("bench",)
-            endpoints = endpoints_file(bench.workdir, downstream, 100, buffer=1_000, names=names)
-            services.forwarder(MERLIN_ENDPOINTS_FILE=str(endpoints))
-            await _one_message_through(write.url or "", downstream, bench.headers())
-            if case in ("down", "beside"):
-                await control(downstream, "bench" if case == "down" else "other", mode="fail", status=503,
-                               seconds=3600)  # fmt: skip
-            load, readable, unread = await _load_with_probe(
-                write.url or "", read.url or "", rate, seconds, bench.headers()
-            )
-            accepted = {orjson.loads(s.body)["message_id"]: s for s in load.results if s.status == 202}
-            received = [] if case == "down" else await wait_received(downstream, set(accepted), 120)
-        finally:
-            services.stop_all()
+    async with (
+        bench.topics() as kafka,
+        bench.downstream() as downstream,
+        bench.sqlite_services("outage", kafka) as services,
+    ):
+        write, read = await services.write_api(), await services.read_api()
+        # A small buffer: a design where a full buffer paused the shared partitions shows it in seconds.
+        names = ("bench", "other") if case in ("beside", "two") else ("bench",)
+        endpoints = endpoints_file(bench.workdir, downstream, 100, buffer=1_000, names=names)
+        services.forwarder(MERLIN_ENDPOINTS_FILE=str(endpoints))
+        await _one_message_through(write.url or "", downstream, bench.headers())
+        if case in ("down", "beside"):
+            await control(downstream, "bench" if case == "down" else "other", mode="fail", status=503,
+                           seconds=3600)  # fmt: skip
+        load, readable, unread = await _load_with_probe(
+            write.url or "", read.url or "", rate, seconds, bench.headers()
+        )
+        accepted = {orjson.loads(s.body)["message_id"]: s for s in load.results if s.status == 202}
+        received = [] if case == "down" else await wait_received(downstream, set(accepted), 120)
     arrived = _first_arrivals(received)
     delivered = [arrived[m] - sent.sent_at for m, sent in accepted.items() if m in arrived]
     result = {
@@ -300,14 +296,9 @@ async def outage(bench: Bench, runs: int) -> list[Row]:
 async def _deliver_backlog(bench: Bench, count: int) -> dict[str, float]:
     async with bench.topics() as kafka, bench.downstream() as downstream:
         await _produce(kafka, [_created(f"room-{n % 100}") for n in range(count)])
-        url = f"sqlite:///{bench.workdir / f'delivery-{uuid.uuid4().hex[:6]}.db'}"
-        await upgrade(url)
-        services = bench.services(url, kafka=kafka)
-        try:
+        async with bench.sqlite_services("delivery", kafka) as services:
             services.forwarder(MERLIN_ENDPOINTS_FILE=str(endpoints_file(bench.workdir, downstream, 100)))
             received = await wait_received(downstream, count, 300)
-        finally:
-            services.stop_all()
     times = sorted(record["at"] for record in received)
     return {"deliveries_per_second": (len(times) - 1) / (times[-1] - times[0])}
 
