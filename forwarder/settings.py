@@ -41,6 +41,9 @@ class ForwarderSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9102, ge=0, le=65535)
     migrate_on_start: bool = False
+    # Worker processes under one parent (`merlin forwarder --processes N`): members of the same
+    # groups, each its own interpreter, so every core works; more than a group's partitions idle.
+    processes: int = Field(default=1, ge=1, le=64)
     # Downstream endpoints (TOML or YAML); none when unset.
     endpoints_file: Path | None = Field(
         default=None, validation_alias=AliasChoices("MERLIN_ENDPOINTS_FILE", "endpoints_file")

@@ -99,6 +99,21 @@ def _service(run: Callable[[], None]) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+def _forwarder(arguments: argparse.Namespace) -> int:
+    run_forwarder(arguments.processes)
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, not {text!r}")
+    return value
+
+
 def _dev(_arguments: argparse.Namespace) -> int:
     return asyncio.run(run_dev())
 
@@ -114,12 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, run, summary in (
         ("write-api", run_write_api, "serve the write API (MERLIN_WRITE_API_*)"),
         ("read-api", run_read_api, "serve the read API (MERLIN_READ_API_*)"),
-        ("forwarder", run_forwarder, "run the forwarder worker (MERLIN_FORWARDER_*)"),
         ("admin-api", run_admin_api, "serve the admin API (MERLIN_ADMIN_API_*, MERLIN_ADMIN_TOKEN)"),
         ("dev", None, "local Kafka + topics + SQLite migrations + all four services; Ctrl-C stops"),
     ):
         service = commands.add_parser(name, help=summary)
         service.set_defaults(handler=_dev if run is None else _service(run), action=name)
+    forwarder = commands.add_parser("forwarder", help="run the forwarder worker (MERLIN_FORWARDER_*)")
+    forwarder.add_argument(
+        "--processes", type=_positive, metavar="N",
+        help="N worker processes under one parent, members of the same groups "
+        "(default: MERLIN_FORWARDER_PROCESSES, 1); process i serves its metrics on the port + i",
+    )  # fmt: skip
+    forwarder.set_defaults(handler=_forwarder, action="forwarder")
     db = commands.add_parser("db", help="the read store's schema (Alembic)")
     db.add_argument("action", choices=["upgrade"])
     db.set_defaults(handler=_db)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
+import sys
 from collections.abc import Callable
 
 import structlog
@@ -13,14 +15,17 @@ import uvloop
 
 from admin_api.app import create_app as create_admin_app
 from admin_api.settings import AdminApiSettings
+from domain.errors import MerlinError
 from forwarder.settings import ForwarderSettings
 from forwarder.supervisor import SupervisorGaveUp
 from forwarder.worker import Forwarder
 from kernel.http.edge import EdgeSettings, guarded_protocol
 from kernel.logs import configure_logging
 from kernel.settings import KafkaSettings
+from merlin.process_group import Child, run_group
 from read_api.app import create_app as create_read_app
 from read_api.settings import ReadApiSettings
+from read_store.migrate import upgrade
 from read_store.settings import ReadStoreSettings
 from write_api.app import create_app as create_write_app
 from write_api.settings import WriteApiSettings
@@ -77,10 +82,18 @@ def run_admin_api() -> None:
     _serve_http(lambda: create_admin_app(settings), settings.host, settings.port, "admin_api")
 
 
-def run_forwarder() -> None:
-    """Run the forwarder worker until SIGTERM or SIGINT; the current batch finishes first."""
+def run_forwarder(processes: int | None = None) -> None:
+    """Run the forwarder worker until SIGTERM or SIGINT; the current batch finishes first.
+
+    With more than one process (``processes``, else ``MERLIN_FORWARDER_PROCESSES``), a parent
+    runs that many workers, members of the same consumer groups, and restarts one that exits.
+    """
     configure_logging("forwarder")
     settings = ForwarderSettings()
+    count = processes or settings.processes
+    if count > 1:
+        _forwarder_processes(settings, count)
+        return
     forwarder = Forwarder(settings, KafkaSettings(), ReadStoreSettings())
     _freeze_start_up_heap()
 
@@ -97,6 +110,32 @@ def run_forwarder() -> None:
         # uvloop, as uvicorn uses for the APIs: less CPU per delivery and per callback.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(main())
+    except SupervisorGaveUp as exc:
+        log.critical("forwarder_gave_up", reason=str(exc))
+        raise SystemExit(1) from exc
+
+
+def _forwarder_processes(settings: ForwarderSettings, count: int) -> None:
+    """``count`` forwarder processes under one parent (``merlin.process_group``)."""
+    if settings.metrics_port and settings.metrics_port + count - 1 > 65_535:
+        raise MerlinError(
+            f"MERLIN_FORWARDER_METRICS_PORT + {count - 1} is past 65535: no port for each process"
+        )
+    if settings.migrate_on_start:  # once, here: children migrating at once would race
+        store = ReadStoreSettings()
+        asyncio.run(upgrade(store.url, store.db_schema))
+
+    def child(index: int) -> Child:
+        env = {**os.environ, "MERLIN_FORWARDER_PROCESSES": "1", "MERLIN_FORWARDER_MIGRATE_ON_START": "false"}
+        if settings.metrics_port:  # process i serves /metrics, /healthz and /readyz on port + i
+            env["MERLIN_FORWARDER_METRICS_PORT"] = str(settings.metrics_port + index)
+        if settings.instance_id:  # static members need an id each
+            env["MERLIN_FORWARDER_INSTANCE_ID"] = f"{settings.instance_id}-{index}"
+        return Child(f"forwarder-{index}", [sys.executable, "-m", "merlin.cli", "forwarder"], env)
+
+    log.info("forwarder_processes_starting", processes=count, group=settings.group_id)
+    try:
+        run_group([child(index) for index in range(count)], settings.restart_policy(settings.max_restarts))
     except SupervisorGaveUp as exc:
         log.critical("forwarder_gave_up", reason=str(exc))
         raise SystemExit(1) from exc

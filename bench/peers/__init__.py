@@ -1,0 +1,1 @@
+"""merlin beside the pipelines a team would otherwise run."""
