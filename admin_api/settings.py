@@ -14,6 +14,8 @@ class AdminApiSettings(BaseSettings):
     # Operators' controls: on loopback unless deliberately exposed.
     host: str = "127.0.0.1"
     port: int = Field(default=8083, ge=0, le=65535)
+    # Worker processes sharing the listening socket (`--workers N`), each its own interpreter.
+    workers: int = Field(default=1, ge=1, le=64)
     # Every call but /healthz and /readyz carries ``Authorization: Bearer <token>``.
     token: SecretStr | None = Field(
         default=None, min_length=16, validation_alias=AliasChoices("MERLIN_ADMIN_TOKEN", "token")

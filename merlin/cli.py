@@ -91,9 +91,9 @@ def _db(_arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _service(run: Callable[[], None]) -> Callable[[argparse.Namespace], int]:
-    def handler(_arguments: argparse.Namespace) -> int:
-        run()
+def _service(run: Callable[[int | None, int | None], None]) -> Callable[[argparse.Namespace], int]:
+    def handler(arguments: argparse.Namespace) -> int:
+        run(arguments.workers, arguments.fd)
         return 0
 
     return handler
@@ -130,10 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
         ("write-api", run_write_api, "serve the write API (MERLIN_WRITE_API_*)"),
         ("read-api", run_read_api, "serve the read API (MERLIN_READ_API_*)"),
         ("admin-api", run_admin_api, "serve the admin API (MERLIN_ADMIN_API_*, MERLIN_ADMIN_TOKEN)"),
-        ("dev", None, "local Kafka + topics + SQLite migrations + all four services; Ctrl-C stops"),
     ):
         service = commands.add_parser(name, help=summary)
-        service.set_defaults(handler=_dev if run is None else _service(run), action=name)
+        service.add_argument(
+            "--workers", type=_positive, metavar="N",
+            help=f"N processes on one listening socket (default: MERLIN_{name.upper().replace('-', '_')}"
+            "_WORKERS, 1)",
+        )  # fmt: skip
+        service.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a worker's inherited socket
+        service.set_defaults(handler=_service(run), action=name)
+    dev = commands.add_parser(
+        "dev", help="local Kafka + topics + SQLite migrations + all four services; Ctrl-C stops"
+    )
+    dev.set_defaults(handler=_dev, action="dev")
     forwarder = commands.add_parser("forwarder", help="run the forwarder worker (MERLIN_FORWARDER_*)")
     forwarder.add_argument(
         "--processes", type=_positive, metavar="N",

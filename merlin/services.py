@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import shutil
 import signal
+import socket
 import sys
+import tempfile
 from collections.abc import Callable
+from functools import partial
 
 import structlog
 import uvicorn
@@ -17,7 +21,7 @@ from admin_api.app import create_app as create_admin_app
 from admin_api.settings import AdminApiSettings
 from domain.errors import MerlinError
 from forwarder.settings import ForwarderSettings
-from forwarder.supervisor import SupervisorGaveUp
+from forwarder.supervisor import BackoffPolicy, SupervisorGaveUp
 from forwarder.worker import Forwarder
 from kernel.http.edge import EdgeSettings, guarded_protocol
 from kernel.logs import configure_logging
@@ -43,8 +47,15 @@ def _freeze_start_up_heap() -> None:
     gc.freeze()
 
 
-def _serve_http(build: Callable[[], object], host: str, port: int, service: str) -> None:
+def _serve_http(
+    build: Callable[[], object], host: str, port: int, service: str, workers: int = 1, fd: int | None = None
+) -> None:
+    """Serve the app ``build`` makes on ``host:port``; with ``workers`` > 1, that many processes on one
+    socket; with ``fd``, on the listening socket a parent passed down."""
     configure_logging(service)  # first: building the app may log (e.g. authentication disabled)
+    if workers > 1 and fd is None:
+        _http_workers(host, port, service, workers)
+        return
     config = uvicorn.Config(
         build(),  # type: ignore[arg-type]
         host=host,
@@ -61,25 +72,53 @@ def _serve_http(build: Callable[[], object], host: str, port: int, service: str)
         http=guarded_protocol(EdgeSettings()),
     )
     _freeze_start_up_heap()
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=None if fd is None else [socket.socket(fileno=fd)])
 
 
-def run_write_api() -> None:
+def _http_workers(host: str, port: int, service: str, workers: int) -> None:
+    """``workers`` processes of ``service`` accepting on one socket bound here, under one parent.
+
+    The kernel hands each new connection to one of them. Their Prometheus metrics are kept in
+    files of one folder (prometheus_client's multiprocess mode), so ``/metrics`` of any worker
+    answers for all of them.
+    """
+    listening = socket.create_server((host, port), backlog=2048)
+    listening.set_inheritable(True)
+    metrics = tempfile.mkdtemp(prefix=f"merlin-{service}-metrics-")
+    command = service.replace("_", "-")
+
+    def child(index: int) -> Child:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics}
+        argv = [sys.executable, "-m", "merlin.cli", command, "--fd", str(listening.fileno())]
+        return Child(f"{command}-{index}", argv, env, pass_fds=(listening.fileno(),))
+
+    log.info("http_workers_starting", service=service, workers=workers, host=host, port=port)
+    try:
+        run_group([child(index) for index in range(workers)], BackoffPolicy(), grace=15.0)
+    finally:
+        listening.close()
+        shutil.rmtree(metrics, ignore_errors=True)
+
+
+def run_write_api(workers: int | None = None, fd: int | None = None) -> None:
     """Serve the write API until stopped."""
     settings = WriteApiSettings()
-    _serve_http(lambda: create_write_app(settings), settings.host, settings.port, "write_api")
+    build = partial(create_write_app, settings)
+    _serve_http(build, settings.host, settings.port, "write_api", workers or settings.workers, fd)
 
 
-def run_read_api() -> None:
+def run_read_api(workers: int | None = None, fd: int | None = None) -> None:
     """Serve the read API until stopped."""
     settings = ReadApiSettings()
-    _serve_http(lambda: create_read_app(settings), settings.host, settings.port, "read_api")
+    build = partial(create_read_app, settings)
+    _serve_http(build, settings.host, settings.port, "read_api", workers or settings.workers, fd)
 
 
-def run_admin_api() -> None:
+def run_admin_api(workers: int | None = None, fd: int | None = None) -> None:
     """Serve the admin API until stopped."""
     settings = AdminApiSettings()
-    _serve_http(lambda: create_admin_app(settings), settings.host, settings.port, "admin_api")
+    build = partial(create_admin_app, settings)
+    _serve_http(build, settings.host, settings.port, "admin_api", workers or settings.workers, fd)
 
 
 def run_forwarder(processes: int | None = None) -> None:

@@ -11,6 +11,8 @@ class WriteApiSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8081, ge=0, le=65535)
+    # Worker processes sharing the listening socket (`--workers N`), each its own interpreter.
+    workers: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=64 * 1024, ge=256)
     # How long a write may wait for the broker before the client gets a 503. Longer than a
     # dead broker takes to be fenced (broker.session.timeout.ms, 9 s) plus a leader election,

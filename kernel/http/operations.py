@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from starlette.responses import Response
 
 from kernel.http.responses import OrjsonResponse, problem, problem_responses
@@ -32,6 +33,10 @@ def add_operations_routes(app: FastAPI, registry: CollectorRegistry, readiness: 
             503, "not-ready", "Not ready.", f"not answering: {failing}", checks=checks,
             headers={"Retry-After": "1"},
         )  # fmt: skip
+
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # one of several worker processes: answer for all
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -1,5 +1,6 @@
-"""`merlin forwarder --processes N` on the real broker: N members of the same groups under one parent
-that restarts a crashed one and stops them all on SIGTERM."""
+"""Every core used, on the real broker: `merlin forwarder --processes N` (members of the same groups
+under a parent that restarts a crashed one and stops them all on SIGTERM) and the APIs' `--workers N`
+(processes accepting on one socket, their metrics kept together)."""
 
 from __future__ import annotations
 
@@ -100,3 +101,44 @@ async def test_the_processes_end_with_their_parent_even_when_it_is_sigkilled(
         return not [pid for pid in children if _alive(pid)] or None
 
     await eventually(gone, 20, "the children of a SIGKILLed parent gone")
+
+
+async def test_api_workers_share_one_socket_and_metrics_and_one_killed_is_replaced(
+    sqlite_services: Services,
+) -> None:
+    api = await sqlite_services.write_api(MERLIN_WRITE_API_WORKERS="2")
+
+    async def started() -> list[int] | None:
+        pids = [entry["pid"] for entry in api.logged("process_started")]
+        return pids if len(pids) == 2 else None
+
+    workers = await eventually(started, 30, "both workers started")
+
+    async def post_each_on_a_new_connection(count: int) -> None:
+        for n in range(count):  # a new connection each time: the kernel picks the worker
+            async with httpx.AsyncClient(headers=api.headers, timeout=30) as client:
+                answer = await client.post(
+                    f"{api.url}/v1/rooms/room-{n}/messages", json={"sender_id": "u1", "body": f"m{n}"}
+                )
+                assert answer.status_code == 202, answer.text
+
+    await post_each_on_a_new_connection(40)
+    os.kill(workers[0], signal.SIGKILL)
+    await post_each_on_a_new_connection(40)  # the other worker answers meanwhile
+
+    async def replaced() -> bool | None:
+        return len(api.logged("process_started")) == 3 or None
+
+    await eventually(replaced, 30, "the killed worker replaced")
+    admin = sqlite_services.headers(scopes=("admin",))
+    async with httpx.AsyncClient(headers=admin, timeout=30) as client:
+        text = (await client.get(f"{api.url}/metrics")).text
+    posted = sum(
+        value
+        for labels, value in samples(text, "merlin_http_requests_total").items()
+        if ("method", "POST") in labels and ("status", "202") in labels
+    )
+    assert posted == 80  # every worker's count, the killed one's included
+    children = [entry["pid"] for entry in api.logged("process_started")]
+    assert api.stop(timeout=30) == 0
+    assert not [pid for pid in children if _alive(pid)]

@@ -1,1 +1,0 @@
-"""merlin beside the pipelines a team would otherwise run."""
