@@ -1,15 +1,20 @@
 """The event envelope of the public contract, as JSON bytes (orjson).
 
 ``decode`` never raises anything but MalformedEvent, whatever the bytes: a
-record it refuses is a poison event for the dead-letter topic.
+record it refuses is a poison event for the dead-letter topic. Well-formed
+envelopes, nearly all of them, are decoded by msgspec into typed structs, in C;
+anything that path does not take is decoded again field by field, which names
+what is wrong (and decides alone what is accepted: the fast path only takes
+what it would take too).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
+import msgspec
 import orjson
 
 from domain.errors import InvalidCommand, MalformedEvent
@@ -70,10 +75,52 @@ def headers(event: Event) -> list[tuple[str, bytes]]:
     ]
 
 
+class _Payload(msgspec.Struct):
+    sender_id: str
+    body: str
+
+
+class _Envelope(msgspec.Struct):
+    event_id: UUID
+    event_type: Literal["MessageCreated", "MessageUpdated"]
+    schema_version: Literal[1]
+    room_id: str
+    message_id: UUID
+    occurred_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    payload: _Payload
+    expected_version: int | None = None
+
+
+_DECODER: Final = msgspec.json.Decoder(_Envelope)
+
+
+def _fast(data: bytes | bytearray | memoryview | str) -> Event | None:
+    """The event in a well-formed envelope, or None for ``from_dict`` to decide (and explain)."""
+    try:
+        envelope = _DECODER.decode(data)
+        room_id = check_identifier("room_id", envelope.room_id)
+        sender_id = check_identifier("payload.sender_id", envelope.payload.sender_id)
+        body = check_body(envelope.payload.body)
+        expected = check_expected_version(envelope.expected_version)
+        occurred_at = envelope.occurred_at.astimezone(UTC)
+    except (msgspec.DecodeError, InvalidCommand, OverflowError, ValueError):
+        return None
+    if envelope.event_type == MessageCreated.event_type:
+        if expected is not None:
+            return None
+        return MessageCreated(envelope.event_id, room_id, envelope.message_id, sender_id, body, occurred_at)
+    return MessageUpdated(
+        envelope.event_id, room_id, envelope.message_id, sender_id, body, occurred_at, expected
+    )
+
+
 def decode(data: bytes | bytearray | memoryview | str | None) -> Event:
     """The event in ``data``; raise MalformedEvent naming what is wrong."""
     if data is None:
         raise MalformedEvent("record has no value")
+    event = _fast(data)
+    if event is not None:
+        return event
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

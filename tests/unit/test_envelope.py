@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -21,11 +22,12 @@ from domain import (
     encode,
     headers,
 )
-from domain.envelope import to_dict
+from domain.envelope import _fast, from_dict, to_dict
 from tests.unit.strategies import created, events
 from webhooks.endpoints import Endpoint
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 24).decode()
+_NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
 
 @given(events)
@@ -67,6 +69,47 @@ def test_any_field_replaced_by_any_json_is_decoded_or_refused_cleanly(event: Eve
     for field in envelope["payload"]:
         payload = {**envelope["payload"], field: value}
         _decodes_or_refuses(orjson.dumps({**envelope, "payload": payload}))
+
+
+def _same_either_way(data: bytes) -> None:
+    """The typed fast path takes only what the field-by-field decoder takes, and decodes it alike."""
+    fast = _fast(data)
+    if fast is None:
+        return
+    assert fast == from_dict(orjson.loads(data))
+
+
+MOMENTS = [
+    "2026-11-25T02:07:59Z", "2026-11-25T02:07:59", "2026-11-25", "2026-11-25T02:07:59.5+14:00",
+    "0001-01-01T00:00:00+01:00", "2026-11-25 02:07:59+00:00", "2026-W48-3T02:07:59Z",
+]  # fmt: skip
+
+
+@given(events, json_values, st.sampled_from(MOMENTS))
+def test_the_fast_path_never_takes_what_the_field_by_field_decoder_refuses(
+    event: Event, value: object, moment: str
+) -> None:
+    envelope = to_dict(event)
+    _same_either_way(orjson.dumps({**envelope, "occurred_at": moment}))
+    for field in envelope:
+        _same_either_way(orjson.dumps({**envelope, field: value}))
+    for field in envelope["payload"]:
+        _same_either_way(orjson.dumps({**envelope, "payload": {**envelope["payload"], field: value}}))
+    for version in (True, 0, 2, 1.0, "1"):
+        _same_either_way(orjson.dumps({**envelope, "schema_version": version}))
+    for uid in (
+        str(event.event_id).upper(),
+        str(event.event_id).replace("-", ""),
+        "{" + str(event.event_id) + "}",
+    ):
+        _same_either_way(orjson.dumps({**envelope, "event_id": uid}))
+
+
+def test_a_repeated_key_is_read_as_the_field_by_field_decoder_reads_it() -> None:
+    envelope = to_dict(MessageCreated(uuid.uuid4(), "a", uuid.uuid4(), "u1", "hi", _NOW))
+    text = orjson.dumps(envelope).decode()
+    repeated = text[:-1] + ',"room_id":"b"}'
+    assert decode(repeated.encode()).room_id == from_dict(orjson.loads(repeated)).room_id == "b"
 
 
 @given(created)
