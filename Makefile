@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 COMPOSE := .cache/compose/bin/docker-compose
 
-.PHONY: setup infra run test lint unit faults bench clean stop
+.PHONY: setup infra run test lint unit faults bench bench-peers clean stop
 
 setup: $(STAMP)
 
@@ -53,6 +53,10 @@ faults: infra
 # Benchmarks beside the machine's limits: a table, JSON and a PNG in bench/results/ (minutes).
 bench: infra
 	$(BIN)/python -m bench
+
+# merlin beside Kafka Connect's Debezium JDBC and Camel HTTP sinks, N = 1 and 2 (jars from Maven Central, once).
+bench-peers: infra
+	$(BIN)/python -m bench --peers
 
 stop:
 	-$(BIN)/merlin kafka stop

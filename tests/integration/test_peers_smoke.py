@@ -1,0 +1,18 @@
+"""The peers comparison runs end to end at tiny sizes: Connect worker, both sinks, merlin beside each."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.__main__ import run_peers
+
+
+# The first run on a machine also fetches Kafka Connect and its plugins with Maven (about 30 s).
+@pytest.mark.timeout(300)
+async def test_a_quick_peers_run_measures_merlin_and_its_peer_in_every_row() -> None:
+    rows = await run_peers(runs=1, quick=True)
+    assert [row.unit for row in rows] == ["events/s", "deliveries/s"]
+    for row in rows:
+        assert row.merlin > 0, row
+        assert row.limit is not None, row
+        assert row.limit > 0, row
