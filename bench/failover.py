@@ -23,7 +23,6 @@ from kernel.topics import delete_topics, ensure_topics
 from merlin.local import LocalKafkaCluster
 from merlin.local.load import Load, ReadProbe, joined
 from merlin.local.service_processes import Services, eventually
-from read_store.migrate import upgrade
 
 # Kafka fences a dead broker after broker.session.timeout.ms (9 s): the window must outlast it.
 _AFTER_KILL_SECONDS = 15.0
@@ -45,13 +44,10 @@ async def _services(bench: Bench, cluster: LocalKafkaCluster) -> AsyncIterator[S
     """Services on topics of their own (3 partitions, 3 replicas, 2 in sync) and a SQLite store."""
     kafka = cluster.replicated(bench.kafka, f"failover-{uuid.uuid4().hex[:8]}")
     await ensure_topics(kafka)
-    url = f"sqlite:///{bench.workdir / f'{kafka.events_topic}.db'}"
-    await upgrade(url)
-    services = bench.services(url, kafka=kafka)
     try:
-        yield services
+        async with bench.sqlite_services("failover", kafka) as services:
+            yield services
     finally:
-        services.stop_all()
         await delete_topics(kafka, kafka.topics)
 
 
