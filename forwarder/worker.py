@@ -95,6 +95,9 @@ class Forwarder:
                 # librdkafka prefetches 100,000 records per partition by default, and a pause
                 # (back-pressure) throws the prefetched records away: keep about a batch.
                 "queued.min.messages": self.settings.batch_max,
+                # 1 MB a partition per fetch (the default) is about 2,000 uncompressed events: on a
+                # topic written without compression, projection ran at 10.6k events/s, 17.7k with this.
+                "max.partition.fetch.bytes": 8 * 1024 * 1024,
             }
         )
 
