@@ -20,7 +20,7 @@ import httpx
 import orjson
 
 from bench.harness import Bench, Row, median_of
-from bench.pipeline import BODY, SECRET, percentile
+from bench.pipeline import BODY, SECRET, deliveries, percentile
 from bench.vegeta import attack
 from merlin.local.load import joined
 from merlin.local.service_processes import Service, eventually
@@ -64,8 +64,7 @@ async def _put_applied(
 
 
 async def _received(downstream: str) -> dict[str, list[dict[str, Any]]]:
-    async with httpx.AsyncClient(timeout=60) as client:
-        return {name: (await client.get(f"{downstream}/_received/{name}")).json() for name in _NAMES}
+    return {name: await deliveries(downstream, name) for name in _NAMES}
 
 
 async def _live(bench: Bench, changes: int, rate: int, seconds: float) -> dict[str, float]:

@@ -67,10 +67,10 @@ async def control(downstream: str, endpoint: str = "bench", **spec: Any) -> None
         (await client.post(f"{downstream}/_control/{endpoint}", json=spec)).raise_for_status()
 
 
-async def deliveries(downstream: str) -> list[dict[str, Any]]:
-    """Every request the test downstream's ``bench`` endpoint received."""
+async def deliveries(downstream: str, endpoint: str = "bench") -> list[dict[str, Any]]:
+    """Every request the test downstream's ``endpoint`` received."""
     async with httpx.AsyncClient(timeout=60) as client:
-        answer: list[dict[str, Any]] = (await client.get(f"{downstream}/_received/bench")).json()
+        answer: list[dict[str, Any]] = (await client.get(f"{downstream}/_received/{endpoint}")).json()
         return answer
 
 
