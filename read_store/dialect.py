@@ -9,6 +9,9 @@
   what the aiosqlite adapter costs); on PostgreSQL it runs on the async engine.
 - **SQL**: the projection's batch lookups (how a list is passed: ``ANY`` over
   arrays, or ``json_each`` over one JSON parameter) and the parameter style.
+- **Writes**: a batch's rows go to SQLite by one ``executemany``; to PostgreSQL
+  by ``COPY``, straight into the table for new rows, through a temporary table
+  and one ``INSERT … SELECT … ON CONFLICT`` for rows that replace kept ones.
 - **Times**: PostgreSQL keeps ``timestamptz``; SQLite keeps UTC text
   ``YYYY-MM-DD HH:MM:SS.ffffff`` (what SQLAlchemy writes), written and read
   back only here.
@@ -26,24 +29,28 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import orjson
-from asyncpg.exceptions import DataError, IntegrityConstraintViolationError
+from asyncpg.exceptions import DataError, IntegrityConstraintViolationError, PostgresError
 from sqlalchemy import ColumnElement, Connection, Engine, String, event, type_coerce
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import await_only
 
 from domain.envelope import format_time
 from read_store.schema import messages as messages_table
 
 T = TypeVar("T")
 
-MESSAGE_COLUMNS = "room_id, message_id, sender_id, body, version, seq, created_at, updated_at"
+MESSAGE_COLUMNS = ("room_id", "message_id", "sender_id", "body", "version", "seq", "created_at", "updated_at")
+_MESSAGE_LIST = ", ".join(MESSAGE_COLUMNS)
 _READ_COLUMNS: tuple[ColumnElement[Any], ...] = (
     messages_table.c.message_id,
     messages_table.c.room_id,
@@ -78,6 +85,31 @@ class Connections(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Rows:
+    """Where a batch's rows go: ``columns`` of ``table``, and what a clash with a kept row does.
+
+    Without ``conflict`` the rows are new: the projection has read what the store
+    holds for them, under the lock of their partitions' positions.
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    conflict: str = ""
+
+    @property
+    def column_list(self) -> str:
+        return ", ".join(f'"{column}"' for column in self.columns)
+
+    @property
+    def insert(self) -> str:
+        """The statement that writes one row, written with ``?``."""
+        placeholders = ", ".join("?" * len(self.columns))
+        return (
+            f"INSERT INTO {self.table} ({self.column_list}) VALUES ({placeholders}) {self.conflict}".rstrip()
+        )
+
+
 class Dialect:
     """What a backend does its own way; one instance per backend."""
 
@@ -102,6 +134,10 @@ class Dialect:
     def sql(self, statement: str) -> str:
         """``statement`` (written with ``?``) in the driver's parameter style."""
         return statement
+
+    def write(self, connection: Connection, into: Rows, rows: list[tuple[Any, ...]]) -> None:
+        """Write ``rows`` as ``into`` says, in the transaction under way."""
+        connection.exec_driver_sql(self.sql(into.insert), rows)
 
     def lists(self, *columns: list[Any]) -> tuple[Any, ...]:
         """The parameters that pass ``columns`` (of equal length) to a lookup."""
@@ -134,7 +170,7 @@ class PostgreSQL(Dialect):
         ' WHERE topic = $1 AND "partition" = ANY($2::int[]) FOR UPDATE'
     )
     messages_sql = (
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE (room_id, message_id)"
+        f"SELECT {_MESSAGE_LIST} FROM messages WHERE (room_id, message_id)"
         " IN (SELECT * FROM unnest($1::text[], $2::text[]))"
     )
     rooms_sql = "SELECT room_id, last_seq FROM rooms WHERE room_id = ANY($1::text[])"
@@ -150,8 +186,10 @@ class PostgreSQL(Dialect):
         )
 
     def refusal(self, error: BaseException) -> str | None:
-        # SQLAlchemy's asyncpg adapter wraps the driver's error: the class that tells is its cause.
-        cause = getattr(getattr(error, "orig", None), "__cause__", None)
+        # SQLAlchemy's asyncpg adapter wraps the driver's error: the class that tells is its cause
+        # (or the error itself, from a COPY).
+        orig = getattr(error, "orig", None)
+        cause = orig if isinstance(orig, PostgresError) else getattr(orig, "__cause__", None)
         if not isinstance(cause, DataError | IntegrityConstraintViolationError):
             return None
         if cause.sqlstate == "22021" and "0x00" in str(cause):
@@ -161,6 +199,32 @@ class PostgreSQL(Dialect):
     def create_schema(self, connection: Connection, schema: str) -> None:
         quoted = connection.dialect.identifier_preparer.quote_identifier(schema)
         connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+
+    def write(self, connection: Connection, into: Rows, rows: list[tuple[Any, ...]]) -> None:
+        # COPY instead of a statement per row, which was most of a batch's time on the server.
+        # Rows that may clash go through a temporary table and one INSERT … SELECT.
+        table = into.table if not into.conflict else self._stage(connection, into.table)
+        driver = connection.connection.driver_connection
+        assert driver is not None, "a connection checked out of the pool has its driver's"
+        try:
+            await_only(driver.copy_records_to_table(table, records=rows, columns=into.columns))
+        except PostgresError as error:
+            # Raised by the driver itself, not through SQLAlchemy: wrap it as SQLAlchemy would.
+            raise DBAPIError(f"COPY {table}", None, error) from error
+        if into.conflict:
+            columns = into.column_list
+            connection.exec_driver_sql(
+                f"INSERT INTO {into.table} ({columns}) SELECT {columns} FROM {table} {into.conflict}"
+            )
+
+    @staticmethod
+    def _stage(connection: Connection, table: str) -> str:
+        # Asked each time, not remembered: a transaction rolled back takes the table with it.
+        stage = f"staged_{table}"
+        connection.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS"
+        )
+        return stage
 
     def sql(self, statement: str) -> str:
         parts = statement.split("?")
@@ -174,7 +238,7 @@ class SQLite(Dialect):
         ' WHERE topic = ? AND "partition" IN (SELECT value FROM json_each(?))'
     )
     messages_sql = (
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE (room_id, message_id)"
+        f"SELECT {_MESSAGE_LIST} FROM messages WHERE (room_id, message_id)"
         " IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
     )
     rooms_sql = "SELECT room_id, last_seq FROM rooms WHERE room_id IN (SELECT value FROM json_each(?))"

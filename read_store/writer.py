@@ -1,10 +1,11 @@
 """The projection's side of the read store: one transaction per batch, positions included.
 
 A batch is a few statements whatever its size: one lookup per table for the
-keys it touches, then one multi-row write per table, with plain driver SQL and
-tuples, since SQLAlchemy's per-row parameter handling cost more than the
-database itself. The dialect says where the transaction runs (on SQLite, one
-writer thread: one hand-off per batch) and how lists and times are passed.
+keys it touches, then one multi-row write per table, of plain tuples, since
+SQLAlchemy's per-row parameter handling cost more than the database itself.
+The dialect says where the transaction runs (on SQLite, one writer thread: one
+hand-off per batch), how rows are written (on PostgreSQL, by COPY) and how
+lists and times are passed.
 """
 
 from __future__ import annotations
@@ -20,34 +21,30 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import Message
 from kernel.errors import InfrastructureError
-from read_store.dialect import MESSAGE_COLUMNS, dialect_of
+from read_store.dialect import MESSAGE_COLUMNS, Rows, dialect_of
 from read_store.projection import Changes, Outcome, ProjectedMessage, Record, Snapshot, keys_of, project
 from read_store.schema import applied_positions
 
-
-def _insert(table: str, columns: str, conflict: str) -> str:
-    placeholders = ", ".join("?" * len(columns.split(",")))
-    return f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) {conflict}"
-
-
-# Each write is one executemany of tuples. (One statement over arrays on PostgreSQL
-# saved server time but cost more in asyncpg's encoding of the arrays.)
-_MESSAGES = _insert(
+# Each write is one multi-row write of tuples (how is the dialect's). Messages and outcomes the
+# batch's lookups did not find are new rows; a changed message replaces the one kept.
+_NEW_MESSAGES = Rows("messages", MESSAGE_COLUMNS)
+_CHANGED_MESSAGES = Rows(
     "messages",
     MESSAGE_COLUMNS,
     "ON CONFLICT (room_id, message_id) DO UPDATE"
     " SET body = excluded.body, version = excluded.version, updated_at = excluded.updated_at",
 )
-_ROOMS = _insert(
-    "rooms", "room_id, last_seq", "ON CONFLICT (room_id) DO UPDATE SET last_seq = excluded.last_seq"
+_ROOMS = Rows(
+    "rooms", ("room_id", "last_seq"), "ON CONFLICT (room_id) DO UPDATE SET last_seq = excluded.last_seq"
 )
-_OUTCOMES = _insert(
+_OUTCOMES = Rows(
     "event_outcomes",
-    "event_id, event_type, room_id, message_id, status, code, reason, version,"
-    ' "partition", "offset", recorded_at',
-    "ON CONFLICT DO NOTHING",
-)
-_POSITIONS = _insert("positions", 'topic, "partition", "offset", updated_at', "ON CONFLICT DO NOTHING")
+    ("event_id", "event_type", "room_id", "message_id", "status", "code", "reason", "version",
+     "partition", "offset", "recorded_at"),
+)  # fmt: skip
+_POSITIONS = Rows(
+    "positions", ("topic", "partition", "offset", "updated_at"), "ON CONFLICT DO NOTHING"
+).insert
 _MOVE_POSITION = 'UPDATE positions SET "offset" = ?, updated_at = ? WHERE topic = ? AND "partition" = ?'
 
 
@@ -67,9 +64,7 @@ class ProjectionStore:
         self.topic = topic
         self._dialect = dialect_of(engine.url)
         self._connections = self._dialect.connections(engine, writer=True)
-        self._sql = {
-            sql: self._dialect.sql(sql) for sql in (_MESSAGES, _ROOMS, _OUTCOMES, _POSITIONS, _MOVE_POSITION)
-        }
+        self._sql = {sql: self._dialect.sql(sql) for sql in (_POSITIONS, _MOVE_POSITION)}
 
     async def load_positions(self) -> dict[int, int]:
         """The last applied offset of every partition the store has seen."""
@@ -112,7 +107,7 @@ class ProjectionStore:
     ) -> Changes:
         snapshot = self._snapshot(connection, records)
         changes = project(records, snapshot, refused)
-        self._write(connection, changes)
+        self._write(connection, changes, snapshot)
         return changes
 
     def _snapshot(self, connection: Connection, records: Sequence[Record]) -> Snapshot:
@@ -144,16 +139,22 @@ class ProjectionStore:
             }
         return snapshot
 
-    def _write(self, connection: Connection, changes: Changes) -> None:
-        run, time = connection.exec_driver_sql, self._dialect.store_time
+    def _write(self, connection: Connection, changes: Changes, snapshot: Snapshot) -> None:
+        run, time, write = connection.exec_driver_sql, self._dialect.store_time, self._dialect.write
         now = time(datetime.now(UTC))
         if changes.messages:
-            rows = [_message_row(projected, time) for projected in changes.messages.values()]
-            run(self._sql[_MESSAGES], rows)
+            new: list[tuple[Any, ...]] = []
+            changed: list[tuple[Any, ...]] = []
+            for key, projected in changes.messages.items():
+                (changed if key in snapshot.messages else new).append(_message_row(projected, time))
+            if new:
+                write(connection, _NEW_MESSAGES, new)
+            if changed:
+                write(connection, _CHANGED_MESSAGES, changed)
         if changes.last_seq:
-            run(self._sql[_ROOMS], list(changes.last_seq.items()))
+            write(connection, _ROOMS, list(changes.last_seq.items()))
         if changes.outcomes:
-            run(self._sql[_OUTCOMES], [_outcome_row(outcome, now) for outcome in changes.outcomes])
+            write(connection, _OUTCOMES, [_outcome_row(outcome, now) for outcome in changes.outcomes])
         if changes.positions:
             run(
                 self._sql[_MOVE_POSITION],

@@ -166,6 +166,28 @@ class ReadStoreContract:
             [("after", 1, 2)] if refused_at == 0 else []
         )
 
+    async def test_a_refused_update_of_a_stored_message_changes_nothing_until_named(
+        self, stores: tuple[ProjectionStore, ReadStore]
+    ) -> None:
+        # An update of a message an earlier batch stored replaces its row (on PostgreSQL through
+        # a temporary table), unlike a message new to the batch.
+        projection, reads = stores
+        first = created("r1", "fine")
+        await projection.apply(records([first]))
+        bad = records([updated(first, "a\x00b")], start=1)
+        with pytest.raises(StoreRefused) as caught:
+            await projection.apply(bad)
+        assert caught.value.reason == NUL_REFUSED
+        assert await reads.positions() == {0: 0}
+
+        await projection.apply(bad, refused={(0, 1): caught.value.reason})
+        # The next batches write through the same temporary table, emptied by each commit.
+        for offset, body in ((2, "better"), (3, "best")):
+            await projection.apply(records([updated(first, body)], start=offset))
+        assert await reads.positions() == {0: 3}
+        page = await reads.page("r1", None, None, 10)
+        assert [(m["body"], m["version"], m["seq"]) for m in page] == [("best", 3, 1)]
+
 
 class TestSQLite(ReadStoreContract):
     @pytest.fixture
