@@ -12,6 +12,8 @@
 - **Writes**: a batch's rows go to SQLite by one ``executemany``; to PostgreSQL
   by ``COPY``, straight into the table for new rows, through a temporary table
   and one ``INSERT … SELECT … ON CONFLICT`` for rows that replace kept ones.
+- **Ids**: PostgreSQL keeps message and event ids as ``uuid`` (migration
+  0004) and takes them as objects; SQLite keeps them as text.
 - **Times**: PostgreSQL keeps ``timestamptz``; SQLite keeps UTC text
   ``YYYY-MM-DD HH:MM:SS.ffffff`` (what SQLAlchemy writes), written and read
   back only here.
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from uuid import UUID
 
 import orjson
 from asyncpg.exceptions import DataError, IntegrityConstraintViolationError, PostgresError
@@ -147,6 +150,14 @@ class Dialect:
         """``moment`` as the store keeps it."""
         return moment
 
+    def store_id(self, value: UUID) -> UUID | str:
+        """A message or event id as the driver takes it."""
+        return str(value)
+
+    def read_id(self, stored: UUID | str) -> UUID:
+        """A message or event id the driver returned."""
+        return stored if isinstance(stored, UUID) else UUID(stored)
+
     def read_time(self, stored: datetime | str) -> datetime:
         """A time the store kept, as an aware UTC datetime."""
         return as_utc(stored) if isinstance(stored, datetime) else as_utc(datetime.fromisoformat(stored))
@@ -171,11 +182,15 @@ class PostgreSQL(Dialect):
     )
     messages_sql = (
         f"SELECT {_MESSAGE_LIST} FROM messages WHERE (room_id, message_id)"
-        " IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+        " IN (SELECT * FROM unnest($1::text[], $2::uuid[]))"
     )
     rooms_sql = "SELECT room_id, last_seq FROM rooms WHERE room_id = ANY($1::text[])"
-    outcomes_sql = "SELECT event_id, status, code FROM event_outcomes WHERE event_id = ANY($1::text[])"
+    outcomes_sql = "SELECT event_id, status, code FROM event_outcomes WHERE event_id = ANY($1::uuid[])"
     has_schemas = True
+
+    def store_id(self, value: UUID) -> UUID:
+        # Ids are ``uuid`` columns here (migration 0004): the driver encodes the object itself.
+        return value
 
     def engine(self, url: URL, *, writer: bool, schema: str | None) -> AsyncEngine:
         connect_args: dict[str, Any] = {}

@@ -15,14 +15,18 @@ from sqlalchemy import (
     UniqueConstraint,
     select,
 )
+from sqlalchemy.dialects.postgresql import UUID
 
 metadata = MetaData()
+
+# A message or event id: text on SQLite, ``uuid`` on PostgreSQL (migration 0004); text to Python on both.
+_ID = String(36).with_variant(UUID(as_uuid=False), "postgresql")
 
 messages = Table(
     "messages",
     metadata,
     Column("room_id", String(128), primary_key=True),
-    Column("message_id", String(36), primary_key=True),
+    Column("message_id", _ID, primary_key=True),
     Column("sender_id", String(128), nullable=False),
     Column("body", Text, nullable=False),
     Column("version", Integer, nullable=False),
@@ -44,10 +48,10 @@ rooms = Table(
 event_outcomes = Table(
     "event_outcomes",
     metadata,
-    Column("event_id", String(36), primary_key=True),
+    Column("event_id", _ID, primary_key=True),
     Column("event_type", String(32), nullable=False),
     Column("room_id", String(128), nullable=False),
-    Column("message_id", String(36), nullable=False),
+    Column("message_id", _ID, nullable=False),
     Column("status", String(16), nullable=False),
     Column("code", String(32)),
     Column("reason", Text),

@@ -122,31 +122,35 @@ class ProjectionStore:
             positions=dict(run(dialect.positions_sql, (self.topic, *dialect.lists(list(partitions)))).all())
         )
         if keys:
-            rooms, ids = [room for room, _ in keys], [str(message_id) for _, message_id in keys]
+            rooms, ids = [room for room, _ in keys], [dialect.store_id(message_id) for _, message_id in keys]
             for row in run(dialect.messages_sql, dialect.lists(rooms, ids)):
                 room_id, message_id, sender_id, body, version, seq, created_at, updated_at = row
                 message = Message(
-                    room_id, UUID(message_id), sender_id, body, version,
+                    room_id, dialect.read_id(message_id), sender_id, body, version,
                     dialect.read_time(created_at), dialect.read_time(updated_at),
                 )  # fmt: skip
                 snapshot.messages[(room_id, message.message_id)] = ProjectedMessage(message, seq)
         if room_ids:
             snapshot.last_seq = dict(run(dialect.rooms_sql, dialect.lists(list(room_ids))).all())
         if event_ids:
-            rows = run(dialect.outcomes_sql, dialect.lists([str(event_id) for event_id in event_ids]))
+            rows = run(
+                dialect.outcomes_sql, dialect.lists([dialect.store_id(event_id) for event_id in event_ids])
+            )
             snapshot.seen_event_ids = {
-                UUID(event_id): status == "applied" and code != "duplicate" for event_id, status, code in rows
+                dialect.read_id(event_id): status == "applied" and code != "duplicate"
+                for event_id, status, code in rows
             }
         return snapshot
 
     def _write(self, connection: Connection, changes: Changes, snapshot: Snapshot) -> None:
-        run, time, write = connection.exec_driver_sql, self._dialect.store_time, self._dialect.write
+        dialect, run = self._dialect, connection.exec_driver_sql
+        time, ident, write = dialect.store_time, dialect.store_id, dialect.write
         now = time(datetime.now(UTC))
         if changes.messages:
             new: list[tuple[Any, ...]] = []
             changed: list[tuple[Any, ...]] = []
             for key, projected in changes.messages.items():
-                (changed if key in snapshot.messages else new).append(_message_row(projected, time))
+                (changed if key in snapshot.messages else new).append(_message_row(projected, time, ident))
             if new:
                 write(connection, _NEW_MESSAGES, new)
             if changed:
@@ -154,7 +158,7 @@ class ProjectionStore:
         if changes.last_seq:
             write(connection, _ROOMS, list(changes.last_seq.items()))
         if changes.outcomes:
-            write(connection, _OUTCOMES, [_outcome_row(outcome, now) for outcome in changes.outcomes])
+            write(connection, _OUTCOMES, [_outcome_row(outcome, now, ident) for outcome in changes.outcomes])
         if changes.positions:
             run(
                 self._sql[_MOVE_POSITION],
@@ -162,20 +166,26 @@ class ProjectionStore:
             )
 
 
-def _message_row(projected: ProjectedMessage, time: Callable[[datetime], datetime | str]) -> tuple[Any, ...]:
+def _message_row(
+    projected: ProjectedMessage,
+    time: Callable[[datetime], datetime | str],
+    ident: Callable[[UUID], UUID | str],
+) -> tuple[Any, ...]:
     message = projected.message
     created = time(message.created_at)
     # A new message was created and last updated at the same moment: format it once.
     updated = created if message.updated_at is message.created_at else time(message.updated_at)
     return (
-        message.room_id, str(message.message_id), message.sender_id, message.body, message.version,
+        message.room_id, ident(message.message_id), message.sender_id, message.body, message.version,
         projected.seq, created, updated,
     )  # fmt: skip
 
 
-def _outcome_row(outcome: Outcome, now: datetime | str) -> tuple[Any, ...]:
+def _outcome_row(
+    outcome: Outcome, now: datetime | str, ident: Callable[[UUID], UUID | str]
+) -> tuple[Any, ...]:
     event = outcome.event
     return (
-        str(event.event_id), event.event_type, event.room_id, str(event.message_id), outcome.status,
+        ident(event.event_id), event.event_type, event.room_id, ident(event.message_id), outcome.status,
         outcome.code, outcome.reason, outcome.version, outcome.partition, outcome.offset, now,
     )  # fmt: skip
