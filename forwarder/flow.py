@@ -1,8 +1,11 @@
 """The forwarder's flow: consume → project → deliver → commit, each stage supervised.
 
-- The consumer stage polls without pause, so the worker never leaves the group;
-  back-pressure pauses the partitions that feed a full endpoint buffer (or the
-  projector's queue) and resumes them once drained.
+- The consumer stage polls without long pauses, so the worker never leaves the
+  group; back-pressure pauses the partitions that feed a full endpoint buffer
+  and resumes them once drained. While the projector's queue is full the
+  consumer fetches nothing more, and pauses the waiting batches' partitions
+  only if it stays full (``backlog_pause_after``): a pause drops what
+  librdkafka has fetched ahead for them.
 - The projector stage applies each batch in one transaction, then hands the
   events it applied to every endpoint that wants them. A record the store
   refuses for good is isolated and dead-lettered; the rest applies.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
@@ -84,6 +88,8 @@ class Flow:
         self._refused_sent: set[tuple[int, int]] = set()
         self._batches: deque[tuple[int, Batch]] = deque()
         self._batch_ready = asyncio.Event()
+        self._batch_taken = asyncio.Event()  # set each time the projector finishes the head batch
+        self._full_since: float | None = None  # when the projector's queue last became full
         self._idle = asyncio.Event()  # set while the projector has nothing to do
         self._idle.set()
         self.source = source
@@ -160,6 +166,8 @@ class Flow:
     async def _consume(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self._apply_back_pressure()
+            if await self._waited_for_projector():
+                continue
             batch = await self.source.batch(self.settings.batch_max, self.settings.poll_timeout)
             self.metrics.polled()
             if batch.records:
@@ -186,9 +194,31 @@ class Flow:
                 return
         self._batches.append((self.generation, batch))
 
+    def _projector_backlog(self) -> float | None:
+        """For how long the projector's queue has been full (s), or None when it is not."""
+        if len(self._batches) < _PROJECTOR_QUEUE:
+            self._full_since = None
+            return None
+        now = time.monotonic()
+        if self._full_since is None:
+            self._full_since = now
+        return now - self._full_since
+
+    async def _waited_for_projector(self) -> bool:
+        """While the projector's queue is full, and not for long, wait for it to take a batch
+        instead of fetching more; True if it waited."""
+        backlog = self._projector_backlog()
+        if backlog is None or backlog >= self.settings.backlog_pause_after:
+            return False
+        self._batch_taken.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._batch_taken.wait(), self.settings.backlog_pause_after - backlog)
+        return True
+
     async def _apply_back_pressure(self) -> None:
         wanted: set[int] = set()
-        if len(self._batches) >= _PROJECTOR_QUEUE:
+        backlog = self._projector_backlog()
+        if backlog is not None and backlog >= self.settings.backlog_pause_after:
             wanted = wanted.union(*(batch.partitions for _, batch in self._batches))
         for dispatcher in self.dispatchers.values():
             if dispatcher.full() or (
@@ -248,6 +278,7 @@ class Flow:
             await self._project(generation, batch)
             if self._batches and self._batches[0][1] is batch:
                 self._batches.popleft()
+                self._batch_taken.set()
 
     async def _project(self, generation: int, batch: Batch) -> None:
         mine = self._still_mine(batch.records, generation)

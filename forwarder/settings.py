@@ -22,6 +22,10 @@ class ForwarderSettings(BaseSettings):
     batch_max: int = Field(default=5000, ge=1)
     # How long one poll waits for records; also how fast a stop request is noticed.
     poll_timeout: float = Field(default=0.2, gt=0)
+    # With batches waiting for the store, the consumer stops asking for more; their partitions
+    # are paused only once the queue has stayed full this long (a store that stopped, not a
+    # busy one): pausing drops what librdkafka has already fetched for them.
+    backlog_pause_after: float = Field(default=1.0, ge=0)
     # "consumer": Kafka's consumer group protocol (KIP-848): the broker assigns, a rebalance moves
     # only what changes owner and waits on no other member; the session timeout and heartbeat
     # below become the group's configs on the broker. "classic": the JoinGroup protocol with

@@ -23,7 +23,7 @@ from domain import Event, MessageCreated, MessageUpdated, encode, headers
 from forwarder.flow import _PROJECTOR_QUEUE, Flow
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
-from forwarder.source import Consumed
+from forwarder.source import Batch, Consumed
 from forwarder.supervisor import BackoffPolicy
 from read_store.projection import STORE_REFUSED, Changes, Record
 from read_store.writer import StoreRefused
@@ -73,6 +73,7 @@ def rig(
     sink: Sink | None = None,
     policy: BackoffPolicy | None = None,
     reports_poison: bool = True,
+    backlog_pause_after: float = 0.0,
     **endpoint: object,
 ) -> Rig:
     """A flow over fakes, with one endpoint "e" served by ``send`` (none without it).
@@ -81,7 +82,9 @@ def rig(
     the test.
     """
     source, store, sink = FakeSource(), store or MemoryStore(), sink or Sink()
-    settings = ForwarderSettings(batch_max=batch_max, poll_timeout=0.01)
+    settings = ForwarderSettings(
+        batch_max=batch_max, poll_timeout=0.01, backlog_pause_after=backlog_pause_after
+    )
     config = {"name": "e", "url": "http://x.test/", "secret": SECRET, **endpoint}
     deliverers = [] if send is None else [Deliverer(send, Endpoint.model_validate(config))]
     letters, policy = DeadLetters(sink, DLQ), policy or BackoffPolicy(max_restarts=0)
@@ -106,8 +109,8 @@ async def running(rig: Rig) -> AsyncIterator[None]:
 
 
 async def test_a_backlog_for_the_projector_pauses_exactly_the_waiting_batches_partitions() -> None:
-    """While the store is held, batches pile up; at four waiting, their partitions (and only those) are
-    paused, and once the store catches up they are resumed."""
+    """While the store is held, batches pile up; at four waiting (for backlog_pause_after, here 0),
+    their partitions (and only those) are paused, and once the store catches up they are resumed."""
     assert _PROJECTOR_QUEUE == 4
     gate = asyncio.Event()
     r = rig(batch_max=1, store=MemoryStore(gate))  # batch_max=1: no two batches merge while waiting
@@ -126,6 +129,31 @@ async def test_a_backlog_for_the_projector_pauses_exactly_the_waiting_batches_pa
         await until(lambda: r.source.committed() == {0: 1, 1: 1, 2: 1, 3: 1}, "all four committed")
     assert r.source.pauses == [{0, 1, 2, 3}]
     assert [[record.partition for record in records] for records in r.store.applied] == [[0], [1], [2], [3]]
+
+
+async def test_a_projector_busy_for_less_than_backlog_pause_after_is_waited_for_not_paused() -> None:
+    """With four batches waiting, the consumer fetches nothing more until the projector takes one,
+    and pauses nothing: a pause would drop what librdkafka has fetched ahead."""
+    gate = asyncio.Event()
+    r = rig(batch_max=1, store=MemoryStore(gate), backlog_pause_after=30)
+    applied_when_fetched: list[int] = []
+    fetch = r.source.batch
+
+    async def counting(max_records: int, timeout: float) -> Batch:
+        got = await fetch(max_records, timeout)
+        if got.records:
+            applied_when_fetched.append(len(r.store.applied))
+        return got
+
+    r.source.batch = counting  # type: ignore[method-assign]
+    async with running(r):
+        r.source.push(*(batch(consumed(p, 0, created(p, f"room{p}"))) for p in range(5)))
+        await until(lambda: r.source.queued() == 1, "four batches consumed, the fifth left")
+        gate.set()
+        await until(lambda: len(r.store.applied) == 5, "all five applied")
+    assert applied_when_fetched[:4] == [0, 0, 0, 0]
+    assert applied_when_fetched[4] >= 1  # fetched only once the projector took a batch
+    assert r.source.pauses == []
 
 
 async def test_a_full_endpoint_pauses_the_partitions_feeding_it_until_it_drains_to_half() -> None:
