@@ -6,6 +6,8 @@ import asyncio
 import random
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import httpx
@@ -105,8 +107,50 @@ async def _project(bench: Bench, url: str, schema: str | None, count: int) -> di
     return {"events_per_second": count / elapsed}
 
 
+async def _store_alone(url: str, schema: str | None, count: int) -> dict[str, float]:
+    """``count`` events over 100 rooms applied to the projection store directly, 5,000 a batch."""
+    await upgrade(url, schema)
+    engine = create_engine(url, writer=True, schema=schema)
+    store = ProjectionStore(engine, "bench-store-alone")
+    now = datetime.now(UTC)
+    records = [
+        Record(
+            n % 3,
+            n // 3,
+            MessageCreated(uuid.uuid4(), f"room-{n % 100}", uuid.uuid4(), "bench", "x" * 200, now),
+        )
+        for n in range(count)
+    ]
+    try:
+        started = time.perf_counter()
+        for first in range(0, count, 5_000):
+            await store.apply(records[first : first + 5_000])
+        elapsed = time.perf_counter() - started
+    finally:
+        await store.close()
+        await engine.dispose()
+    return {"events_per_second": count / elapsed}
+
+
+@asynccontextmanager
+async def _postgres_schema() -> AsyncIterator[tuple[str, str]]:
+    """The local PostgreSQL's URL and a schema of its own for one measurement, dropped after it."""
+    import asyncpg
+
+    status = await asyncio.to_thread(LocalPostgres().start)
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    connection = await asyncpg.connect(status.url("merlin_test", driver="postgresql"))
+    await connection.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield status.url("merlin_test"), schema
+    finally:
+        await connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await connection.close()
+
+
 async def projection(bench: Bench, runs: int) -> list[Row]:
-    """Projecting a pre-filled topic into SQLite and PostgreSQL, beside a raw decode-only consumer."""
+    """Projecting a pre-filled topic into SQLite and PostgreSQL, beside a raw decode-only consumer;
+    and the PostgreSQL store alone, without Kafka or a forwarder."""
     count = 3_000 if bench.quick else 200_000
     await bench.limit("producer", count)
     raw = await median_of(runs, lambda: bench.limit("consumer", count))
@@ -118,27 +162,24 @@ async def projection(bench: Bench, runs: int) -> list[Row]:
         return await _project(bench, f"sqlite:///{bench.workdir / f'projection-{n}.db'}", None, count)
 
     async def postgres() -> dict[str, float]:
-        status = await asyncio.to_thread(LocalPostgres().start)
-        schema = f"bench_{uuid.uuid4().hex[:10]}"
-        import asyncpg
+        async with _postgres_schema() as (url, schema):
+            return await _project(bench, url, schema, count)
 
-        dsn = status.url("merlin_test", driver="postgresql")
-        connection = await asyncpg.connect(dsn)
-        await connection.execute(f'CREATE SCHEMA "{schema}"')
-        try:
-            return await _project(bench, status.url("merlin_test"), schema, count)
-        finally:
-            await connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
-            await connection.close()
+    async def postgres_alone() -> dict[str, float]:
+        async with _postgres_schema() as (url, schema):
+            return await _store_alone(url, schema, count)
 
     on_sqlite = await median_of(runs, sqlite)
     on_postgres = await median_of(runs, postgres)
+    alone = await median_of(runs, postgres_alone)
     limit = raw["events_per_second"]
     return [
         Row("projection", f"{count:,} events into SQLite", "events/s", on_sqlite["events_per_second"],
             limit, "raw consumer, decode only"),
         Row("projection", f"{count:,} events into PostgreSQL", "events/s", on_postgres["events_per_second"],
             limit, "raw consumer, decode only"),
+        Row("projection", f"{count:,} events, PostgreSQL store alone (no Kafka)", "events/s",
+            alone["events_per_second"], None, None),
     ]  # fmt: skip
 
 
