@@ -268,7 +268,7 @@ async def _readable_while(bench: Bench, rate: int, seconds: float, case: str) ->
 async def outage(bench: Bench, runs: int) -> list[Row]:
     """POST sent -> readable with an endpoint down, beside the same with it up; and a healthy
     endpoint's delivery latency beside a failing one and beside a healthy one, against it alone."""
-    rate, seconds = (100, 3) if bench.quick else (500, 20)
+    rate, seconds = (100, 2) if bench.quick else (500, 20)
     rows: list[Row] = []
     results = {}
     for case, described in _OUTAGES.items():
