@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -209,5 +210,54 @@ class TestPostgreSQL(ReadStoreContract):
         await upgrade(url, schema=schema)
         writer, reader = create_engine(url, writer=True, schema=schema), create_engine(url, schema=schema)
         yield writer, reader
+        await writer.dispose()
+        await reader.dispose()
+
+
+async def test_a_postgresql_store_written_before_ids_were_uuid_is_read_and_projected_after_0004(
+    postgres_schema: PostgresSchema,
+) -> None:
+    """Migration 0004 turns the text ids an older projection wrote into ``uuid``: they read back the
+    same, and the projection goes on from them (an edit finds its message, a replay its outcome)."""
+    url, schema = postgres_schema.url, postgres_schema.schema
+    await upgrade(url, schema=schema, revision="0003")
+    first = created("r1", "hello")
+    # The rows the projection wrote for ``first`` at offset 0, ids as text as they were then.
+    connection = await asyncpg.connect(postgres_schema.dsn, server_settings={"search_path": schema})
+    try:
+        await connection.execute(
+            "INSERT INTO messages VALUES ($1, $2, 'u1', 'hello', 1, 1, $3, $3)",
+            "r1", str(first.message_id), T0,
+        )  # fmt: skip
+        await connection.execute("INSERT INTO rooms VALUES ('r1', 1)")
+        await connection.execute(
+            "INSERT INTO event_outcomes"
+            " VALUES ($1, 'MessageCreated', 'r1', $2, 'applied', NULL, NULL, 1, 0, 0, $3)",
+            str(first.event_id), str(first.message_id), T0,
+        )  # fmt: skip
+        await connection.execute("INSERT INTO positions VALUES ($1, 0, 0, $2)", TOPIC, T0)
+    finally:
+        await connection.close()
+
+    await upgrade(url, schema=schema)
+    writer, reader = create_engine(url, writer=True, schema=schema), create_engine(url, schema=schema)
+    reads = ReadStore(reader, TOPIC)
+    try:
+        # The same create again under a new offset (a re-sent event), then an edit.
+        again = Record(0, 1, first)
+        changes = await ProjectionStore(writer, TOPIC).apply(
+            [again, Record(0, 2, updated(first, "hello!", expected=1))]
+        )
+        assert changes.replayed == 1  # the create's event id was found, as uuid
+        outcome = await reads.outcome(str(first.event_id))
+        assert outcome is not None
+        assert outcome["message_id"] == str(first.message_id)
+        message = await reads.message("r1", str(first.message_id))
+        assert message is not None
+        assert (message["message_id"], message["body"], message["version"], message["seq"]) == (
+            str(first.message_id), "hello!", 2, 1,
+        )  # fmt: skip
+    finally:
+        await reads.close()
         await writer.dispose()
         await reader.dispose()
