@@ -122,7 +122,7 @@ class ProjectionStore:
             positions=dict(run(dialect.positions_sql, (self.topic, *dialect.lists(list(partitions)))).all())
         )
         if keys:
-            rooms, ids = [room for room, _ in keys], [dialect.store_id(message_id) for _, message_id in keys]
+            rooms, ids = [room for room, _ in keys], [message_id for _, message_id in keys]
             for row in run(dialect.messages_sql, dialect.lists(rooms, ids)):
                 room_id, message_id, sender_id, body, version, seq, created_at, updated_at = row
                 message = Message(
@@ -133,9 +133,7 @@ class ProjectionStore:
         if room_ids:
             snapshot.last_seq = dict(run(dialect.rooms_sql, dialect.lists(list(room_ids))).all())
         if event_ids:
-            rows = run(
-                dialect.outcomes_sql, dialect.lists([dialect.store_id(event_id) for event_id in event_ids])
-            )
+            rows = run(dialect.outcomes_sql, dialect.lists(list(event_ids)))
             snapshot.seen_event_ids = {
                 dialect.read_id(event_id): status == "applied" and code != "duplicate"
                 for event_id, status, code in rows
@@ -144,13 +142,15 @@ class ProjectionStore:
 
     def _write(self, connection: Connection, changes: Changes, snapshot: Snapshot) -> None:
         dialect, run = self._dialect, connection.exec_driver_sql
-        time, ident, write = dialect.store_time, dialect.store_id, dialect.write
+        time, write = dialect.store_time, dialect.write
         now = time(datetime.now(UTC))
         if changes.messages:
             new: list[tuple[Any, ...]] = []
             changed: list[tuple[Any, ...]] = []
-            for key, projected in changes.messages.items():
-                (changed if key in snapshot.messages else new).append(_message_row(projected, time, ident))
+            ids = dialect.store_ids([projected.message.message_id for projected in changes.messages.values()])
+            for (key, projected), message_id in zip(changes.messages.items(), ids, strict=True):
+                row = _message_row(projected, message_id, time)
+                (changed if key in snapshot.messages else new).append(row)
             if new:
                 write(connection, _NEW_MESSAGES, new)
             if changed:
@@ -158,7 +158,19 @@ class ProjectionStore:
         if changes.last_seq:
             write(connection, _ROOMS, list(changes.last_seq.items()))
         if changes.outcomes:
-            write(connection, _OUTCOMES, [_outcome_row(outcome, now, ident) for outcome in changes.outcomes])
+            events = [outcome.event for outcome in changes.outcomes]
+            # Both columns' ids in one call: a call has its cost, besides each id's.
+            ids = dialect.store_ids(
+                [event.event_id for event in events] + [event.message_id for event in events]
+            )
+            event_ids, message_ids = ids[: len(events)], ids[len(events) :]
+            rows = [
+                _outcome_row(outcome, event_id, message_id, now)
+                for outcome, event_id, message_id in zip(
+                    changes.outcomes, event_ids, message_ids, strict=True
+                )
+            ]
+            write(connection, _OUTCOMES, rows)
         if changes.positions:
             run(
                 self._sql[_MOVE_POSITION],
@@ -167,25 +179,23 @@ class ProjectionStore:
 
 
 def _message_row(
-    projected: ProjectedMessage,
-    time: Callable[[datetime], datetime | str],
-    ident: Callable[[UUID], UUID | str],
+    projected: ProjectedMessage, message_id: UUID | str, time: Callable[[datetime], datetime | str]
 ) -> tuple[Any, ...]:
     message = projected.message
     created = time(message.created_at)
     # A new message was created and last updated at the same moment: format it once.
     updated = created if message.updated_at is message.created_at else time(message.updated_at)
     return (
-        message.room_id, ident(message.message_id), message.sender_id, message.body, message.version,
+        message.room_id, message_id, message.sender_id, message.body, message.version,
         projected.seq, created, updated,
     )  # fmt: skip
 
 
 def _outcome_row(
-    outcome: Outcome, now: datetime | str, ident: Callable[[UUID], UUID | str]
+    outcome: Outcome, event_id: UUID | str, message_id: UUID | str, now: datetime | str
 ) -> tuple[Any, ...]:
     event = outcome.event
     return (
-        ident(event.event_id), event.event_type, event.room_id, ident(event.message_id), outcome.status,
+        event_id, event.event_type, event.room_id, message_id, outcome.status,
         outcome.code, outcome.reason, outcome.version, outcome.partition, outcome.offset, now,
     )  # fmt: skip
