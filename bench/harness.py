@@ -21,6 +21,7 @@ from kernel.auth import SCOPES, mint
 from kernel.settings import KafkaSettings
 from kernel.topics import delete_topics, ensure_topics
 from merlin.local import LocalKafka
+from merlin.local.postgres import PostgresStatus
 from merlin.local.service_processes import Services, eventually, free_port
 from read_store.migrate import upgrade
 
@@ -157,6 +158,21 @@ class Bench:
         finally:
             process.terminate()
             await asyncio.wait_for(process.wait(), 10)
+
+
+@asynccontextmanager
+async def postgres_schema(postgres: PostgresStatus) -> AsyncIterator[tuple[str, str]]:
+    """The test database's URL on ``postgres`` and a schema of its own for one measurement, dropped after."""
+    import asyncpg
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    connection = await asyncpg.connect(postgres.url("merlin_test", driver="postgresql"))
+    await connection.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield postgres.url("merlin_test"), schema
+    finally:
+        await connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await connection.close()
 
 
 @asynccontextmanager

@@ -6,14 +6,12 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import httpx
 
 from bench.failover import failover
-from bench.harness import Bench, Row, median_of
+from bench.harness import Bench, Row, median_of, postgres_schema
 from bench.live_settings import live_settings
 from bench.pipeline import BODY, delivery, end_to_end, outage, percentile, recovery
 from bench.vegeta import attack
@@ -132,22 +130,6 @@ async def _store_alone(url: str, schema: str | None, count: int) -> dict[str, fl
     return {"events_per_second": count / elapsed}
 
 
-@asynccontextmanager
-async def _postgres_schema() -> AsyncIterator[tuple[str, str]]:
-    """The local PostgreSQL's URL and a schema of its own for one measurement, dropped after it."""
-    import asyncpg
-
-    status = await asyncio.to_thread(LocalPostgres().start)
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    connection = await asyncpg.connect(status.url("merlin_test", driver="postgresql"))
-    await connection.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield status.url("merlin_test"), schema
-    finally:
-        await connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await connection.close()
-
-
 async def projection(bench: Bench, runs: int) -> list[Row]:
     """Projecting a pre-filled topic into SQLite and PostgreSQL, beside a raw decode-only consumer;
     and the PostgreSQL store alone, without Kafka or a forwarder."""
@@ -161,12 +143,14 @@ async def projection(bench: Bench, runs: int) -> list[Row]:
         n += 1
         return await _project(bench, f"sqlite:///{bench.workdir / f'projection-{n}.db'}", None, count)
 
+    status = await asyncio.to_thread(LocalPostgres().start)
+
     async def postgres() -> dict[str, float]:
-        async with _postgres_schema() as (url, schema):
+        async with postgres_schema(status) as (url, schema):
             return await _project(bench, url, schema, count)
 
     async def postgres_alone() -> dict[str, float]:
-        async with _postgres_schema() as (url, schema):
+        async with postgres_schema(status) as (url, schema):
             return await _store_alone(url, schema, count)
 
     on_sqlite = await median_of(runs, sqlite)

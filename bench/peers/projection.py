@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from bench.harness import Bench
+from bench.harness import Bench, postgres_schema
 from bench.peers.forwarders import check_running, merlin_forwarders
 from bench.peers.worker import ConnectWorker
 from kernel.settings import KafkaSettings
@@ -140,11 +140,7 @@ async def merlin(
     As the projection scenario, but with forwarder processes; their start-up is in the figure,
     as the connector's is in Debezium's. Their group's id starts with ``prefix``.
     """
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    url = postgres.url("merlin_test")
-    db = await asyncpg.connect(postgres.url("merlin_test", driver="postgresql"))
-    await db.execute(f'CREATE SCHEMA "{schema}"')
-    try:
+    async with postgres_schema(postgres) as (url, schema):
         await upgrade(url, schema)
         services = bench.services(url, schema, kafka=kafka)
         reads = ReadStore(create_engine(url, schema=schema), kafka.events_topic)
@@ -168,7 +164,4 @@ async def merlin(
         finally:
             services.stop_all()
             await reads.close()
-    finally:
-        await db.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await db.close()
     return {"events_per_second": count / (now - started), "first_row_s": (first or now) - started}
