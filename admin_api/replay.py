@@ -21,9 +21,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from kernel.errors import InfrastructureError
 from kernel.settings import ClientConfig
+from webhooks.calls import Send
 from webhooks.dead_letters import DELIVERY_STAGE, header_map
 from webhooks.endpoints import Endpoint
-from webhooks.sending import Deliverer, DeliveryFailed, Send
+from webhooks.sending import Deliverer, DeliveryFailed
 
 
 @dataclass(frozen=True, slots=True)

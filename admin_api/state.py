@@ -16,10 +16,10 @@ from admin_api.settings import AdminApiSettings
 from kernel.control import PAUSED, ControlLog, ControlWriter, key
 from kernel.producer import AsyncProducer
 from kernel.settings import KafkaSettings
+from webhooks.calls import HttpSend
 from webhooks.catalog import ENDPOINT, decode, shown
 from webhooks.endpoints import Endpoint, load_endpoints
 from webhooks.given import define_given
-from webhooks.sending import AiohttpSend
 from webhooks.settings import EndpointsSettings
 
 log = structlog.get_logger()
@@ -42,7 +42,7 @@ class AdminApi:
         self._control: ControlLog | None = None
         self._writer: ControlWriter | None = None
         self._groups: Groups | None = None
-        self._send: AiohttpSend | None = None
+        self._send: HttpSend | None = None
 
     @classmethod
     def of(cls, request: Request) -> AdminApi:
@@ -60,7 +60,7 @@ class AdminApi:
         given = load_endpoints(self.settings.endpoints_file)
         await define_given(given, control, self._writer, self.box, self.endpoint_settings.allow_private)
         self._groups = Groups(self.kafka.client(), self.kafka.events_topic)
-        self._send = AiohttpSend(64, allow_private=self.endpoint_settings.allow_private)
+        self._send = HttpSend(64, allow_private=self.endpoint_settings.allow_private)
         try:
             yield
         finally:
@@ -82,7 +82,7 @@ class AdminApi:
         return _running(self._groups)
 
     @property
-    def send(self) -> AiohttpSend:
+    def send(self) -> HttpSend:
         return _running(self._send)
 
     def record(self, name: str) -> dict[str, Any]:

@@ -43,10 +43,11 @@ from read_store.migrate import upgrade
 from read_store.reader import ReadStore
 from read_store.settings import ReadStoreSettings
 from read_store.writer import ProjectionStore
+from webhooks.calls import HttpSend
 from webhooks.dead_letters import DeadLetters
 from webhooks.endpoints import Endpoint, load_endpoints
 from webhooks.given import define_given
-from webhooks.sending import AiohttpSend, Deliverer
+from webhooks.sending import Deliverer
 from webhooks.settings import EndpointsSettings
 
 log = structlog.get_logger()
@@ -150,7 +151,7 @@ class Forwarder:
         producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True}))
         control = ControlLog(self.kafka)
         health = Health(self.metrics, settings.poll_timeout, store.ping, lambda: producer.ready(topic))
-        send = AiohttpSend(allow_private=self.endpoint_settings.allow_private)
+        send = HttpSend(allow_private=self.endpoint_settings.allow_private)
         try:
             async with contextlib.AsyncExitStack() as operations:
                 if settings.metrics_port:
@@ -203,7 +204,7 @@ class Forwarder:
         producer: AsyncProducer,
         store: ProjectionStore,
         reads: ReadStore,
-        send: AiohttpSend,
+        send: HttpSend,
         health: Health,
         operations: contextlib.AsyncExitStack,
     ) -> None:

@@ -6,16 +6,27 @@ each test gets its own topics and its own PostgreSQL schema.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import asyncpg
 import pytest
+import uvloop
 
 from kernel.settings import KafkaSettings
 from kernel.topics import delete_topics, ensure_topics
 from merlin.local import LocalKafka, LocalPostgres
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests marked ``every_loop`` run on uvloop too: its transports differ from asyncio's."""
+    if item.get_closest_marker("every_loop") is None:
+        return {"asyncio": asyncio.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

@@ -12,15 +12,14 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any
 
-import aiohttp
 import backoff
 from standardwebhooks import Webhook
 
 from domain.envelope import format_time
+from webhooks.calls import CallFailed, Send
 from webhooks.endpoints import Endpoint
-from webhooks.url_safety import connector_options
 
 _RETRYABLE_STATUSES = frozenset({408, 429})
 
@@ -79,68 +78,6 @@ def _waits(base: float, cap: float) -> Any:
             failure = yield delay
 
     return generator
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    status: int
-    retry_after: str | None = None  # the Retry-After header, as sent
-
-
-class CallFailed(Exception):
-    """The call got no answer: refused, reset, or (``timed_out``) too slow."""
-
-    def __init__(self, reason: str, timed_out: bool = False) -> None:
-        super().__init__(reason)
-        self.timed_out = timed_out
-
-
-class Send(Protocol):
-    async def __call__(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answer: ...
-
-
-# What is read of an endpoint's answer: its status and headers are what count; a body past this
-# is not read (the connection is closed rather than drained into memory).
-ANSWER_BODY_CAP = 64 * 1024
-
-
-class AiohttpSend:
-    """POSTs through one pooled aiohttp session; never to inner addresses unless ``allow_private``.
-
-    aiohttp, not httpx, because delivery is the forwarder's hottest loop: with a
-    hundred calls in flight, httpx's pool cost about 900 µs of CPU per call and
-    aiohttp about 100 µs (measured against the same local downstream).
-    """
-
-    def __init__(self, connections: int = 0, allow_private: bool = False) -> None:
-        # Each endpoint's dispatcher bounds its own calls in flight; 0 here means no other bound.
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=connections, **connector_options(allow_private)),
-            cookie_jar=aiohttp.DummyCookieJar(),  # each delivery stands alone: no cookies carried over
-            auto_decompress=False,
-        )
-
-    async def __call__(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answer:
-        try:
-            async with self.session.post(
-                url, data=body, headers=headers, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as response:  # fmt: skip
-                read = 0
-                # The connection goes back to the pool only once drained; past the cap it is closed.
-                async for chunk in response.content.iter_chunked(16 * 1024):
-                    read += len(chunk)
-                    if read > ANSWER_BODY_CAP:
-                        response.close()
-                        break
-                return Answer(response.status, response.headers.get("Retry-After"))
-        except TimeoutError as exc:
-            raise CallFailed(f"timeout after {timeout:g} s", timed_out=True) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise CallFailed(f"{type(exc).__name__}: {exc}") from exc
-
-    async def close(self) -> None:
-        await self.session.close()
 
 
 class Deliverer:

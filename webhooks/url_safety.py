@@ -1,7 +1,7 @@
 """Where an endpoint may send: public addresses only, unless private ones are allowed (development, tests).
 
 An endpoint's URL is checked when it is defined (its name resolved) and again
-whenever a connection is made (``PublicResolver``), so a name that later
+whenever a connection is made (``addresses``), so a name that later
 resolves to an inner address (DNS rebinding) is refused too. IPv4 addresses
 carried inside IPv6 ones (mapped, compatible, 6to4, NAT64, Teredo) are checked
 as the IPv4 address they reach.
@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from typing import Any
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 from pydantic import HttpUrl
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -100,26 +97,19 @@ async def check_url(url: HttpUrl, allow_private: bool) -> None:
         await check_host(url.host or "")
 
 
-class PublicResolver(AbstractResolver):
-    """aiohttp's resolver, refusing names that resolve to any address ``refusal`` names."""
+async def addresses(host: str, port: int, allow_private: bool) -> list[tuple[socket.AddressFamily, str]]:
+    """Where a new connection to ``host`` may go: every address it resolves to, once all are checked.
 
-    def __init__(self) -> None:
-        self._inner = ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        found = await self._inner.resolve(host, port, family)
-        try:
-            _check(host, [str(result["host"]) for result in found])
-        except UnsafeAddress as exc:
-            raise OSError(f"refused: {exc}") from None
-        return found
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-def connector_options(allow_private: bool) -> dict[str, Any]:
-    """Keyword arguments for aiohttp's TCPConnector: the checking resolver unless private ones are allowed."""
-    return {} if allow_private else {"resolver": PublicResolver()}
+    Raise UnsafeAddress if any is one merlin does not send to (unless ``allow_private``), and
+    OSError if the name does not resolve.
+    """
+    literal = _literal(host)
+    if literal is not None:
+        if not allow_private:
+            check_literal(host)
+        return [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, str(literal))]
+    found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    places = list(dict.fromkeys((socket.AddressFamily(info[0]), str(info[4][0])) for info in found))
+    if not allow_private:
+        _check(host, [address for _, address in places])
+    return places

@@ -17,7 +17,7 @@ from forwarder.source import Batch, Consumed, RevokeHandler
 from kernel.records import Header
 from read_store.projection import Changes, Record, Snapshot, project
 from read_store.writer import StoreRefused
-from webhooks.sending import Answer
+from webhooks.calls import Answer
 
 TOPIC = "merlin.events"
 

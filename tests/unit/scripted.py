@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from webhooks.sending import Answer, CallFailed
+from webhooks.calls import Answer, CallFailed
 
 
 @dataclass

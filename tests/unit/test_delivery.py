@@ -6,8 +6,9 @@ import pytest
 from standardwebhooks import Webhook
 
 from tests.unit.scripted import Call, Scripted
+from webhooks.calls import CallFailed
 from webhooks.endpoints import Endpoint, RetryPolicy
-from webhooks.sending import CallFailed, Deliverer, DeliveryFailed, _Retryable, _waits
+from webhooks.sending import Deliverer, DeliveryFailed, _Retryable, _waits
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 BODY = b'{"event_id": "e1", "payload": {"body": "hi"}}'

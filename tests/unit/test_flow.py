@@ -40,9 +40,10 @@ from tests.unit.fakes import (
     until,
 )
 from tests.unit.scripted import Scripted
+from webhooks.calls import Send
 from webhooks.dead_letters import DeadLetters
 from webhooks.endpoints import Endpoint
-from webhooks.sending import Deliverer, Send
+from webhooks.sending import Deliverer
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 DLQ = "merlin.dead-letters"

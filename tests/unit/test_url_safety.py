@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from typing import Any
 
 import pytest
-from aiohttp.abc import ResolveResult
 
-from webhooks.url_safety import PublicResolver, UnsafeAddress, check_host, refusal
+from webhooks.url_safety import UnsafeAddress, addresses, check_host, refusal
 
 
 @pytest.mark.parametrize(
@@ -58,18 +58,30 @@ async def test_a_name_that_does_not_resolve_is_refused() -> None:
         await check_host("no-such-host.invalid")
 
 
-class _Rebinding:
+async def _rebound(host: str, port: int, **_: Any) -> list[tuple[Any, ...]]:
     """A resolver whose answer changed since the endpoint was checked."""
-
-    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
-        return [
-            ResolveResult(hostname=host, host=address, port=port, family=family, proto=0, flags=0)
-            for address in ("93.184.216.34", "10.0.0.1")
-        ]
+    return [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))
+        for address in ("93.184.216.34", "10.0.0.1")
+    ]
 
 
-async def test_at_connect_time_a_name_resolving_to_an_inner_address_is_refused() -> None:
-    resolver = PublicResolver()
-    resolver._inner = _Rebinding()  # type: ignore[assignment]
-    with pytest.raises(OSError, match=r"refused: hooks\.example resolves to 10\.0\.0\.1, which is private"):
-        await resolver.resolve("hooks.example", 443)
+async def test_at_connect_time_a_name_resolving_to_an_inner_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", _rebound)
+    with pytest.raises(UnsafeAddress, match=r"hooks\.example resolves to 10\.0\.0\.1, which is private"):
+        await addresses("hooks.example", 443, allow_private=False)
+    assert await addresses("hooks.example", 443, allow_private=True) == [
+        (socket.AF_INET, "93.184.216.34"),
+        (socket.AF_INET, "10.0.0.1"),
+    ]
+
+
+async def test_at_connect_time_an_inner_literal_is_refused_and_a_name_is_resolved() -> None:
+    with pytest.raises(UnsafeAddress, match="is loopback"):
+        await addresses("127.0.0.1", 80, allow_private=False)
+    with pytest.raises(UnsafeAddress, match=r"localhost resolves to .* loopback"):
+        await addresses("localhost", 80, allow_private=False)
+    assert (socket.AF_INET, "127.0.0.1") in await addresses("localhost", 80, allow_private=True)
+    assert await addresses("::1", 80, allow_private=True) == [(socket.AF_INET6, "::1")]
