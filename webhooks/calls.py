@@ -10,9 +10,11 @@ What it keeps of a general client: TLS with the system's trust store and the
 host name checked; every address a name resolves to checked on each new
 connection unless private ones are allowed (``url_safety``); one timeout over
 the whole call (resolving, connecting, sending, answering); answers read to
-their end before a connection is used again, or the connection closed; a kept
-connection the server closed meanwhile retried once on a new one (the call has
-not reached the endpoint); idle connections closed after ``keepalive`` seconds.
+their end before a connection is used again, or the connection closed; a call
+on a kept connection that closes before any byte of an answer made once more on
+a new one (most likely the server had closed it while idle; if the endpoint did
+get the first, the second carries the same idempotency key); idle connections
+closed after ``keepalive`` seconds.
 """
 
 from __future__ import annotations
@@ -259,7 +261,7 @@ class HttpSend:
             try:
                 return await self._exchange(kept, way, data)
             except _Stale:
-                pass  # the server closed it while it was idle: the call never reached the endpoint
+                pass  # most likely closed by the server while idle: once more, on a new connection
         try:
             return await self._exchange(await self._connect(way), way, data)
         except _Stale as exc:
