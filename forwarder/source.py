@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from kernel.records import RawRecord
 from read_store.projection import Changes, Record
@@ -19,9 +19,9 @@ from read_store.projection import Changes, Record
 RevokeHandler = Callable[[list[int], bool], Coroutine[Any, Any, dict[int, int]]]
 
 
-@dataclass(frozen=True, slots=True)
-class Consumed:
-    """One fetched record, decoded on the consumer thread, off the event loop."""
+class Consumed(NamedTuple):
+    """One fetched record, decoded on the consumer thread, off the event loop (a named tuple: one
+    is made per record)."""
 
     record: Record
     message: RawRecord

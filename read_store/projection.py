@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 from uuid import UUID
 
 from domain import CommandRejected, Event, Message, evolve, is_duplicate
 
 MessageKey = tuple[str, UUID]
+# Record, ProjectedMessage and Outcome are made several times per event: as named tuples they
+# stay immutable and cost half of what a frozen dataclass does to build.
 # The outcome code of an event whose record the read store refused to keep (e.g. a NUL character).
 STORE_REFUSED = "store_refused"
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One log record; ``event`` is None for a poison record already sent to the dead-letter topic."""
 
     partition: int
@@ -27,14 +28,12 @@ class Record:
     event: Event | None
 
 
-@dataclass(frozen=True, slots=True)
-class ProjectedMessage:
+class ProjectedMessage(NamedTuple):
     message: Message
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     event: Event
     partition: int
     offset: int
@@ -150,6 +149,6 @@ def project(
         seen[event.event_id] = True
         changes.deliverable.append(record)
         changes.outcomes.append(
-            Outcome(event, record.partition, record.offset, "applied", version=updated.version)
+            Outcome(event, record.partition, record.offset, "applied", None, None, updated.version)
         )
     return changes
