@@ -14,12 +14,12 @@ from uuid import UUID
 from domain import CommandRejected, Event, Message, evolve, is_duplicate
 
 MessageKey = tuple[str, UUID]
-# Record, ProjectedMessage and Outcome are made several times per event: as named tuples they
-# stay immutable and cost half of what a frozen dataclass does to build.
 # The outcome code of an event whose record the read store refused to keep (e.g. a NUL character).
 STORE_REFUSED = "store_refused"
 
 
+# Record, ProjectedMessage and Outcome are made once or more per event: as named tuples they stay
+# immutable and cost half of what a frozen dataclass does to build.
 class Record(NamedTuple):
     """One log record; ``event`` is None for a poison record already sent to the dead-letter topic."""
 

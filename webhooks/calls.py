@@ -287,10 +287,13 @@ class HttpSend:
         now = time.monotonic()
         while idle:
             connection = idle.pop()
-            if not connection.closed and now - connection.idle_since < self._keepalive:
+            if self._fresh(connection, now):
                 return connection
             connection.close()
         return None
+
+    def _fresh(self, connection: _Connection, now: float) -> bool:
+        return not connection.closed and now - connection.idle_since < self._keepalive
 
     def _sweep(self, now: float) -> None:
         """Close connections idle longer than ``keepalive`` (an endpoint gone leaves some behind)."""
@@ -298,9 +301,11 @@ class HttpSend:
             return
         self._swept = now
         for origin, idle in list(self._idle.items()):
-            fresh = [c for c in idle if not c.closed and now - c.idle_since < self._keepalive]
+            fresh = []
             for connection in idle:
-                if connection not in fresh:
+                if self._fresh(connection, now):
+                    fresh.append(connection)
+                else:
                     connection.close()
             if fresh:
                 self._idle[origin] = fresh

@@ -81,14 +81,10 @@ def _check(host: str, addresses: list[str]) -> None:
 
 async def check_host(host: str) -> None:
     """Raise UnsafeAddress unless ``host`` (a name or an address) reaches only public addresses."""
-    if _literal(host) is not None:
-        check_literal(host)
-        return
     try:
-        found = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        await addresses(host, 0, allow_private=False)
     except socket.gaierror as exc:
         raise UnsafeAddress(f"{host} does not resolve: {exc.strerror}") from None
-    _check(host, [str(info[4][0]) for info in found])
 
 
 async def check_url(url: HttpUrl, allow_private: bool) -> None:

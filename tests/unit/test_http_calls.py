@@ -96,6 +96,20 @@ async def serving(answer: Answer, tls: ssl.SSLContext | None = None) -> AsyncIte
         await asyncio.gather(*handlers, return_exceptions=True)
 
 
+@pytest.fixture
+async def send() -> AsyncIterator[HttpSend]:
+    """A client that may call this machine, closed after the test."""
+    client = HttpSend(allow_private=True)
+    yield client
+    await client.close()
+
+
+async def statuses(send: HttpSend, server: Server, calls: int = 2) -> list[int]:
+    """The statuses of ``calls`` calls in a row to ``server``."""
+    url = f"http://127.0.0.1:{server.port}/"
+    return [(await send(url, b"{}", {}, 5.0)).status for _ in range(calls)]
+
+
 def always(reply: bytes | None) -> Answer:
     async def answer(_: Request) -> bytes | None:
         return reply
@@ -103,13 +117,13 @@ def always(reply: bytes | None) -> Answer:
     return answer
 
 
-async def test_a_call_is_one_post_with_its_headers_and_body_and_the_connection_is_kept() -> None:
-    send = HttpSend(allow_private=True)
+async def test_a_call_is_one_post_with_its_headers_and_body_and_the_connection_is_kept(
+    send: HttpSend,
+) -> None:
     async with serving(always(OK)) as server:
         url = f"http://127.0.0.1:{server.port}/hooks/a?x=1"
         first = await send(url, b'{"n": 1}', HEADERS, 5.0)
         second = await send(url, b'{"n": 2}', HEADERS, 5.0)
-    await send.close()
     assert (first.status, second.status) == (200, 200)
     assert server.connections == 1
     head = server.requests[0].head
@@ -121,26 +135,21 @@ async def test_a_call_is_one_post_with_its_headers_and_body_and_the_connection_i
     assert [r.body for r in server.requests] == [b'{"n": 1}', b'{"n": 2}']
 
 
-async def test_credentials_in_the_url_become_basic_authorization() -> None:
-    send = HttpSend(allow_private=True)
+async def test_credentials_in_the_url_become_basic_authorization(send: HttpSend) -> None:
     async with serving(always(OK)) as server:
         await send(f"http://us%40er:p%3Ass@127.0.0.1:{server.port}/", b"{}", {}, 5.0)
-    await send.close()
     token = base64.b64encode(b"us@er:p:ss").decode()
     assert f"Authorization: Basic {token}\r\n" in server.requests[0].head
 
 
-async def test_the_status_and_retry_after_are_answered() -> None:
-    send = HttpSend(allow_private=True)
+async def test_the_status_and_retry_after_are_answered(send: HttpSend) -> None:
     busy = b"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n"
     async with serving(always(busy)) as server:
         answer = await send(f"http://127.0.0.1:{server.port}/", b"{}", {}, 5.0)
-    await send.close()
     assert (answer.status, answer.retry_after) == (503, "7")
 
 
-async def test_a_chunked_answer_is_read_to_its_end_and_an_interim_one_passed_over() -> None:
-    send = HttpSend(allow_private=True)
+async def test_a_chunked_answer_is_read_to_its_end_and_an_interim_one_passed_over(send: HttpSend) -> None:
     replies = [
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
@@ -150,41 +159,36 @@ async def test_a_chunked_answer_is_read_to_its_end_and_an_interim_one_passed_ove
         return replies.pop(0)
 
     async with serving(answer) as server:
-        url = f"http://127.0.0.1:{server.port}/"
-        statuses = [(await send(url, b"{}", {}, 5.0)).status for _ in range(2)]
-    await send.close()
-    assert statuses == [200, 204]
+        answered = await statuses(send, server)
+    assert answered == [200, 204]
     assert server.connections == 1
 
 
-async def test_an_answer_ending_with_its_connection_is_read_and_the_connection_not_kept() -> None:
-    send = HttpSend(allow_private=True)
+async def test_an_answer_ending_with_its_connection_is_read_and_the_connection_not_kept(
+    send: HttpSend,
+) -> None:
 
     async def answer(request: Request) -> bytes | None:
         return b"HTTP/1.0 202 Accepted\r\n\r\nno length" if request.connection == 0 else OK
 
     async with serving(answer) as server:
-        url = f"http://127.0.0.1:{server.port}/"
-        statuses = [(await send(url, b"{}", {}, 5.0)).status for _ in range(2)]
-    await send.close()
-    assert statuses == [202, 200]
+        answered = await statuses(send, server)
+    assert answered == [202, 200]
     assert server.connections == 2
 
 
-async def test_an_answer_past_the_cap_is_not_read_and_its_connection_is_closed() -> None:
-    send = HttpSend(allow_private=True)
+async def test_an_answer_past_the_cap_is_not_read_and_its_connection_is_closed(send: HttpSend) -> None:
     big = ANSWER_BODY_CAP * 4
     reply = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % big + b"x" * big
     async with serving(always(reply)) as server:
-        url = f"http://127.0.0.1:{server.port}/"
-        statuses = [(await send(url, b"{}", {}, 5.0)).status for _ in range(2)]
-    await send.close()
-    assert statuses == [200, 200]
+        answered = await statuses(send, server)
+    assert answered == [200, 200]
     assert server.connections == 2
 
 
-async def test_a_kept_connection_the_server_dropped_is_replaced_once_without_a_failure() -> None:
-    send = HttpSend(allow_private=True)
+async def test_a_kept_connection_the_server_dropped_is_replaced_once_without_a_failure(
+    send: HttpSend,
+) -> None:
 
     async def answer(request: Request) -> bytes | None:
         # The first connection answers once, then drops the next request unanswered.
@@ -193,26 +197,22 @@ async def test_a_kept_connection_the_server_dropped_is_replaced_once_without_a_f
 
     async with serving(answer) as server:
         url = f"http://127.0.0.1:{server.port}/"
-        statuses = [(await send(url, f'{{"n": {n}}}'.encode(), {}, 5.0)).status for n in range(2)]
-    await send.close()
-    assert statuses == [200, 200]
+        answered = [(await send(url, f'{{"n": {n}}}'.encode(), {}, 5.0)).status for n in range(2)]
+    assert answered == [200, 200]
     assert [(r.connection, r.body) for r in server.requests] == [
         (0, b'{"n": 0}'), (0, b'{"n": 1}'), (1, b'{"n": 1}'),
     ]  # fmt: skip
 
 
-async def test_a_new_connection_closed_without_an_answer_fails_the_call() -> None:
-    send = HttpSend(allow_private=True)
+async def test_a_new_connection_closed_without_an_answer_fails_the_call(send: HttpSend) -> None:
     async with serving(always(None)) as server:
         with pytest.raises(CallFailed, match="connection closed before an answer") as failed:
             await send(f"http://127.0.0.1:{server.port}/", b"{}", {}, 5.0)
-    await send.close()
     assert not failed.value.timed_out
     assert len(server.requests) == 1
 
 
-async def test_a_slow_answer_times_out_and_its_connection_is_not_used_again() -> None:
-    send = HttpSend(allow_private=True)
+async def test_a_slow_answer_times_out_and_its_connection_is_not_used_again(send: HttpSend) -> None:
     release = asyncio.Event()
 
     async def answer(request: Request) -> bytes:
@@ -226,7 +226,6 @@ async def test_a_slow_answer_times_out_and_its_connection_is_not_used_again() ->
             await send(url, b"{}", {}, 0.2)
         release.set()
         assert (await send(url, b"{}", {}, 5.0)).status == 200
-    await send.close()
     assert failed.value.timed_out
     assert server.connections == 2
 
@@ -239,21 +238,17 @@ async def test_a_slow_answer_times_out_and_its_connection_is_not_used_again() ->
         (b"HTTP/1.1 200 OK\r\n" + b"X-Padding: " + b"p" * 300_000, "answer's head longer than"),  # no end
     ],
 )
-async def test_an_answer_that_is_not_http_fails_the_call(reply: bytes, reason: str) -> None:
-    send = HttpSend(allow_private=True)
+async def test_an_answer_that_is_not_http_fails_the_call(reply: bytes, reason: str, send: HttpSend) -> None:
     async with serving(always(reply)) as server:
         with pytest.raises(CallFailed, match=reason):
             await send(f"http://127.0.0.1:{server.port}/", b"{}", {}, 5.0)
-    await send.close()
 
 
-async def test_a_refused_connection_fails_the_call() -> None:
-    send = HttpSend(allow_private=True)
+async def test_a_refused_connection_fails_the_call(send: HttpSend) -> None:
     async with serving(always(OK)) as server:
         port = server.port
     with pytest.raises(CallFailed, match=f"cannot connect to 127.0.0.1:{port}"):
         await send(f"http://127.0.0.1:{port}/", b"{}", {}, 5.0)
-    await send.close()
 
 
 async def test_inner_addresses_are_refused_before_connecting_unless_allowed() -> None:
@@ -276,11 +271,9 @@ async def test_calls_beyond_the_connection_bound_wait_for_one() -> None:
     assert server.connections == 1
 
 
-async def test_a_header_value_with_a_line_break_is_never_sent() -> None:
-    send = HttpSend(allow_private=True)
+async def test_a_header_value_with_a_line_break_is_never_sent(send: HttpSend) -> None:
     with pytest.raises(ValueError, match="line break"):
         await send("http://127.0.0.1:9/", b"{}", {"x-evil": "a\r\nInjected: yes"}, 5.0)
-    await send.close()
 
 
 # -- TLS ------------------------------------------------------------------------------------------
