@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import shutil
 import signal
@@ -26,6 +25,7 @@ from forwarder.worker import Forwarder
 from kernel.http.edge import EdgeSettings, guarded_protocol
 from kernel.logs import configure_logging
 from kernel.settings import KafkaSettings
+from merlin.heap import settle_heap
 from merlin.process_group import Child, run_group
 from read_api.app import create_app as create_read_app
 from read_api.settings import ReadApiSettings
@@ -35,16 +35,6 @@ from write_api.app import create_app as create_write_app
 from write_api.settings import WriteApiSettings
 
 log = structlog.get_logger()
-
-
-def _freeze_start_up_heap() -> None:
-    """Keep what start-up built (modules, apps, models) out of every later garbage collection.
-
-    The oldest generation's collections walked all of it, about 140,000 objects: pauses
-    of 80-110 ms that stalled the event loop and set a forwarder's delivery p99.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def _serve_http(
@@ -71,7 +61,7 @@ def _serve_http(
         # Limits and deadlines on every connection, before any app code (kernel.http.edge).
         http=guarded_protocol(EdgeSettings()),
     )
-    _freeze_start_up_heap()
+    settle_heap()
     uvicorn.Server(config).run(sockets=None if fd is None else [socket.socket(fileno=fd)])
 
 
@@ -134,7 +124,7 @@ def run_forwarder(processes: int | None = None) -> None:
         _forwarder_processes(settings, count)
         return
     forwarder = Forwarder(settings, KafkaSettings(), ReadStoreSettings())
-    _freeze_start_up_heap()
+    settle_heap()
 
     async def main() -> None:
         stop = asyncio.Event()
