@@ -6,26 +6,27 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from domain.errors import MerlinError
-from forwarder import rebuild
-from kernel.settings import KafkaSettings
-from kernel.topics import ensure_topics
 from merlin.admin_client import add_endpoints_parser
-from merlin.dev import run_dev
 from merlin.kafka_access import add_acls_parser
-from merlin.local import LocalKafka, LocalKafkaCluster, LocalPostgres
-from merlin.services import run_admin_api, run_forwarder, run_read_api, run_write_api
 from merlin.tokens import add_token_parser
-from read_store.engines import shown_url
-from read_store.migrate import upgrade
-from read_store.settings import ReadStoreSettings
+
+if TYPE_CHECKING:
+    from merlin.local import LocalKafkaCluster
+
+# Each command imports what it runs once it is chosen: all of merlin's services together take
+# over a second to import, and a forwarder's parent process (``--processes N``) starts its
+# children that much sooner without them (0.4 s to import this module, against 1.25 s).
 
 
 def _kafka(arguments: argparse.Namespace) -> int:
+    from merlin.local import LocalKafka, LocalKafkaCluster
+
     action = arguments.action
     if arguments.brokers > 1:
         return _kafka_cluster(action, LocalKafkaCluster(arguments.brokers))
@@ -62,6 +63,8 @@ def _kafka_cluster(action: str, cluster: LocalKafkaCluster) -> int:
 
 
 def _postgres(arguments: argparse.Namespace) -> int:
+    from merlin.local import LocalPostgres
+
     action = arguments.action
     postgres = LocalPostgres()
     if action == "start":
@@ -78,6 +81,9 @@ def _postgres(arguments: argparse.Namespace) -> int:
 
 
 def _topics(_arguments: argparse.Namespace) -> int:
+    from kernel.settings import KafkaSettings
+    from kernel.topics import ensure_topics
+
     settings = KafkaSettings()
     for line in asyncio.run(ensure_topics(settings)).lines():
         print(line)
@@ -85,21 +91,34 @@ def _topics(_arguments: argparse.Namespace) -> int:
 
 
 def _db(_arguments: argparse.Namespace) -> int:
+    from read_store.engines import shown_url
+    from read_store.migrate import upgrade
+    from read_store.settings import ReadStoreSettings
+
     store = ReadStoreSettings()
     asyncio.run(upgrade(store.url, store.db_schema))
     print(f"read store: {shown_url(store.url)} is up to date")
     return 0
 
 
-def _service(run: Callable[[int | None, int | None], None]) -> Callable[[argparse.Namespace], int]:
+def _service(name: str) -> Callable[[argparse.Namespace], int]:
     def handler(arguments: argparse.Namespace) -> int:
-        run(arguments.workers, arguments.fd)
+        from merlin import services
+
+        runs: dict[str, Callable[[int | None, int | None], None]] = {
+            "write-api": services.run_write_api,
+            "read-api": services.run_read_api,
+            "admin-api": services.run_admin_api,
+        }
+        runs[name](arguments.workers, arguments.fd)
         return 0
 
     return handler
 
 
 def _forwarder(arguments: argparse.Namespace) -> int:
+    from merlin.services import run_forwarder
+
     run_forwarder(arguments.processes)
     return 0
 
@@ -115,10 +134,14 @@ def _positive(text: str) -> int:
 
 
 def _dev(_arguments: argparse.Namespace) -> int:
+    from merlin.dev import run_dev
+
     return asyncio.run(run_dev())
 
 
 def _rebuild(options: argparse.Namespace) -> int:
+    from forwarder import rebuild
+
     return rebuild.run(options.to, options.schema, follow=options.follow, as_json=options.json)
 
 
@@ -126,10 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``merlin``."""
     parser = argparse.ArgumentParser(prog="merlin", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, run, summary in (
-        ("write-api", run_write_api, "serve the write API (MERLIN_WRITE_API_*)"),
-        ("read-api", run_read_api, "serve the read API (MERLIN_READ_API_*)"),
-        ("admin-api", run_admin_api, "serve the admin API (MERLIN_ADMIN_API_*, MERLIN_ADMIN_TOKEN)"),
+    for name, summary in (
+        ("write-api", "serve the write API (MERLIN_WRITE_API_*)"),
+        ("read-api", "serve the read API (MERLIN_READ_API_*)"),
+        ("admin-api", "serve the admin API (MERLIN_ADMIN_API_*, MERLIN_ADMIN_TOKEN)"),
     ):
         service = commands.add_parser(name, help=summary)
         service.add_argument(
@@ -138,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
             "_WORKERS, 1)",
         )  # fmt: skip
         service.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a worker's inherited socket
-        service.set_defaults(handler=_service(run), action=name)
+        service.set_defaults(handler=_service(name), action=name)
     dev = commands.add_parser(
         "dev", help="local Kafka + topics + SQLite migrations + all four services; Ctrl-C stops"
     )

@@ -13,26 +13,20 @@ from collections.abc import Callable
 from functools import partial
 
 import structlog
-import uvicorn
-import uvloop
 
-from admin_api.app import create_app as create_admin_app
 from admin_api.settings import AdminApiSettings
 from domain.errors import MerlinError
 from forwarder.settings import ForwarderSettings
 from forwarder.supervisor import BackoffPolicy, SupervisorGaveUp
-from forwarder.worker import Forwarder
-from kernel.http.edge import EdgeSettings, guarded_protocol
 from kernel.logs import configure_logging
-from kernel.settings import KafkaSettings
 from merlin.heap import settle_heap
 from merlin.process_group import Child, run_group
-from read_api.app import create_app as create_read_app
 from read_api.settings import ReadApiSettings
-from read_store.migrate import upgrade
 from read_store.settings import ReadStoreSettings
-from write_api.app import create_app as create_write_app
 from write_api.settings import WriteApiSettings
+
+# The apps, the forwarder, uvicorn and the migrations are imported by the function that runs
+# them: a parent of worker processes imports none of them, and each process only its own.
 
 log = structlog.get_logger()
 
@@ -46,6 +40,10 @@ def _serve_http(
     if workers > 1 and fd is None:
         _http_workers(host, port, service, workers)
         return
+    import uvicorn
+
+    from kernel.http.edge import EdgeSettings, guarded_protocol
+
     config = uvicorn.Config(
         build(),  # type: ignore[arg-type]
         host=host,
@@ -92,22 +90,28 @@ def _http_workers(host: str, port: int, service: str, workers: int) -> None:
 
 def run_write_api(workers: int | None = None, fd: int | None = None) -> None:
     """Serve the write API until stopped."""
+    from write_api.app import create_app
+
     settings = WriteApiSettings()
-    build = partial(create_write_app, settings)
+    build = partial(create_app, settings)
     _serve_http(build, settings.host, settings.port, "write_api", workers or settings.workers, fd)
 
 
 def run_read_api(workers: int | None = None, fd: int | None = None) -> None:
     """Serve the read API until stopped."""
+    from read_api.app import create_app
+
     settings = ReadApiSettings()
-    build = partial(create_read_app, settings)
+    build = partial(create_app, settings)
     _serve_http(build, settings.host, settings.port, "read_api", workers or settings.workers, fd)
 
 
 def run_admin_api(workers: int | None = None, fd: int | None = None) -> None:
     """Serve the admin API until stopped."""
+    from admin_api.app import create_app
+
     settings = AdminApiSettings()
-    build = partial(create_admin_app, settings)
+    build = partial(create_app, settings)
     _serve_http(build, settings.host, settings.port, "admin_api", workers or settings.workers, fd)
 
 
@@ -123,6 +127,11 @@ def run_forwarder(processes: int | None = None) -> None:
     if count > 1:
         _forwarder_processes(settings, count)
         return
+    import uvloop
+
+    from forwarder.worker import Forwarder
+    from kernel.settings import KafkaSettings
+
     forwarder = Forwarder(settings, KafkaSettings(), ReadStoreSettings())
     settle_heap()
 
@@ -151,6 +160,8 @@ def _forwarder_processes(settings: ForwarderSettings, count: int) -> None:
             f"MERLIN_FORWARDER_METRICS_PORT + {count - 1} is past 65535: no port for each process"
         )
     if settings.migrate_on_start:  # once, here: children migrating at once would race
+        from read_store.migrate import upgrade
+
         store = ReadStoreSettings()
         asyncio.run(upgrade(store.url, store.db_schema))
 
