@@ -38,7 +38,12 @@ from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import orjson
-from asyncpg.exceptions import DataError, IntegrityConstraintViolationError, PostgresError
+from asyncpg.exceptions import (
+    DataError,
+    IntegrityConstraintViolationError,
+    PostgresError,
+    UniqueViolationError,
+)
 from sqlalchemy import ColumnElement, Connection, Engine, String, event, type_coerce
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import URL, make_url
@@ -70,6 +75,7 @@ NUL_REFUSED = "the read store cannot keep a NUL character (U+0000)"
 # SQLite's CHECK against NUL in a message body (migration 0003).
 SQLITE_NO_NUL = "ck_messages_body_no_nul"
 _WRITER_CACHE_KIB = 64 * 1024
+_SQLITE_CLASHES = (sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE)
 
 
 class Connections(Protocol):
@@ -168,6 +174,10 @@ class Dialect:
         """A time the store kept, as the API shows it: RFC 3339 UTC, as ``format_time`` gives."""
         return format_time(self.read_time(stored))
 
+    def clash(self, error: BaseException) -> bool:
+        """Whether ``error`` is a write that clashed with a kept row's primary or unique key."""
+        raise NotImplementedError
+
     def refusal(self, error: BaseException) -> str | None:
         """Why the store refuses the data for good, when ``error`` says so; None when a retry may pass."""
         raise NotImplementedError
@@ -186,8 +196,13 @@ class PostgreSQL(Dialect):
         f"SELECT {_MESSAGE_LIST} FROM messages WHERE (room_id, message_id)"
         " IN (SELECT * FROM unnest($1::text[], $2::uuid[]))"
     )
-    rooms_sql = "SELECT room_id, last_seq FROM rooms WHERE room_id = ANY($1::text[])"
-    outcomes_sql = "SELECT event_id, status, code FROM event_outcomes WHERE event_id = ANY($1::uuid[])"
+    # ``IN (SELECT unnest(…))``, not ``= ANY(…)``: over a long list, the planner would scan the
+    # whole table for ``ANY`` (every batch, however big the store), and probes the key's index
+    # for each value here.
+    rooms_sql = "SELECT room_id, last_seq FROM rooms WHERE room_id IN (SELECT unnest($1::text[]))"
+    outcomes_sql = (
+        "SELECT event_id, status, code FROM event_outcomes WHERE event_id IN (SELECT unnest($1::uuid[]))"
+    )
     has_schemas = True
 
     def store_ids(self, values: list[UUID]) -> Sequence[UUID]:
@@ -203,15 +218,15 @@ class PostgreSQL(Dialect):
         )
 
     def refusal(self, error: BaseException) -> str | None:
-        # SQLAlchemy's asyncpg adapter wraps the driver's error: the class that tells is its cause
-        # (or the error itself, from a COPY).
-        orig = getattr(error, "orig", None)
-        cause = orig if isinstance(orig, PostgresError) else getattr(orig, "__cause__", None)
+        cause = _postgres_cause(error)
         if not isinstance(cause, DataError | IntegrityConstraintViolationError):
             return None
         if cause.sqlstate == "22021" and "0x00" in str(cause):
             return NUL_REFUSED
         return f"{cause} (SQLSTATE {cause.sqlstate})"
+
+    def clash(self, error: BaseException) -> bool:
+        return isinstance(_postgres_cause(error), UniqueViolationError)
 
     def create_schema(self, connection: Connection, schema: str) -> None:
         quoted = connection.dialect.identifier_preparer.quote_identifier(schema)
@@ -313,6 +328,10 @@ class SQLite(Dialect):
             return None
         return NUL_REFUSED if SQLITE_NO_NUL in str(cause) else str(cause)
 
+    def clash(self, error: BaseException) -> bool:
+        cause = getattr(error, "orig", None)
+        return isinstance(cause, sqlite3.IntegrityError) and cause.sqlite_errorcode in _SQLITE_CLASHES
+
     def create_schema(self, connection: Connection, schema: str) -> None:
         raise ValueError("a SQLite read store has no schemas: its file is its own")
 
@@ -341,6 +360,13 @@ def dialect_of(url: str | URL) -> Dialect:
         return _DIALECTS[backend]
     except KeyError:
         raise ValueError(f"the read store runs on SQLite or PostgreSQL, not {backend}") from None
+
+
+def _postgres_cause(error: BaseException) -> BaseException | None:
+    # SQLAlchemy's asyncpg adapter wraps the driver's error: the class that tells is its cause
+    # (or the error itself, from a COPY).
+    orig = getattr(error, "orig", None)
+    return orig if isinstance(orig, PostgresError) else getattr(orig, "__cause__", None)
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 from uuid import UUID
 
-from domain import CommandRejected, Event, Message, evolve, is_duplicate
+from domain import CommandRejected, Event, Message, MessageCreated, MessageUpdated, evolve, is_duplicate
 
 MessageKey = tuple[str, UUID]
 # The outcome code of an event whose record the read store refused to keep (e.g. a NUL character).
@@ -78,15 +78,55 @@ class Changes:
         )
 
 
-def keys_of(records: Sequence[Record]) -> tuple[set[MessageKey], set[str], set[UUID], set[int]]:
-    """The message keys, rooms, event ids and partitions a batch touches."""
-    events = [record.event for record in records if record.event is not None]
-    return (
-        {(event.room_id, event.message_id) for event in events},
-        {event.room_id for event in events},
-        {event.event_id for event in events},
-        {record.partition for record in records},
-    )
+class Lookups(NamedTuple):
+    """What the projection of a batch reads from the store, besides its partitions' positions."""
+
+    keys: set[MessageKey]  # messages
+    rooms: set[str]  # last seqs
+    event_ids: set[UUID]  # outcomes
+
+
+def partitions_of(records: Sequence[Record]) -> set[int]:
+    """The partitions a batch comes from: their positions are read (and locked) first."""
+    return {record.partition for record in records}
+
+
+def lookups(records: Sequence[Record], positions: Mapping[int, int], *, assume_new: bool) -> Lookups:
+    """What the projection of ``records`` must read from the store, given its ``positions``.
+
+    Assuming new, it reads less: every event past its position is taken to have an id never
+    seen, and every create a message not stored yet. Only the messages that updates change
+    and the outcomes of replayed records (delivered again if applied) are read. The store's
+    primary keys check the assumption: a wrong one makes the batch's writes clash.
+    """
+    keys: set[MessageKey] = set()
+    rooms: set[str] = set()
+    event_ids: set[UUID] = set()
+    for record in records:
+        event = record.event
+        if event is None:
+            continue
+        rooms.add(event.room_id)
+        replayed = record.offset <= positions.get(record.partition, -1)
+        if not assume_new or replayed:
+            event_ids.add(event.event_id)
+        if not assume_new or (not replayed and isinstance(event, MessageUpdated)):
+            keys.add((event.room_id, event.message_id))
+    return Lookups(keys, rooms, event_ids)
+
+
+def breaks_assumption(records: Sequence[Record], snapshot: Snapshot) -> bool:
+    """Whether ``snapshot`` holds what ``lookups`` assuming new would take as absent: the id of an
+    event past its position, or the message of a create."""
+    for record in records:
+        event = record.event
+        if event is None or record.offset <= snapshot.positions.get(record.partition, -1):
+            continue
+        if event.event_id in snapshot.seen_event_ids:
+            return True
+        if isinstance(event, MessageCreated) and (event.room_id, event.message_id) in snapshot.messages:
+            return True
+    return False
 
 
 def project(

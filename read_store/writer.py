@@ -22,7 +22,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain import Message
 from kernel.errors import InfrastructureError
 from read_store.dialect import MESSAGE_COLUMNS, Rows, dialect_of
-from read_store.projection import Changes, Outcome, ProjectedMessage, Record, Snapshot, keys_of, project
+from read_store.projection import (
+    Changes,
+    Outcome,
+    ProjectedMessage,
+    Record,
+    Snapshot,
+    breaks_assumption,
+    lookups,
+    partitions_of,
+    project,
+)
 from read_store.schema import applied_positions
 
 # Each write is one multi-row write of tuples (how is the dialect's). Messages and outcomes the
@@ -65,6 +75,7 @@ class ProjectionStore:
         self._dialect = dialect_of(engine.url)
         self._connections = self._dialect.connections(engine, writer=True)
         self._sql = {sql: self._dialect.sql(sql) for sql in (_POSITIONS, _MOVE_POSITION)}
+        self._assume_new = True  # see ``apply``
 
     async def load_positions(self) -> dict[int, int]:
         """The last applied offset of every partition the store has seen."""
@@ -81,14 +92,34 @@ class ProjectionStore:
         Raise StoreRefused when the store refuses the data for good; any other error
         (a lost connection, a lock, a full disk) may pass on retry. ``refused`` records
         are rejected with their reason instead of applied (see ``project``).
+
+        While batches hold only new events, each is projected assuming so (``lookups``),
+        which spares the store most of its reads. When the assumption is wrong the writes
+        clash, the transaction is rolled back and the batch is projected again reading
+        everything; so are the next batches, until one would not have clashed.
         """
         if not records:
             return Changes()
+        if self._assume_new:
+            changes = await self._transaction(records, refused, assume_new=True)
+            if changes is not None:
+                return changes
+            self._assume_new = False
+        changes = await self._transaction(records, refused, assume_new=False)
+        assert changes is not None, "only a batch projected assuming new can clash"
+        return changes
+
+    async def _transaction(
+        self, records: Sequence[Record], refused: Mapping[tuple[int, int], str] | None, *, assume_new: bool
+    ) -> Changes | None:
+        """The batch's changes, written; None if, assuming new, they clashed with kept rows."""
         try:
             return await self._connections.transaction(
-                lambda connection: self._apply(connection, records, refused)
+                lambda connection: self._apply(connection, records, refused, assume_new)
             )
         except DBAPIError as error:
+            if assume_new and self._dialect.clash(error):
+                return None
             reason = self._dialect.refusal(error)
             if reason is None:
                 raise
@@ -103,16 +134,22 @@ class ProjectionStore:
         await self._connections.close()
 
     def _apply(
-        self, connection: Connection, records: Sequence[Record], refused: Mapping[tuple[int, int], str] | None
+        self,
+        connection: Connection,
+        records: Sequence[Record],
+        refused: Mapping[tuple[int, int], str] | None,
+        assume_new: bool,
     ) -> Changes:
-        snapshot = self._snapshot(connection, records)
+        snapshot = self._snapshot(connection, records, assume_new)
+        if not assume_new and not breaks_assumption(records, snapshot):
+            self._assume_new = True  # for the next batch
         changes = project(records, snapshot, refused)
         self._write(connection, changes, snapshot)
         return changes
 
-    def _snapshot(self, connection: Connection, records: Sequence[Record]) -> Snapshot:
+    def _snapshot(self, connection: Connection, records: Sequence[Record], assume_new: bool) -> Snapshot:
         dialect, run = self._dialect, connection.exec_driver_sql
-        keys, room_ids, event_ids, partitions = keys_of(records)
+        partitions = partitions_of(records)
         now = dialect.store_time(datetime.now(UTC))
         run(self._sql[_POSITIONS], [(self.topic, partition, -1, now) for partition in partitions])
         # On PostgreSQL, lock the positions: a projector that lost the partitions in a
@@ -121,6 +158,7 @@ class ProjectionStore:
         snapshot = Snapshot(
             positions=dict(run(dialect.positions_sql, (self.topic, *dialect.lists(list(partitions)))).all())
         )
+        keys, room_ids, event_ids = lookups(records, snapshot.positions, assume_new=assume_new)
         if keys:
             rooms, ids = [room for room, _ in keys], [message_id for _, message_id in keys]
             for row in run(dialect.messages_sql, dialect.lists(rooms, ids)):

@@ -96,6 +96,7 @@ class ReadStoreContract:
         again = await projection.apply(batch)
         assert again.replayed == 2
         assert not again.outcomes
+        assert again.deliverable == batch  # applied before: delivered again
         message = await reads.message("r1", str(first.message_id))
         assert message is not None
         assert message["version"] == 2
@@ -131,6 +132,32 @@ class ReadStoreContract:
         clash_outcome = await reads.outcome(str(clash.event_id))
         assert clash_outcome is not None
         assert clash_outcome["rejection"]["code"] == "conflict"
+
+    async def test_events_stored_in_earlier_batches_are_caught_however_the_batch_is_read(
+        self, stores: tuple[ProjectionStore, ReadStore]
+    ) -> None:
+        """A batch is first written assuming its events new; one repeating what the store holds
+        clashes, is rolled back and read whole, and the batches after it still apply."""
+        projection, reads = stores
+        first = created("r1", "a")
+        await projection.apply(records([first]))
+        retry = MessageCreated(uuid.uuid4(), "r1", first.message_id, "u1", "a", T0)
+        clash = MessageCreated(uuid.uuid4(), "r1", first.message_id, "u1", "other", T0)
+        second, edit = created("r1", "b"), updated(first, "a2", expected=1)
+        changes = await projection.apply(records([first, second, retry, clash, edit], start=1))
+        assert changes.replayed == 1  # ``first`` again, under its own event id
+        assert [(o.event, o.status, o.code) for o in changes.outcomes] == [
+            (second, "applied", None),
+            (retry, "applied", "duplicate"),
+            (clash, "rejected", "conflict"),
+            (edit, "applied", None),
+        ]
+        resent = await projection.apply(records([second], start=6))
+        assert (resent.replayed, resent.outcomes) == (1, [])
+        await projection.apply(records([created("r1", "c")], start=7))
+        page = await reads.page("r1", None, None, 10)
+        assert [(m["body"], m["version"], m["seq"]) for m in page] == [("a2", 2, 1), ("b", 1, 2), ("c", 1, 3)]
+        assert await reads.positions() == {0: 7}
 
     async def test_poison_records_move_the_position(self, stores: tuple[ProjectionStore, ReadStore]) -> None:
         projection, reads = stores

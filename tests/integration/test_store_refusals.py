@@ -125,10 +125,9 @@ async def test_postgresql_stopped_for_20_s_mid_stream_dead_letters_nothing_and_a
     kafka, postgres = postgres_services.kafka, LocalPostgres()
     rooms = [f"room-{n}" for n in range(5)]
     backlog = [event(rooms[n % 5], f"m{n}") for n in range(20_000)]
-    written = produce(kafka, backlog)
-    last: dict[int, int] = {}
-    for position in written:
-        last[position.partition] = max(last.get(position.partition, -1), position.offset)
+    # The rest of the backlog is written once the positions are held: however fast the projector,
+    # its next batch then waits on them.
+    written = produce(kafka, backlog[:2_000])
     # Small batches: many transactions, so the stop lands in the middle of one.
     forwarder = postgres_services.forwarder(MERLIN_FORWARDER_BATCH_MAX="200")
     reads = ReadStore(
@@ -145,25 +144,32 @@ async def test_postgresql_stopped_for_20_s_mid_stream_dead_letters_nothing_and_a
         # stopping the server now kills a batch in flight, not an idle connection.
         dsn = postgres_services.store_url.replace("+asyncpg", "")
         holder = await asyncpg.connect(dsn)
-        holder_tx = holder.transaction()
-        await holder_tx.start()
-        await holder.execute(f'SELECT * FROM "{postgres_services.store_schema}".positions FOR UPDATE')
+        try:
+            holder_tx = holder.transaction()
+            await holder_tx.start()
+            await holder.execute(f'SELECT * FROM "{postgres_services.store_schema}".positions FOR UPDATE')
+            written += produce(kafka, backlog[2_000:])
 
-        async def projector_waiting() -> bool | None:
-            waiting = await holder.fetchval(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-            )
-            return True if waiting else None
+            async def projector_waiting() -> bool | None:
+                waiting = await holder.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+                return True if waiting else None
 
-        await eventually(projector_waiting, 30, "a batch waiting inside its transaction")
-        await asyncio.to_thread(postgres.stop)
-        holder.terminate()
+            await eventually(projector_waiting, 30, "a batch waiting inside its transaction")
+            await asyncio.to_thread(postgres.stop)
+        finally:
+            holder.terminate()  # else, after a failure, the schema's teardown would wait on its lock
         try:
             await asyncio.sleep(20)  # the outage itself, not a wait for a result
             assert forwarder.process.poll() is None, forwarder.output()
         finally:
             await asyncio.to_thread(postgres.start)
+
+        last: dict[int, int] = {}
+        for position in written:
+            last[position.partition] = max(last.get(position.partition, -1), position.offset)
 
         async def caught_up() -> bool | None:
             return all([await reads.wait_for(Position(p, o), 0.5) for p, o in last.items()]) or None

@@ -19,6 +19,8 @@ from read_store.projection import (
     ProjectedMessage,
     Record,
     Snapshot,
+    breaks_assumption,
+    lookups,
     project,
 )
 from tests.unit.strategies import events
@@ -526,3 +528,39 @@ def test_then_of_two_consecutive_projections_is_one_projection(split: tuple[list
     first = project(records[:cut], Snapshot())
     second = project(records[cut:], stored_after(Snapshot(), first))
     assert first.then(second) == project(records, Snapshot())
+
+
+def _read(store: Snapshot, batch: Sequence[Record], *, assume_new: bool) -> Snapshot:
+    """What the writer reads of ``store`` for ``batch``: its positions, then what ``lookups`` names."""
+    wanted = lookups(batch, store.positions, assume_new=assume_new)
+    return Snapshot(
+        positions=dict(store.positions),
+        messages={key: kept for key, kept in store.messages.items() if key in wanted.keys},
+        last_seq={room: seq for room, seq in store.last_seq.items() if room in wanted.rooms},
+        seen_event_ids={id_: ok for id_, ok in store.seen_event_ids.items() if id_ in wanted.event_ids},
+    )
+
+
+@given(_split(), st.data())
+def test_a_batch_read_assuming_new_projects_as_read_whole_or_its_writes_clash(
+    split: tuple[list[Record], int], data: st.DataObject
+) -> None:
+    """Whatever the store holds (the records before the cut) and wherever the batch starts (replays
+    included): read whole, a batch projects exactly; read assuming new, it projects the same, or
+    writes an outcome or a new message under a key the store holds, which its primary key refuses."""
+    records, cut = split
+    store = stored_after(Snapshot(), project(records[:cut], Snapshot()))
+    batch = records[data.draw(st.integers(0, cut)) :]
+    exact = project(batch, store)
+    assert project(batch, _read(store, batch, assume_new=False)) == exact
+    assumed = _read(store, batch, assume_new=True)
+    guessed = project(batch, assumed)
+    new_messages = {key for key in guessed.messages if key not in assumed.messages}
+    clashes = bool(new_messages & store.messages.keys()) or any(
+        outcome.event.event_id in store.seen_event_ids for outcome in guessed.outcomes
+    )
+    assert guessed == exact or clashes
+    if not breaks_assumption(batch, store):
+        assert guessed == exact
+    if clashes:
+        assert breaks_assumption(batch, store)
