@@ -7,8 +7,12 @@
   On SQLite it runs whole in a small thread pool on the standard sqlite3 driver
   (one hand-off per question or batch instead of one per driver call, which is
   what the aiosqlite adapter costs); on PostgreSQL it runs on the async engine.
-- **SQL**: the projection's batch lookups (how a list is passed: ``ANY`` over
-  arrays, or ``json_each`` over one JSON parameter) and the parameter style.
+- **SQL**: the projection's batch lookups and the read API's lookup of many
+  ids (how a list is passed: one array, probed key by key with
+  ``IN (SELECT unnest(…))``, or ``json_each`` over one JSON parameter) and the
+  parameter style.
+- **Clashes**: which driver errors are a write that met a kept row's key
+  (the projection assumed a batch new, and was wrong: decision 0015).
 - **Writes**: a batch's rows go to SQLite by one ``executemany``; to PostgreSQL
   by ``COPY``, straight into the table for new rows, through a temporary table
   and one ``INSERT … SELECT … ON CONFLICT`` for rows that replace kept ones.
@@ -44,8 +48,10 @@ from asyncpg.exceptions import (
     PostgresError,
     UniqueViolationError,
 )
-from sqlalchemy import ColumnElement, Connection, Engine, String, event, type_coerce
+from sqlalchemy import ColumnElement, Connection, Engine, String, bindparam, event, func, select, type_coerce
 from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -75,6 +81,7 @@ NUL_REFUSED = "the read store cannot keep a NUL character (U+0000)"
 # SQLite's CHECK against NUL in a message body (migration 0003).
 SQLITE_NO_NUL = "ck_messages_body_no_nul"
 _WRITER_CACHE_KIB = 64 * 1024
+_ID_ARRAY = ARRAY(PG_UUID(as_uuid=False))
 _SQLITE_CLASHES = (sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE)
 
 
@@ -143,6 +150,10 @@ class Dialect:
     def sql(self, statement: str) -> str:
         """``statement`` (written with ``?``) in the driver's parameter style."""
         return statement
+
+    def ids_in(self, column: ColumnElement[Any], ids: Sequence[str]) -> ColumnElement[bool]:
+        """``column`` (of message or event ids) is one of ``ids``, as the read API asks it."""
+        return column.in_(ids)
 
     def write(self, connection: Connection, into: Rows, rows: list[tuple[Any, ...]]) -> None:
         """Write ``rows`` as ``into`` says, in the transaction under way."""
@@ -227,6 +238,12 @@ class PostgreSQL(Dialect):
 
     def clash(self, error: BaseException) -> bool:
         return isinstance(_postgres_cause(error), UniqueViolationError)
+
+    def ids_in(self, column: ColumnElement[Any], ids: Sequence[str]) -> ColumnElement[bool]:
+        # One array parameter probed key by key (see ``outcomes_sql``), not a list of thousands
+        # that the planner answers by scanning the table.
+        listed = bindparam(None, list(ids), type_=_ID_ARRAY)
+        return column.in_(select(func.unnest(listed)))
 
     def create_schema(self, connection: Connection, schema: str) -> None:
         quoted = connection.dialect.identifier_preparer.quote_identifier(schema)

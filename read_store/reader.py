@@ -77,7 +77,7 @@ class ReadStore:
         if not event_ids:
             return set()
         query = select(event_outcomes.c.event_id).where(
-            event_outcomes.c.event_id.in_(event_ids),
+            self._dialect.ids_in(event_outcomes.c.event_id, event_ids),
             event_outcomes.c.status == "applied",
             or_(event_outcomes.c.code.is_(None), event_outcomes.c.code != "duplicate"),
         )

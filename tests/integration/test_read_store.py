@@ -152,6 +152,10 @@ class ReadStoreContract:
             (clash, "rejected", "conflict"),
             (edit, "applied", None),
         ]
+        events = [first, second, retry, clash, edit]
+        assert await reads.applied([str(e.event_id) for e in events]) == {
+            str(e.event_id) for e in (first, second, edit)
+        }
         resent = await projection.apply(records([second], start=6))
         assert (resent.replayed, resent.outcomes) == (1, [])
         await projection.apply(records([created("r1", "c")], start=7))
