@@ -1,7 +1,8 @@
 """The projection's side of the read store: one transaction per batch, positions included.
 
 A batch is a few statements whatever its size: one lookup per table for the
-keys it touches, then one multi-row write per table, of plain tuples, since
+keys it touches (while its events are new, only those it cannot assume absent:
+decision 0015), then one multi-row write per table, of plain tuples, since
 SQLAlchemy's per-row parameter handling cost more than the database itself.
 The dialect says where the transaction runs (on SQLite, one writer thread: one
 hand-off per batch), how rows are written (on PostgreSQL, by COPY) and how
