@@ -152,7 +152,7 @@ class ReadStoreContract:
             (clash, "rejected", "conflict"),
             (edit, "applied", None),
         ]
-        events = [first, second, retry, clash, edit]
+        events: list[Event] = [first, second, retry, clash, edit]
         assert await reads.applied([str(e.event_id) for e in events]) == {
             str(e.event_id) for e in (first, second, edit)
         }
