@@ -66,7 +66,7 @@ async def put_endpoint(request: Request, name: EndpointName, body: EndpointSpec)
     except UnsafeAddress as exc:
         raise InvalidCommand("url", str(exc)) from None
     record = api.control.values.get(key(ENDPOINT, name))
-    current = api.endpoint(name) if record is not None else None
+    current = api.readable_endpoint(name)
     now = datetime.now(UTC)
     try:
         endpoint = merged(name, body, current, now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -13,11 +14,11 @@ from starlette.requests import Request
 
 from admin_api.groups import Groups
 from admin_api.settings import AdminApiSettings
-from kernel.control import PAUSED, ControlLog, ControlWriter, key
+from kernel.control import PAUSED, ControlLog, ControlWriter, counted_skips, key
 from kernel.producer import AsyncProducer
 from kernel.settings import KafkaSettings
 from webhooks.calls import HttpSend
-from webhooks.catalog import ENDPOINT, decode, shown
+from webhooks.catalog import ENDPOINT, DefinitionUnreadable, check_record, decode, shown
 from webhooks.endpoints import Endpoint, load_endpoints
 from webhooks.given import define_given
 from webhooks.settings import EndpointsSettings
@@ -39,6 +40,7 @@ class AdminApi:
         self.actions = Counter(
             "merlin_admin_actions", "Operator actions taken", ["action", "endpoint"], registry=self.registry
         )
+        self.skipped = counted_skips(self.registry)
         self._control: ControlLog | None = None
         self._writer: ControlWriter | None = None
         self._groups: Groups | None = None
@@ -53,7 +55,7 @@ class AdminApi:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Follow the settings topic and open the Kafka clients for as long as the app runs."""
-        control = ControlLog(self.kafka)
+        control = ControlLog(self.kafka, shapes={ENDPOINT: check_record}, skipped=self.skipped)
         await control.start()
         producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True}))
         self._control, self._writer = control, ControlWriter(producer, control)
@@ -96,8 +98,20 @@ class AdminApi:
         return self.control.under(ENDPOINT)
 
     def endpoint(self, name: str) -> Endpoint:
-        """The endpoint called ``name`` (its secrets opened), or a 404."""
-        return decode(name, self.record(name), self.box)
+        """The endpoint called ``name`` (its secrets opened); a 404 if none, a 409 if its record is
+        none this version reads (written by hand, or by a newer version)."""
+        try:
+            return decode(name, self.record(name), self.box)
+        except DefinitionUnreadable as exc:
+            raise HTTPException(409, f"{exc}: define it again (PUT, with its secret) or delete it") from None
+
+    def readable_endpoint(self, name: str) -> Endpoint | None:
+        """The endpoint called ``name``, or None if there is none or none this version reads."""
+        if key(ENDPOINT, name) not in self.control.values:
+            return None
+        with contextlib.suppress(HTTPException):
+            return self.endpoint(name)
+        return None
 
     def view(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
         """An endpoint as the admin API shows it: secrets as fingerprints, and whether it is paused."""

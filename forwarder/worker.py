@@ -32,7 +32,7 @@ from forwarder.health import Health, serving
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
 from forwarder.supervisor import BackoffSupervisor, Hooks, SupervisorGaveUp
-from kernel.control import ControlLog, ControlWriter
+from kernel.control import ControlLog, ControlWriter, counted_skips
 from kernel.errors import InfrastructureError
 from kernel.group_configs import configure_groups
 from kernel.producer import AsyncProducer
@@ -43,6 +43,7 @@ from read_store.reader import ReadStore
 from read_store.settings import ReadStoreSettings
 from read_store.writer import ProjectionStore
 from webhooks.calls import HttpSend
+from webhooks.catalog import ENDPOINT, check_record
 from webhooks.dead_letters import DeadLetters
 from webhooks.endpoints import Endpoint, load_endpoints
 from webhooks.given import define_given
@@ -151,7 +152,9 @@ class Forwarder:
         store = ProjectionStore(engine, topic)
         reads = ReadStore(create_engine(self.store_settings.url, schema=schema), topic)
         producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True}))
-        control = ControlLog(self.kafka)
+        control = ControlLog(
+            self.kafka, shapes={ENDPOINT: check_record}, skipped=counted_skips(self.metrics.registry)
+        )
         health = Health(self.metrics, settings.poll_timeout, store.ping, lambda: producer.ready(topic))
         send = HttpSend(allow_private=self.endpoint_settings.allow_private)
         try:
@@ -269,7 +272,15 @@ class Forwarder:
         operations.push_async_callback(_cancelled, disabling)
 
         async def run_endpoint(name: str, ended: asyncio.Event) -> None:
-            await self._configure_groups([name])
+            try:
+                await self._configure_groups([name])
+            except InfrastructureError as exc:  # the group keeps the broker's defaults; delivery goes on
+                log.warning("group_configs_unset", group=self.group(name), error=str(exc))
+            if name not in catalog.endpoints:
+                # Deleted while its group was being configured: a normal turn of events, and the
+                # deletion already told the flows. Nothing to run.
+                log.info("endpoint_gone_before_start", endpoint=name)
+                return
             await self._endpoint(name, delivery(name), ended, health, controls)
 
         def gone(name: str) -> None:

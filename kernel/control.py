@@ -16,6 +16,13 @@ it (assigned, not as group members) and keep it in memory. Keys:
   alive when it reads it back (``kernel.subscription``); deleted when the instance stops.
 
 Endpoint names and room ids never hold ``/``, so keys split unambiguously.
+
+Anyone who may write the topic can write anything to it. A record whose value is
+not a JSON object, or not of its kind's shape (``RECORD_SHAPES``, and those the
+services add, as the endpoint definitions of ``webhooks.catalog``), is logged,
+counted and skipped: the value it would replace stays in force, and no listener
+hears of it. A listener that fails on a change is logged and counted too; the
+others still hear it, and the reader reads on.
 """
 
 from __future__ import annotations
@@ -23,14 +30,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import traceback
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from domain.envelope import format_time
 from kernel.errors import InfrastructureError
@@ -45,6 +55,70 @@ PAUSED, BLOCKED, UNBLOCK, RATES, PING = "paused", "blocked", "unblock", "rates",
 DISABLED = "disabled"  # a pause's ``by``: a forwarder disabled the endpoint
 
 Listener = Callable[[str, dict[str, Any] | None], None]
+# Raises ValueError (pydantic's ValidationError is one) or TypeError for a value not of its kind's shape.
+Check = Callable[[dict[str, Any]], object]
+# Told of every record skipped: its kind (the key's first part) and why, in a few words.
+Skipped = Callable[[str, str], None]
+
+
+def counted_skips(registry: CollectorRegistry) -> Skipped:
+    """A ``Skipped`` that counts in ``registry`` (``merlin_settings_records_skipped_total``)."""
+    skipped = Counter(
+        "merlin_settings_records_skipped",
+        "Settings-topic records skipped: not of their kind's shape, or a change that could not be applied",
+        ["kind", "reason"],
+        registry=registry,
+    )
+    return lambda kind, reason: skipped.labels(kind, reason).inc()
+
+
+class _Record(BaseModel):
+    # Fields a newer version adds are kept; those this one reads must have their types.
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class PausedRecord(_Record):
+    at: str
+    by: str | None = None
+    reason: str | None = None
+    instance: str | None = None
+
+
+class BlockedRecord(_Record):
+    event_id: str
+    partition: int
+    offset: int
+    reason: str
+    attempts: list[dict[str, Any]]
+    since: str
+    instance: str
+
+
+class UnblockRecord(_Record):
+    action: Literal["retry", "skip"]
+    event_id: str
+    at: str
+
+
+class RatesRecord(_Record):
+    delivered_per_s: float
+    failed_per_s: float
+    at: str
+
+
+class PingRecord(_Record):
+    run: str
+    seq: int
+    at: str
+
+
+RECORD_SHAPES: dict[str, Check] = {
+    PAUSED: PausedRecord.model_validate,
+    BLOCKED: BlockedRecord.model_validate,
+    UNBLOCK: UnblockRecord.model_validate,
+    RATES: RatesRecord.model_validate,
+    PING: PingRecord.model_validate,
+}
 
 
 def key(kind: str, *parts: str) -> str:
@@ -60,8 +134,16 @@ def now() -> str:
 class ControlLog:
     """The whole settings topic, followed on its own thread; listeners hear every change on the loop."""
 
-    def __init__(self, kafka: KafkaSettings, poll_timeout: float = 0.2) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        poll_timeout: float = 0.2,
+        shapes: dict[str, Check] | None = None,
+        skipped: Skipped | None = None,
+    ) -> None:
         self.topic = kafka.settings_topic
+        self._shapes = {**RECORD_SHAPES, **(shapes or {})}
+        self._skipped = skipped
         self.values: dict[str, dict[str, Any]] = {}
         self._config = kafka.client(
             {
@@ -102,7 +184,7 @@ class ControlLog:
                 if loop.time() > deadline:
                     raise InfrastructureError(f"reading the settings topic {self.topic} timed out")
                 changes, ended = await loop.run_in_executor(self._executor, self._poll)
-                self._apply(changes)
+                self.apply(changes)
                 waiting -= ended
         except KafkaException as exc:
             raise InfrastructureError(f"reading the settings topic {self.topic}: {exc}") from exc
@@ -163,25 +245,78 @@ class ControlLog:
                     log.warning("control_log_error", error=error.str())
                 continue
             self._next[message.partition() or 0] = (message.offset() or 0) + 1
-            raw_key, raw_value = message.key(), message.value()
-            if not raw_key:
-                continue
-            try:
-                value = None if raw_value is None else orjson.loads(raw_value)
-            except orjson.JSONDecodeError:
-                log.warning("control_record_unreadable", key=raw_key.decode(errors="replace"))
-                continue
-            changes.append((raw_key.decode(errors="replace"), value if isinstance(value, dict) else None))
+            change = self.decoded(message.key(), message.value())
+            if change is not None:
+                changes.append(change)
         return changes, ended
 
-    def _apply(self, changes: list[tuple[str, dict[str, Any] | None]]) -> None:
+    def decoded(
+        self, raw_key: bytes | None, raw_value: bytes | None
+    ) -> tuple[str, dict[str, Any] | None] | None:
+        """The change a record read makes (key, value or None to delete); None if it is skipped."""
+        if not raw_key:
+            return None
+        name = raw_key.decode(errors="replace")
+        if raw_value is None:
+            return name, None
+        value = self._readable(name, raw_value)
+        return None if value is None else (name, value)
+
+    def _readable(self, name: str, raw: bytes) -> dict[str, Any] | None:
+        """The value ``raw`` holds if it has its kind's shape; else None, and it is reported skipped."""
+        kind = self._kind(name)
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self._skip(name, kind, "not JSON")
+            return None
+        if not isinstance(value, dict):
+            self._skip(name, kind, "not a JSON object")
+            return None
+        check = self._shapes.get(kind)
+        try:
+            if check is not None:
+                check(value)
+        except (ValueError, TypeError) as exc:
+            # The error names the fields that are wrong, never their values: a record may hold secrets.
+            fields = (
+                sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
+                if isinstance(exc, ValidationError)
+                else []
+            )
+            self._skip(name, kind, f"not a {kind} record", fields)
+            return None
+        return value
+
+    def _kind(self, name: str) -> str:
+        """The kind of the key ``name``; ``other`` for kinds no one reads (a bounded set of labels)."""
+        kind = name.partition("/")[0]
+        return kind if kind in self._shapes else "other"
+
+    def _skip(self, name: str, kind: str, reason: str, fields: list[str] | None = None) -> None:
+        log.warning("control_record_skipped", key=name, reason=reason, fields=fields or None)
+        if self._skipped is not None:
+            self._skipped(kind, reason)
+
+    def apply(self, changes: list[tuple[str, dict[str, Any] | None]]) -> None:
+        """Hold ``changes`` (as ``decoded`` gives them) and tell every listener of each, in order."""
         for name, value in changes:
             if value is None:
                 self.values.pop(name, None)
             else:
                 self.values[name] = value
             for listener in self._listeners:
-                listener(name, value)
+                try:
+                    listener(name, value)
+                except Exception as exc:  # one change cannot take the reader, or the worker, down
+                    # Where, not the message nor a traceback: either may quote the record's secrets.
+                    last = traceback.extract_tb(exc.__traceback__)[-1]
+                    log.error(
+                        "control_change_unapplied", key=name, error=type(exc).__name__,
+                        at=f"{last.filename}:{last.lineno}",
+                    )  # fmt: skip
+                    if self._skipped is not None:
+                        self._skipped(self._kind(name), "not applied")
         if changes:
             self._changed.set()
             self._changed = asyncio.Event()
@@ -206,7 +341,7 @@ class ControlLog:
                 log.warning("control_log_error", error=str(exc))
                 await asyncio.sleep(self._poll_timeout)
                 continue
-            self._apply(changes)
+            self.apply(changes)
 
     async def close(self) -> None:
         if self._follower is not None:

@@ -1,10 +1,13 @@
 """Endpoint definitions in the settings topic: ``endpoint/<name>`` holds a versioned definition, a tombstone
 deletes it.
 
-A record: ``{"schema": 1, "version": n, "added_at", "updated_at", "definition": {...},
-"secrets": [{"sealed", "fingerprint", "until"?}, ...]}``: the definition without name
-or secrets; the current secret first, then those still signing in a rotation's grace
-period, each sealed (``webhooks.secret_box``).
+A record: ``{"schema": 2, "version": n, "added_at", "updated_at", "definition": {...},
+"url": {"sealed", "fingerprint"}, "secrets": [{"sealed", "fingerprint", "until"?}, ...]}``:
+the definition without name or secrets, its URL as it may be shown (without credentials
+or query, either of which may be a secret); the whole URL sealed; the current secret
+first, then those still signing in a rotation's grace period, each sealed
+(``webhooks.secret_box``). Schema 1 records (the URL in the clear in the definition)
+are read as well, and ``resealed`` writes them as schema 2.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import HttpUrl, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
 
 from domain.envelope import format_time
 from webhooks.endpoints import Endpoint, EndpointPolicy, EndpointSpec, OldSecret, shown_url
 from webhooks.secret_box import SecretBox, fingerprint
 
 ENDPOINT = "endpoint"
-SCHEMA = 1
+SCHEMA = 2
+_READ_SCHEMAS = (1, 2)
 _NOT_DEFINITION = {"name", "secret", "old_secrets", "added_at"}
 
 
@@ -28,14 +32,53 @@ class DefinitionUnreadable(ValueError):
     """A record of the settings topic that is no endpoint definition this version reads."""
 
 
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _Sealed(_Shape):
+    sealed: str
+    fingerprint: str
+
+
+class _SealedSecret(_Sealed):
+    until: str | None = None
+
+
+class _Definition(_Shape):
+    url: str
+
+
+class _Stored(_Shape):
+    """What every endpoint record holds, whatever its schema: a record without it is no definition."""
+
+    schema_: int = Field(alias="schema")
+    version: int = Field(ge=1, le=2**53)  # each change adds one: kept exact in any JSON reader
+    added_at: str
+    updated_at: str
+    definition: _Definition
+    url: _Sealed | None = None
+    secrets: list[_SealedSecret] = Field(min_length=1)
+
+
+def check_record(record: dict[str, Any]) -> None:
+    """Raise ValueError unless ``record`` has an endpoint record's shape (``kernel.control``'s check)."""
+    _Stored.model_validate(record)
+
+
 def encode(endpoint: Endpoint, box: SecretBox, version: int, now: datetime) -> dict[str, Any]:
     """The settings-topic record of ``endpoint`` at ``version``."""
+    url = str(endpoint.url)
     return {
         "schema": SCHEMA,
         "version": version,
         "added_at": format_time(endpoint.added_at or now),
         "updated_at": format_time(now),
-        "definition": endpoint.model_dump(mode="json", exclude=_NOT_DEFINITION),
+        "definition": {
+            **endpoint.model_dump(mode="json", exclude=_NOT_DEFINITION),
+            "url": endpoint.shown_url,
+        },
+        "url": {"sealed": box.seal(url), "fingerprint": fingerprint(url)},
         "secrets": [
             {"sealed": box.seal(endpoint.secret), "fingerprint": fingerprint(endpoint.secret)},
             *(
@@ -49,13 +92,16 @@ def encode(endpoint: Endpoint, box: SecretBox, version: int, now: datetime) -> d
 
 def decode(name: str, record: dict[str, Any], box: SecretBox) -> Endpoint:
     """The endpoint ``record`` defines: DefinitionUnreadable if none, SecretUnreadable if no key opens it."""
-    if record.get("schema") != SCHEMA:
-        raise DefinitionUnreadable(f"endpoint {name}: schema {record.get('schema')!r}, not {SCHEMA}")
+    schema = record.get("schema")
+    if schema not in _READ_SCHEMAS:
+        raise DefinitionUnreadable(f"endpoint {name}: schema {schema!r}, not one of {_READ_SCHEMAS}")
     try:
         current, *older = record["secrets"]
+        url = box.open(record["url"]["sealed"]) if schema == 2 else record["definition"]["url"]
         return Endpoint.model_validate(
             {
                 **record["definition"],
+                "url": url,
                 "name": name,
                 "secret": box.open(current["sealed"]),
                 "old_secrets": [
@@ -64,12 +110,23 @@ def decode(name: str, record: dict[str, Any], box: SecretBox) -> Endpoint:
                 "added_at": record["added_at"],
             }
         )
-    except (KeyError, TypeError, ValueError, ValidationError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError, ValidationError) as exc:
         raise DefinitionUnreadable(f"endpoint {name}: {type(exc).__name__}") from None
 
 
 def resealed(record: dict[str, Any], box: SecretBox) -> dict[str, Any]:
-    """``record`` with every secret sealed again under the first key (same definition, same version)."""
+    """``record`` with every secret sealed again under the first key (same definition, same version);
+    a schema 1 record's URL sealed as well, out of the clear."""
+    if record.get("schema") == 1:
+        url = record["definition"]["url"]
+        record = {
+            **record,
+            "schema": SCHEMA,
+            "definition": {**record["definition"], "url": shown_url(HttpUrl(url))},
+            "url": {"sealed": box.seal(url), "fingerprint": fingerprint(url)},
+        }
+    else:
+        record = {**record, "url": {**record["url"], "sealed": box.reseal(record["url"]["sealed"])}}
     return {
         **record,
         "secrets": [{**entry, "sealed": box.reseal(entry["sealed"])} for entry in record["secrets"]],
@@ -80,12 +137,13 @@ def shown(name: str, record: dict[str, Any]) -> dict[str, Any]:
     """What the admin API shows of a record: all but the secrets, which it names by fingerprint."""
     current, *older = record["secrets"]
     definition = record["definition"]
+    sealed_url = record.get("url")
     return {
         "name": name,
         **definition,
         # Credentials and a query may hold secrets: shown without them, compared by fingerprint.
-        "url": shown_url(HttpUrl(definition["url"])),
-        "url_fingerprint": fingerprint(definition["url"]),
+        "url": definition["url"] if sealed_url else _shown(definition["url"]),
+        "url_fingerprint": sealed_url["fingerprint"] if sealed_url else fingerprint(definition["url"]),
         "event_types": sorted(definition.get("event_types") or []),
         "version": record["version"],
         "added_at": record["added_at"],
@@ -93,6 +151,13 @@ def shown(name: str, record: dict[str, Any]) -> dict[str, Any]:
         "secret": {"fingerprint": current["fingerprint"]},
         "old_secrets": [{"fingerprint": old["fingerprint"], "until": old["until"]} for old in older],
     }
+
+
+def _shown(url: str) -> str:
+    try:
+        return shown_url(HttpUrl(url))
+    except ValidationError:
+        return "(not a URL)"
 
 
 class SecretRequired(ValueError):

@@ -16,6 +16,7 @@ from webhooks.catalog import (
     encode,
     merged,
     plan,
+    resealed,
     shown,
 )
 from webhooks.endpoints import Endpoint, EndpointSpec
@@ -51,9 +52,24 @@ def test_a_record_under_an_unknown_key_or_schema_is_unreadable() -> None:
     with pytest.raises(SecretUnreadable):
         decode("crm", record, SecretBox([new_key()]))
     with pytest.raises(DefinitionUnreadable):
-        decode("crm", {**record, "schema": 2}, BOX)
+        decode("crm", {**record, "schema": 3}, BOX)
     with pytest.raises(DefinitionUnreadable):
-        decode("crm", {**record, "definition": {"url": "not a url"}}, BOX)
+        decode("crm", {**record, "url": {**record["url"], "sealed": BOX.seal("not a url")}}, BOX)
+
+
+def test_a_record_of_schema_1_with_its_url_in_the_clear_is_read_and_resealed_out_of_it() -> None:
+    endpoint = merged("crm", _spec(url="https://u:PASS-1@hooks.example/in?k=QS-2", secret=OLD), None, NOW)
+    record = encode(endpoint, BOX, 4, NOW)
+    old = {key: value for key, value in record.items() if key != "url"}
+    old = {**old, "schema": 1, "definition": {**record["definition"], "url": str(endpoint.url)}}
+    assert decode("crm", old, BOX) == endpoint
+    assert shown("crm", old)["url_fingerprint"] == shown("crm", record)["url_fingerprint"]
+    again = resealed(old, BOX)
+    assert again["schema"] == 2
+    assert "PASS-1" not in orjson.dumps(again).decode()
+    assert "QS-2" not in orjson.dumps(again).decode()
+    assert decode("crm", again, BOX) == endpoint
+    assert shown("crm", again)["url"] == "https://hooks.example/in?…"
 
 
 def test_a_new_secret_keeps_the_old_one_signing_for_its_grace_period() -> None:

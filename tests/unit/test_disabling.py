@@ -87,9 +87,9 @@ async def test_disabling_pauses_with_the_reason_counts_it_and_a_resume_gives_the
     assert record["reason"] == "no delivery succeeded for 61 s (failing since 2027-01-15T08:00:00.000000Z)"
     assert metrics.disabled_total.labels("hook")._value.get() == 1
     assert controls.failing_too_long(ENDPOINTS) == {}  # paused: not again
-    log._apply([("paused/hook", record)])  # read back from the topic
+    log.apply([("paused/hook", record)])  # read back from the topic
     assert metrics.disabled.labels("hook")._value.get() == 1
-    log._apply([("paused/hook", None)])  # resumed by an operator
+    log.apply([("paused/hook", None)])  # resumed by an operator
     assert metrics.disabled.labels("hook")._value.get() == 0
     clock.now += 3600
     assert controls.failing_too_long(ENDPOINTS) == {}  # nothing failed since the resume
