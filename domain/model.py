@@ -21,9 +21,14 @@ MAX_ID_CHARS = 128
 MAX_VERSION = 2**31 - 1
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
 _ID_PATTERN = re.compile(ID_PATTERN)
-# What no read store can keep, or JSON can't carry as UTF-8: C0 control characters other than
-# tab, line feed and carriage return (NUL above all: PostgreSQL refuses it), and lone surrogates.
-_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+# What a body may not hold: control characters (Unicode's Cc: C0, DEL and C1) other than tab,
+# line feed and carriage return, which no read store can keep (NUL: PostgreSQL refuses it) or no
+# client shows as text (DEL, CSI and the other C1 controls drive terminals); and lone surrogates,
+# which JSON can't carry as UTF-8.
+_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# Letters and symbols that show nothing: the Hangul fillers (which Unicode makes default-ignorable),
+# the blank Braille pattern and the object replacement character (a placeholder for no object).
+_BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800\ufffc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,17 +124,19 @@ def check_body(value: object) -> str:
 
 
 def check_visible(value: str) -> str:
-    """Return ``value`` if it shows something: not only spaces, zero-width or other invisible characters.
+    """Return ``value`` if it shows something: not only spaces, zero-width or other invisible characters,
+    combining marks (which show only on a base character) or blank letters and symbols (``_BLANK``).
 
     Checked on new commands only, as ``check_storable`` is: the log's events are read as they are.
     """
-    if not any(unicodedata.category(character)[0] not in "ZC" for character in value):
+    if not any(unicodedata.category(c)[0] not in "ZCM" and c not in _BLANK for c in value):
         raise InvalidCommand("body", "must hold at least one visible character")
     return value
 
 
 def check_storable(field: str, value: str) -> str:
-    """Return ``value`` unless it holds a character no store can keep (C0 controls, lone surrogates).
+    """Return ``value`` unless it holds a control character other than tab and newlines, or a lone
+    surrogate (``_UNSTORABLE``).
 
     Checked on new commands only: events already in the log are read as they are,
     and a store that refuses one records it as rejected.

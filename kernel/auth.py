@@ -13,13 +13,16 @@ HS256 token signed with a public key) are refused because the accepted
 algorithms are fixed by the configuration, never taken from the token.
 
 Claims: ``sub`` is the caller (a message's sender); ``scope`` is
-space-separated (``messages:write messages:read admin``); ``rooms`` lists the
-rooms the caller may use (``["*"]`` for all).
+space-separated (``messages:write messages:read admin``; U+0020 only, as RFC
+6749 says); ``rooms`` lists the rooms the caller may use (``["*"]`` for all);
+``exp`` is a number (not a string), at most ``max_token_lifetime_seconds``
+away when that is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,6 +56,8 @@ class AuthSettings(BaseSettings):
     issuer: str = Field(default="merlin", min_length=1)
     leeway_seconds: float = Field(default=30.0, ge=0, le=300)
     jwks_refresh_seconds: float = Field(default=30.0, ge=0)
+    # A token whose ``exp`` is further than this from now is refused; unset, any lifetime is accepted.
+    max_token_lifetime_seconds: float | None = Field(default=None, gt=0)
     # For deployments that authenticate at a gateway: every caller may do everything.
     disabled: bool = False
 
@@ -156,7 +161,19 @@ class Verifier:
             )  # fmt: skip
         except jwt.PyJWTError as exc:
             raise Unauthenticated(str(exc)) from exc
-        return _caller(claims), float(claims["exp"])
+        return _caller(claims), self._expiry(claims["exp"])
+
+    def _expiry(self, exp: object) -> float:
+        """``exp`` if it is a NumericDate (RFC 7519 §2: a number, which PyJWT would take as a string too)
+        no further away than the maximum lifetime."""
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            raise Unauthenticated("exp must be a number of seconds since the epoch")
+        limit = self.settings.max_token_lifetime_seconds
+        if limit is not None and exp - time.time() > limit + self.settings.leeway_seconds:
+            raise Unauthenticated(
+                f"the token lives longer than {limit:g} s (MERLIN_AUTH_MAX_TOKEN_LIFETIME_SECONDS)"
+            )
+        return float(exp)
 
     async def _key(self, kid: str) -> jwt.PyJWK:
         if (
@@ -197,7 +214,17 @@ def _caller(claims: dict[str, Any]) -> Caller:
         raise Unauthenticated("scope must be a space-separated string")
     if not isinstance(rooms, list) or not all(isinstance(room, str) for room in rooms):
         raise Unauthenticated("rooms must be a list of room ids")
-    return Caller(subject, frozenset(scope.split()), frozenset(rooms))
+    return Caller(subject, scope_tokens(scope), frozenset(rooms))
+
+
+def scope_tokens(scope: str) -> frozenset[str]:
+    """The scope tokens of ``scope`` (RFC 6749 §3.3): separated by U+0020 alone, each of printable ASCII
+    but ``"`` and ``\\``. A token of any other character grants nothing: ``read\u00a0admin`` is no
+    ``admin``."""
+    return frozenset(token for token in scope.split(" ") if _SCOPE_TOKEN.fullmatch(token))
+
+
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 def mint(

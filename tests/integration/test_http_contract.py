@@ -274,10 +274,12 @@ async def test_a_body_that_is_not_json_is_415(write: httpx.AsyncClient, content_
     ).status_code == 202
 
 
-async def test_a_body_with_nothing_visible_is_422(write: httpx.AsyncClient) -> None:
-    response = await write.post("/v1/rooms/r1/messages", json={"body": "\u200b\u200b\u2060"})
-    assert response.status_code == 422
-    assert field_of(response) == ["body"]
+async def test_a_body_with_nothing_visible_or_a_control_character_is_422(write: httpx.AsyncClient) -> None:
+    for body in ["\u200b\u200b\u2060", "\u0301\u0301\u0301", "\u3164", "\u115f", "\u2800", "\ufffc",
+                 "del\x7f", "csi\x9b1m"]:  # fmt: skip
+        response = await write.post("/v1/rooms/r1/messages", json={"body": body})
+        assert response.status_code == 422, body
+        assert field_of(response) == ["body"]
 
 
 async def test_a_position_in_other_digits_is_422(read: httpx.AsyncClient) -> None:

@@ -13,11 +13,13 @@ identifiers = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,40}", fullmatch=True
 # What a client may send: no C0 control characters but tab and newlines, no lone surrogates.
 _STORABLE = st.characters(
     exclude_categories=["Cs"],
-    exclude_characters=[chr(c) for c in range(0x20) if chr(c) not in "\t\n\r"],
+    exclude_characters=[chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)] if chr(c) not in "\t\n\r"],
 )
-# ... with at least one visible character (not only spaces, zero-width or other invisible ones).
+_BLANK = "\u115f\u1160\u3164\uffa0\u2800\ufffc"
+# ... with at least one visible character (not only spaces, zero-width or other invisible ones, marks
+# without a base, or blank letters and symbols).
 bodies = st.text(_STORABLE, min_size=1, max_size=MAX_BODY_CHARS).filter(
-    lambda body: any(unicodedata.category(character)[0] not in "ZC" for character in body)
+    lambda body: any(unicodedata.category(c)[0] not in "ZCM" and c not in _BLANK for c in body)
 )
 moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 

@@ -220,3 +220,30 @@ async def test_it_remembers_a_bounded_number_of_tokens() -> None:
     for n in range(5):
         assert (await verifier.caller(hs256(sub=f"u{n}"))).subject == f"u{n}"
     assert len(verifier._verified) == 2
+
+
+@pytest.mark.parametrize("space", ["\u00a0", "\u3000", "\u0085", "\u2028", "\u001f", "\u000b", "\t", "\n"])
+async def test_scopes_are_separated_by_a_space_alone_and_other_whitespace_grants_nothing(space: str) -> None:
+    caller = await Verifier(AuthSettings(jwt_secret=SECRET)).caller(hs256(scope=f"messages:read{space}admin"))
+    assert caller.scopes == frozenset()
+    assert not caller.may(ADMIN)
+    assert not caller.may(READ)
+
+
+async def test_scopes_around_several_spaces_still_count() -> None:
+    caller = await Verifier(AuthSettings(jwt_secret=SECRET)).caller(hs256(scope="  messages:read   admin "))
+    assert caller.scopes == frozenset({READ, ADMIN})
+
+
+async def test_an_exp_that_is_not_a_number_is_refused() -> None:
+    verifier = Verifier(AuthSettings(jwt_secret=SECRET))
+    for exp in (str(int(time.time()) + 600), True, [int(time.time()) + 600]):
+        with pytest.raises(Unauthenticated):
+            await verifier.caller(hs256(exp=exp))
+
+
+async def test_a_token_that_lives_longer_than_the_maximum_is_refused() -> None:
+    verifier = Verifier(AuthSettings(jwt_secret=SECRET, max_token_lifetime_seconds=3600))
+    assert (await verifier.caller(hs256(exp=int(time.time()) + 3600))).subject == "alice"
+    with pytest.raises(Unauthenticated, match="longer than 3600 s"):
+        await verifier.caller(hs256(exp=int(time.time()) + 3600 + 120))

@@ -142,8 +142,11 @@ _COMMANDS = pytest.mark.parametrize("command", [_create_with, _update_with], ids
         ("\x0bvertical tab", "U+000B at character 0"),
         ("lone \ud800 surrogate", "U+D800 at character 5"),
         ("tab\tok, then \x00", "U+0000 at character 13"),
+        ("del\x7f", "U+007F at character 3"),
+        ("csi \x9b31m", "U+009B at character 4"),
+        ("\x80 first C1", "U+0080 at character 0"),
     ],
-    ids=["nul", "unit-separator", "vertical-tab", "lone-surrogate", "after-a-tab"],
+    ids=["nul", "unit-separator", "vertical-tab", "lone-surrogate", "after-a-tab", "del", "csi", "c1"],
 )
 def test_a_body_no_store_can_keep_is_refused_naming_the_character(
     command: Callable[[str], CreateMessage | UpdateMessage], body: str, found: str
@@ -160,11 +163,16 @@ def test_a_body_no_store_can_keep_is_refused_naming_the_character(
 
 
 @_COMMANDS
-@pytest.mark.parametrize("body", ["\u200b\u200b", "\u2060", "\u3000\u200b", "\x7f", "\u00ad"])
+@pytest.mark.parametrize(
+    "body",
+    ["\u200b\u200b", "\u2060", "\u3000\u200b", "\u00ad", "\u0301\u0301\u0301", "\u3164", "\u115f",
+     "\u2800", "\ufffc", "\u3164 \u0301\u2800"],
+)  # fmt: skip
 def test_a_body_with_nothing_visible_is_refused(
     command: Callable[[str], CreateMessage | UpdateMessage], body: str
 ) -> None:
-    """Zero-width spaces, word joiners, ideographic spaces, DEL, soft hyphens: nothing to see."""
+    """Zero-width spaces, word joiners, ideographic spaces, soft hyphens, combining marks alone, Hangul
+    fillers, the blank Braille pattern, the object replacement character: nothing to see."""
     with pytest.raises(InvalidCommand, match="visible") as caught:
         to_event(command(body))
     assert caught.value.field == "body"
@@ -176,7 +184,9 @@ def test_an_invisible_body_in_the_log_is_read_as_it_is() -> None:
 
 
 @_COMMANDS
-@pytest.mark.parametrize("body", ["tab\there", "line\nfeed", "crlf\r\n", "é😀", "del\x7f", "a\u200bb"])
+@pytest.mark.parametrize(
+    "body", ["tab\there", "line\nfeed", "crlf\r\n", "é😀", "e\u0301", "a\u200bb", "\u314e"]
+)
 def test_tab_newlines_and_non_ascii_bodies_are_accepted(
     command: Callable[[str], CreateMessage | UpdateMessage], body: str
 ) -> None:
