@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Path, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from admin_api import operations
@@ -25,11 +25,24 @@ from webhooks.url_safety import UnsafeAddress, check_url
 EndpointName = Annotated[str, Path(pattern=NAME_PATTERN)]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _in_the_log(moment: datetime) -> datetime:
+    if moment < _EPOCH:  # Kafka's timestamps count milliseconds from the epoch; those before are flags
+        raise ValueError("must be at or after 1970-01-01T00:00:00Z, where Kafka's timestamps start")
+    return moment
+
+
+# A time (RFC 3339, with its offset) a record of the log may have been written at.
+LogTime = Annotated[AwareDatetime, AfterValidator(_in_the_log)]
+
+
 class Rewind(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # A time (RFC 3339, with its offset), or the offset to start from per partition.
-    to: AwareDatetime | dict[int, Annotated[int, Field(ge=0)]]
+    # A time, or the offset to start from per partition.
+    to: LogTime | dict[int, Annotated[int, Field(ge=0)]]
 
 
 class Unblock(BaseModel):
@@ -43,8 +56,8 @@ class Replay(BaseModel):
 
     endpoint: str
     room_id: Annotated[str | None, Field(pattern=ID_PATTERN, max_length=128)] = None
-    since: Annotated[AwareDatetime | None, Field(alias="from")] = None
-    until: Annotated[AwareDatetime | None, Field(alias="to")] = None
+    since: Annotated[LogTime | None, Field(alias="from")] = None
+    until: Annotated[LogTime | None, Field(alias="to")] = None
 
 
 async def list_endpoints(request: Request) -> Response:

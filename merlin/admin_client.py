@@ -13,7 +13,7 @@ import orjson
 
 from admin_api.settings import AdminApiSettings
 from domain.errors import MerlinError
-from merlin.local.kept_secrets import ADMIN_TOKEN_FILE
+from merlin.local.kept_secrets import KeptFiles
 from webhooks.catalog import comparable, comparable_view, plan
 from webhooks.endpoints import load_specs
 from webhooks.secret_box import new_key
@@ -23,11 +23,12 @@ def _client() -> httpx.Client:
     settings = AdminApiSettings()
     url = os.environ.get("MERLIN_ADMIN_URL", f"http://{settings.host}:{settings.port}")
     token = settings.token.get_secret_value() if settings.token else None
-    if token is None and ADMIN_TOKEN_FILE.exists():
-        token = ADMIN_TOKEN_FILE.read_text().strip()
+    kept = KeptFiles.configured().admin_token
+    if token is None and kept.exists():
+        token = kept.read_text().strip()
     if not token:
         raise MerlinError(
-            f"no admin token: set MERLIN_ADMIN_TOKEN (or run `merlin dev`, which writes {ADMIN_TOKEN_FILE})"
+            f"no admin token: set MERLIN_ADMIN_TOKEN (or run `merlin dev`, which writes {kept})"
         )
     return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
 

@@ -7,20 +7,14 @@ import contextlib
 import os
 import signal
 import sys
+from pathlib import Path
 
 from admin_api.settings import AdminApiSettings
 from kernel.auth import READ, WRITE, AuthSettings, mint
 from kernel.settings import KafkaSettings
 from kernel.topics import ensure_topics
 from merlin.local import LocalKafka
-from merlin.local.kept_secrets import (
-    ADMIN_TOKEN_FILE,
-    AUTH_SECRET_FILE,
-    DEV_TOKEN_FILE,
-    ENDPOINT_KEYS_FILE,
-    kept_secret,
-    write_private,
-)
+from merlin.local.kept_secrets import KeptFiles, kept_secret, write_private
 from read_api.settings import ReadApiSettings
 from read_store.engines import shown_url
 from read_store.migrate import upgrade
@@ -37,10 +31,10 @@ async def _pipe(name: str, stream: asyncio.StreamReader) -> None:
         sys.stdout.flush()
 
 
-def _authentication(env: dict[str, str]) -> str:
+def _authentication(env: dict[str, str], kept: KeptFiles) -> str:
     """Make sure the APIs can verify callers (a kept secret unless one is configured); what to tell."""
     if not any(env.get(f"MERLIN_AUTH_{name}") for name in ("JWT_SECRET", "JWKS_URL", "DISABLED")):
-        env["MERLIN_AUTH_JWT_SECRET"] = os.environ["MERLIN_AUTH_JWT_SECRET"] = kept_secret(AUTH_SECRET_FILE)
+        env["MERLIN_AUTH_JWT_SECRET"] = os.environ["MERLIN_AUTH_JWT_SECRET"] = kept_secret(kept.auth_secret)
     settings = AuthSettings()
     if settings.jwt_secret is None:
         return (
@@ -52,9 +46,17 @@ def _authentication(env: dict[str, str]) -> str:
         settings.jwt_secret.get_secret_value(), "alice", scopes=[WRITE, READ], ttl_seconds=7 * 86400,
         audience=settings.audience, issuer=settings.issuer,
     )  # fmt: skip
-    write_private(DEV_TOKEN_FILE, token)
-    shown = DEV_TOKEN_FILE.relative_to(DEV_TOKEN_FILE.parents[1])
+    write_private(kept.dev_token, token)
+    shown = _shown(kept.dev_token)
     return f"callers:   bearer JWTs; alice's (every room, 7 days): TOKEN=$(cat {shown})"
+
+
+def _shown(path: Path) -> Path:
+    """``path`` from the working directory when it is below it (``var/dev.token``), else whole."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 async def run_dev() -> int:
@@ -62,13 +64,14 @@ async def run_dev() -> int:
     status = await asyncio.to_thread(LocalKafka().start)
     print(status.describe())
     env = {**os.environ, "MERLIN_KAFKA_BOOTSTRAP_SERVERS": status.bootstrap}
+    kept = KeptFiles.configured()
     token_note = "MERLIN_ADMIN_TOKEN"
     if not env.get("MERLIN_ADMIN_TOKEN"):
-        env["MERLIN_ADMIN_TOKEN"] = kept_secret(ADMIN_TOKEN_FILE)
-        token_note = f"token in {ADMIN_TOKEN_FILE}"
-    auth_note = _authentication(env)
+        env["MERLIN_ADMIN_TOKEN"] = kept_secret(kept.admin_token)
+        token_note = f"token in {kept.admin_token}"
+    auth_note = _authentication(env, kept)
     if not env.get("MERLIN_ENDPOINTS_SECRET_KEYS"):
-        env["MERLIN_ENDPOINTS_SECRET_KEYS"] = kept_secret(ENDPOINT_KEYS_FILE, new_key)
+        env["MERLIN_ENDPOINTS_SECRET_KEYS"] = kept_secret(kept.endpoint_keys, new_key)
     # Development: endpoints on this machine (a local receiver) are allowed.
     env.setdefault("MERLIN_ENDPOINTS_ALLOW_PRIVATE", "true")
     topics = KafkaSettings(bootstrap_servers=status.bootstrap)

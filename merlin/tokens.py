@@ -7,7 +7,7 @@ import re
 
 from domain.errors import MerlinError
 from kernel.auth import ALL_ROOMS, READ, SCOPES, WRITE, AuthSettings, mint
-from merlin.local.kept_secrets import AUTH_SECRET_FILE
+from merlin.local.kept_secrets import KeptFiles
 
 _TTL = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -17,11 +17,12 @@ def signing_secret(settings: AuthSettings) -> str:
     """``MERLIN_AUTH_JWT_SECRET``, or the one `merlin dev` keeps; an error if there is neither."""
     if settings.jwt_secret is not None:
         return settings.jwt_secret.get_secret_value()
-    if AUTH_SECRET_FILE.exists():
-        return AUTH_SECRET_FILE.read_text().strip()
+    kept = KeptFiles.configured().auth_secret
+    if kept.exists():
+        return kept.read_text().strip()
     raise MerlinError(
         "no secret to sign with: set MERLIN_AUTH_JWT_SECRET (or run `merlin dev`, which keeps one in"
-        f" {AUTH_SECRET_FILE}); with MERLIN_AUTH_JWKS_URL, tokens come from your identity provider"
+        f" {kept}); with MERLIN_AUTH_JWKS_URL, tokens come from your identity provider"
     )
 
 

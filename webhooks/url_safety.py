@@ -3,8 +3,9 @@
 An endpoint's URL is checked when it is defined (its name resolved) and again
 whenever a connection is made (``addresses``), so a name that later
 resolves to an inner address (DNS rebinding) is refused too. IPv4 addresses
-carried inside IPv6 ones (mapped, compatible, 6to4, NAT64, Teredo) are checked
-as the IPv4 address they reach.
+carried inside IPv6 ones (mapped, compatible, translated, 6to4, NAT64, Teredo)
+are checked as the IPv4 address they reach; the local-use NAT64 prefix, whose
+embedding depends on each network's prefix length, is refused whole.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from pydantic import HttpUrl
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# RFC 8215: NAT64 within one network, with a prefix length (and so an embedding) of its own choice.
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 _COMPATIBLE = ipaddress.ip_network("::/96")
+_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT's IPv4-translated addresses (RFC 2765)
 
 
 class UnsafeAddress(ValueError):
@@ -33,13 +37,15 @@ def _carried(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if address in _NAT64 or (address in _COMPATIBLE and int(address) > 1):
+    if address in _NAT64 or address in _TRANSLATED or (address in _COMPATIBLE and int(address) > 1):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
 
 def refusal(address: Address) -> str | None:
     """Why merlin does not send to ``address``; None for a public one."""
+    if isinstance(address, ipaddress.IPv6Address) and address in _LOCAL_NAT64:
+        return "local-use NAT64, which may reach any inner IPv4 address"
     if isinstance(address, ipaddress.IPv6Address) and (inner := _carried(address)) is not None:
         reason = refusal(inner)
         return None if reason is None else f"{reason} (carried in {address})"

@@ -1,18 +1,43 @@
-"""Secrets that `merlin dev` keeps under ``var/`` (readable by this user only) across runs."""
+"""Secrets that `merlin dev` keeps under ``MERLIN_LOCAL_VAR_DIR`` (``var/``; readable by this user only)
+across runs."""
 
 from __future__ import annotations
 
 import os
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from kernel.settings import PROJECT_ROOT
+from merlin.local.settings import LocalSettings
 
-ADMIN_TOKEN_FILE = PROJECT_ROOT / "var" / "admin.token"
-AUTH_SECRET_FILE = PROJECT_ROOT / "var" / "auth.secret"  # signs development JWTs (HS256)
-DEV_TOKEN_FILE = PROJECT_ROOT / "var" / "dev.token"  # a ready JWT for the README's session
-ENDPOINT_KEYS_FILE = PROJECT_ROOT / "var" / "endpoints.keys"  # seals endpoint secrets (Fernet)
+
+@dataclass(frozen=True)
+class KeptFiles:
+    """Where each kept secret lives, under one directory."""
+
+    var_dir: Path
+
+    @classmethod
+    def configured(cls) -> KeptFiles:
+        """Under ``MERLIN_LOCAL_VAR_DIR`` (the checkout's ``var/`` by default)."""
+        return cls(LocalSettings().var_dir)
+
+    @property
+    def admin_token(self) -> Path:
+        return self.var_dir / "admin.token"
+
+    @property
+    def auth_secret(self) -> Path:  # signs development JWTs (HS256)
+        return self.var_dir / "auth.secret"
+
+    @property
+    def dev_token(self) -> Path:  # a ready JWT for the README's session
+        return self.var_dir / "dev.token"
+
+    @property
+    def endpoint_keys(self) -> Path:  # seals endpoint secrets (Fernet)
+        return self.var_dir / "endpoints.keys"
 
 
 def kept_secret(path: Path, make: Callable[[], str] = lambda: secrets.token_urlsafe(48)) -> str:

@@ -226,6 +226,11 @@ async def test_rewind_to_a_time_delivers_exactly_the_events_from_then_again_with
 
         bad = await admin.post("/v1/admin/endpoints/hook/rewind", json={"to": {"0": -1}})
         assert bad.status_code == 422
+        before_kafka = await admin.post(
+            "/v1/admin/endpoints/hook/rewind", json={"to": "0001-01-01T00:00:00Z"}
+        )
+        assert before_kafka.status_code == 422, before_kafka.text
+        assert "1970-01-01T00:00:00Z" in before_kafka.text
         unknown = await admin.post("/v1/admin/endpoints/nope/rewind", json={"to": boundary.isoformat()})
         assert unknown.status_code == 404
 

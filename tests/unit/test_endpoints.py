@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from kernel.errors import InfrastructureError
 from kernel.settings import PROJECT_ROOT
-from webhooks.endpoints import load_endpoints
+from webhooks.endpoints import MAX_BUFFER, EndpointSpec, load_endpoints
 
 
 def test_the_documented_example_loads() -> None:
@@ -91,3 +92,10 @@ def test_an_endpoints_url_is_shown_without_credentials_or_query(tmp_path: Path) 
     )
     (endpoint,) = load_endpoints(path)
     assert endpoint.shown_url == "https://hooks.example:8443/in?…"
+
+
+@pytest.mark.parametrize("buffer", [0, MAX_BUFFER + 1, 10**12])
+def test_a_buffer_is_bounded_as_it_bounds_memory(buffer: int) -> None:
+    with pytest.raises(ValidationError):
+        EndpointSpec(url="https://hooks.example/in", buffer=buffer)
+    assert EndpointSpec(url="https://hooks.example/in", buffer=MAX_BUFFER).buffer == MAX_BUFFER

@@ -30,6 +30,10 @@ from webhooks.url_safety import UnsafeAddress, addresses, check_host, refusal
         ("::127.0.0.1", "loopback (carried in ::7f00:1)"),
         ("2002:a00:1::", "private (carried in 2002:a00:1::)"),
         ("64:ff9b::a9fe:a9fe", "link-local (carried in 64:ff9b::a9fe:a9fe)"),
+        ("::ffff:0:7f00:1", "loopback (carried in ::ffff:0:7f00:1)"),
+        ("::ffff:0:a00:1", "private (carried in ::ffff:0:a00:1)"),
+        ("64:ff9b:1::7f00:1", "local-use NAT64, which may reach any inner IPv4 address"),
+        ("64:ff9b:1:7f00:1::", "local-use NAT64, which may reach any inner IPv4 address"),
     ],
 )
 def test_inner_addresses_are_refused_by_kind(address: str, kind: str) -> None:
