@@ -22,9 +22,9 @@ _MAX_SEQ = 2**63 - 1
 async def get_message(
     request: Request, room_id: RoomId, message_id: UUID, after_position: AfterPosition = None
 ) -> Response:
-    authorize(request, READ, room_id)
+    caller = authorize(request, READ, room_id)
     api = ReadApi.of(request)
-    if (behind := await api.caught_up(after_position)) is not None:
+    if (behind := await api.caught_up(after_position, caller, room_id)) is not None:
         return behind
     message = await api.reads.message(room_id, str(message_id))
     if message is None:
@@ -40,10 +40,10 @@ async def list_messages(
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
     after_position: AfterPosition = None,
 ) -> Response:
-    authorize(request, READ, room_id)
+    caller = authorize(request, READ, room_id)
     api = ReadApi.of(request)
     size = min(limit or api.settings.default_page_size, api.settings.max_page_size)
-    if (behind := await api.caught_up(after_position)) is not None:
+    if (behind := await api.caught_up(after_position, caller, room_id)) is not None:
         return behind
     items = await api.reads.page(room_id, after_seq, before_seq, size)
     following: str | None = None
@@ -61,7 +61,7 @@ async def list_messages(
 async def get_event(request: Request, event_id: UUID, after_position: AfterPosition = None) -> Response:
     caller = authorize(request, READ)
     api = ReadApi.of(request)
-    if (behind := await api.caught_up(after_position)) is not None:
+    if (behind := await api.caught_up(after_position, caller)) is not None:
         return behind
     outcome = await api.reads.outcome(str(event_id))
     if outcome is not None and not caller.may_use(outcome["room_id"] or ""):
@@ -86,16 +86,16 @@ def add_routes(app: FastAPI) -> None:
     app.get(
         "/v1/rooms/{room_id}/messages/{message_id}",
         summary="One message",
-        responses=problem_responses(401, 403, 404, 422, 503),
+        responses=problem_responses(401, 403, 404, 422, 429, 503),
     )(get_message)
     app.get(
         "/v1/rooms/{room_id}/messages",
         summary="A room's messages in seq order",
-        responses=problem_responses(401, 403, 422, 503),
+        responses=problem_responses(401, 403, 422, 429, 503),
     )(list_messages)
     app.get(
         "/v1/events/{event_id}",
         summary="The projection's outcome of one event",
-        responses=problem_responses(401, 403, 404, 422, 503),
+        responses=problem_responses(401, 403, 404, 422, 429, 503),
     )(get_event)
     app.get("/v1/projection", summary="Applied position and lag per partition")(projection)

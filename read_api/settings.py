@@ -17,5 +17,8 @@ class ReadApiSettings(BaseSettings):
     position_wait_seconds: float = Field(default=2.0, gt=0, le=30)
     # Most reads waiting for the projection at once; past it, 503 at once (not a queue).
     max_position_waiters: int = Field(default=1000, ge=1)
+    # Most reads of one caller (the token's subject) waiting at once, within the bound above;
+    # past it, 429 at once, so that no caller can fill the process's bound for the others.
+    max_position_waiters_per_caller: int = Field(default=100, ge=1)
     max_page_size: int = Field(default=200, ge=1)
     default_page_size: int = Field(default=50, ge=1)

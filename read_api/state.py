@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Any
 
+import structlog
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 
 from domain import InvalidCommand
+from kernel.auth import ALL_ROOMS, ANYONE, Caller
 from kernel.http.responses import problem
-from kernel.position import Position
+from kernel.position import CRC32_PARTITIONERS, Position, partition_of
 from kernel.settings import KafkaSettings
 from kernel.topics import end_offsets
+from read_api.log_ends import Ends, LogEnds
 from read_api.settings import ReadApiSettings
 from read_store.engines import create_engine
-from read_store.position_watch import TooManyWaiters
+from read_store.position_watch import CallerWaitsTooMuch, TooManyWaiters
 from read_store.reader import ReadStore
 from read_store.settings import ReadStoreSettings
+
+log = structlog.get_logger()
 
 
 class ReadApi:
@@ -35,9 +39,11 @@ class ReadApi:
         self.registry = CollectorRegistry()
         self._reads: ReadStore | None = None
         self._admin: AdminClient | None = None
-        # The log's ends, looked up once for every expired wait of the same moment.
-        self._ends: tuple[float, dict[int, int] | None] | None = None
-        self._ends_lookup: asyncio.Task[dict[int, int] | None] | None = None
+        self.ends = LogEnds(self._end_offsets)
+        # Whether the write API's producer places rooms as ``partition_of`` says, so that a
+        # position on another partition can be told from a room's own.
+        partitioner = kafka.client_config.get("partitioner", "consistent_random")
+        self.rooms_placed = partitioner in CRC32_PARTITIONERS
 
     @classmethod
     def of(cls, request: Request) -> ReadApi:
@@ -49,12 +55,25 @@ class ReadApi:
     async def running(self) -> AsyncIterator[None]:
         """Open the read store and the admin client for as long as the app runs."""
         engine = create_engine(self.store_settings.url, schema=self.store_settings.db_schema)
-        self._reads = ReadStore(engine, self.kafka.events_topic, self.settings.max_position_waiters)
+        self._reads = ReadStore(
+            engine,
+            self.kafka.events_topic,
+            self.settings.max_position_waiters,
+            self.settings.max_position_waiters_per_caller,
+        )
         self._admin = AdminClient(self.kafka.client())
+        if not self.rooms_placed:
+            log.warning(
+                "after_position_partitions_unchecked",
+                reason="MERLIN_KAFKA_CLIENT_CONFIG names a partitioner other than librdkafka's default",
+            )
+        self.ends.refresh()  # the partition count, known before the first read needs it
         try:
             yield
         finally:
-            reads, self._reads, self._admin = self._reads, None, None
+            reads, self._reads = self._reads, None
+            await self.ends.close()
+            self._admin = None
             await reads.close()
 
     @property
@@ -70,24 +89,36 @@ class ReadApi:
             return {"read_store": False}
         return {"read_store": True}
 
-    async def caught_up(self, after_position: str | None) -> Response | None:
-        """None when the read may go ahead; a problem when the projection is still behind."""
+    async def caught_up(
+        self, after_position: str | None, caller: Caller, room: str | None = None
+    ) -> Response | None:
+        """None when the read may go ahead; a problem when the projection is still behind.
+
+        ``room`` is the room read; None for an event, whose room is not known
+        before it is found. A position the caller's write could not have had is
+        ``InvalidCommand`` at once (422), before any wait.
+        """
         if after_position is None:
             return None
         position = Position.parse(after_position)
+        await self._refuse_impossible(position, caller, room)
         wait = self.settings.position_wait_seconds
         try:
-            if await self.reads.wait_for(position, wait):
+            # Without authentication every caller is the same one: only the process's bound holds.
+            if await self.reads.wait_for(position, wait, None if caller is ANYONE else caller.subject):
                 return None
+        except CallerWaitsTooMuch:
+            return problem(
+                429, "too-many-waiting-reads",
+                "This caller already has as many reads waiting for the projection as it may; "
+                "retry once one is answered.",
+                headers={"Retry-After": "1"},
+            )  # fmt: skip
         except TooManyWaiters:
             return problem(
                 503, "too-many-waiters", "Too many reads are waiting for the projection; retry shortly.",
                 headers={"Retry-After": "1"},
             )  # fmt: skip
-        ends = await self._recent_end_offsets()
-        if ends is not None and position.offset >= ends.get(position.partition, 0):
-            # Not lag: no write ever got this position.
-            raise InvalidCommand("after_position", "is beyond the end of the event log")
         return problem(
             503,
             "projection-behind",
@@ -97,10 +128,45 @@ class ReadApi:
             position=str(position),
         )
 
+    async def _refuse_impossible(self, position: Position, caller: Caller, room: str | None) -> None:
+        """Refuse at once a position on a partition none of the caller's rooms is on, or past the log's end.
+
+        A position on another partition is refused the same way whatever that
+        partition holds: waiting for it, or answering it by the projection's
+        progress, would tell the caller how many writes rooms it may not read
+        have had. Past the end, no write had it: waiting would only hold a place.
+        """
+        partitions = self.ends.partitions
+        if partitions is None:
+            await self.ends.fresh()
+            partitions = self.ends.partitions
+        # Unknown while the broker has not answered since the start: the wait is bounded all the same.
+        if partitions is not None and self.rooms_placed:
+            if room is not None:
+                if position.partition != partition_of(room, partitions):
+                    raise InvalidCommand("after_position", "is not the position of a write to this room")
+            elif ALL_ROOMS not in caller.rooms and position.partition not in _partitions_of(
+                caller.rooms, partitions
+            ):
+                raise InvalidCommand(
+                    "after_position", "is not the position of a write to a room this token covers"
+                )
+        if self.reads.reached(position):
+            return  # applied, so written: no need to ask where the log ends
+        end = self.ends.end(position.partition)
+        if end is not None and position.offset < end:
+            return
+        # Past the end as last seen: written since, or never. Only a lookup begun now can say which.
+        if await self.ends.fresh() is None:
+            return  # the broker does not answer: the wait decides
+        end = self.ends.end(position.partition)
+        if end is None or position.offset >= end:
+            raise InvalidCommand("after_position", "is beyond the end of the event log")
+
     async def projection(self) -> dict[str, Any]:
         """Per partition, the applied offset, the log end and the lag between them."""
         applied = await self.reads.positions()
-        ends = await self._end_offsets()
+        ends = await self.ends.fresh()
         partitions = []
         for partition in sorted(set(applied) | set(ends or {})):
             done = applied.get(partition, -1)
@@ -116,18 +182,13 @@ class ReadApi:
         total = None if ends is None else sum(p["lag"] or 0 for p in partitions)
         return {"topic": self.kafka.events_topic, "partitions": partitions, "lag": total}
 
-    async def _recent_end_offsets(self, fresh_for: float = 0.5) -> dict[int, int] | None:
-        """The log's ends as of at most ``fresh_for`` s ago: one lookup however many ask at once."""
-        now = time.monotonic()
-        if self._ends is not None and now - self._ends[0] < fresh_for:
-            return self._ends[1]
-        if self._ends_lookup is None or self._ends_lookup.done():
-            self._ends_lookup = asyncio.create_task(self._end_offsets())
-        ends = await asyncio.shield(self._ends_lookup)
-        self._ends = (now, ends)
-        return ends
-
-    async def _end_offsets(self) -> dict[int, int] | None:
+    async def _end_offsets(self) -> Ends | None:
         if self._admin is None:
             raise RuntimeError("the read API is not running")
         return await end_offsets(self._admin, self.kafka.events_topic)
+
+
+@lru_cache(maxsize=1024)
+def _partitions_of(rooms: frozenset[str], partitions: int) -> frozenset[int]:
+    """The partitions that hold the events of ``rooms``: a token's rooms, computed once per token."""
+    return frozenset(partition_of(room, partitions) for room in rooms)

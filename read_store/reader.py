@@ -23,12 +23,18 @@ class ReadStore:
     the dialect says (``Dialect.connections``).
     """
 
-    def __init__(self, engine: AsyncEngine, topic: str, max_waiters: int = 1000) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        topic: str,
+        max_waiters: int = 1000,
+        max_waiters_per_caller: int | None = None,
+    ) -> None:
         self.engine = engine
         self.topic = topic
         self._dialect: Dialect = dialect_of(engine.url)
         self._connections = self._dialect.connections(engine, writer=False)
-        self._watch = PositionWatch(self.positions, limit=max_waiters)
+        self._watch = PositionWatch(self.positions, limit=max_waiters, per_caller=max_waiters_per_caller)
 
     async def _run(self, question: Callable[[Connection], T]) -> T:
         return await self._connections.read(question)
@@ -117,12 +123,17 @@ class ReadStore:
         """Raise unless the store answers."""
         await self._run(lambda connection: connection.execute(text("SELECT 1")).scalar())
 
-    async def wait_for(self, position: Position, timeout: float) -> bool:
+    def reached(self, position: Position) -> bool:
+        """Whether the projection is known to have applied ``position``, without asking the store."""
+        return self._watch.reached(position)
+
+    async def wait_for(self, position: Position, timeout: float, caller: str | None = None) -> bool:
         """Wait until the projection has applied ``position``; False if ``timeout`` s pass first.
 
-        Raises ``TooManyWaiters`` when as many reads as allowed already wait.
+        Raises ``CallerWaitsTooMuch`` when as many of ``caller``'s reads as allowed
+        already wait, ``TooManyWaiters`` when as many reads as allowed in all do.
         """
-        return await self._watch.wait_for(position, timeout)
+        return await self._watch.wait_for(position, timeout, caller)
 
     def _message(self, row: Any) -> dict[str, Any]:
         time = self._dialect.api_time

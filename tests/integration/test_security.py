@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from kernel.auth import ADMIN, READ, WRITE
+from kernel.position import partition_of
 from merlin.local.service_processes import Service, Services
 
 PROBLEM = "application/problem+json"
@@ -144,7 +145,13 @@ async def test_rooms_and_scopes_are_enforced(apis: Apis) -> None:
 
 async def test_an_event_of_a_room_the_caller_cannot_read_looks_unknown(apis: Apis) -> None:
     secret = (await apis.post("private", {"body": "before the edit"}, apis.as_("alice"))).json()
-    outsider = apis.as_("eve", rooms=("lobby",))
+    # Eve's room shares the private room's partition, so her reads wait for its position.
+    partitions = apis.services.kafka.partitions
+    neighbour = next(
+        room for room in (f"room-{n}" for n in range(100))
+        if partition_of(room, partitions) == partition_of("private", partitions)
+    )  # fmt: skip
+    outsider = apis.as_("eve", rooms=(neighbour,))
     known = await apis.client.get(
         f"{apis.read.url}/v1/events/{secret['event_id']}", params={"after_position": secret["position"]},
         headers=outsider,

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from kernel.position import Position
-from read_store.position_watch import PositionWatch, TooManyWaiters
+from read_store.position_watch import CallerWaitsTooMuch, PositionWatch, TooManyWaiters
 from tests.unit.fakes import until
 
 
@@ -69,6 +69,38 @@ async def test_past_its_limit_a_waiter_is_refused_at_once() -> None:
     projection.positions = {0: 10}
     assert all(await asyncio.gather(*waiting))
     assert await watch.wait_for(Position(0, 10), 1)  # room again
+
+
+async def test_a_caller_past_its_own_bound_is_refused_at_once_and_takes_no_place_from_others() -> None:
+    projection = Projection()
+    watch = PositionWatch(projection.read, interval=0.005, limit=10, per_caller=3)
+    flood = [asyncio.create_task(watch.wait_for(Position(0, 10**6), 5, "mallory")) for _ in range(10)]
+    await until(lambda: sum(task.done() for task in flood) == 7, "mallory's reads past her bound answered")
+    refused, kept = [task for task in flood if task.done()], [task for task in flood if not task.done()]
+    assert all(isinstance(task.exception(), CallerWaitsTooMuch) for task in refused)
+    assert (watch.waiters, watch.waiting_for("mallory")) == (3, 3)
+    # Everyone else still has the rest of the process's places.
+    others = [asyncio.create_task(watch.wait_for(Position(1, 5), 5, f"reader-{n}")) for n in range(7)]
+    await until(lambda: watch.waiters == 10, "the other readers waiting")
+    with pytest.raises(TooManyWaiters):  # the process's bound still holds
+        await watch.wait_for(Position(1, 5), 5, "latecomer")
+    projection.positions = {1: 5}
+    assert all(await asyncio.gather(*others))
+    projection.positions = {0: 10**6, 1: 5}
+    assert await asyncio.gather(*kept) == [True] * 3
+    assert (watch.waiters, watch.waiting_for("mallory")) == (0, 0)
+    assert not watch._by_caller  # callers leave nothing behind
+
+
+async def test_callers_that_cannot_be_told_apart_share_only_the_process_bound() -> None:
+    projection = Projection()
+    watch = PositionWatch(projection.read, interval=0.005, limit=4, per_caller=1)
+    waiting = [asyncio.create_task(watch.wait_for(Position(0, 1), 5)) for _ in range(4)]
+    await until(lambda: watch.waiters == 4, "four anonymous waiters in place")
+    with pytest.raises(TooManyWaiters):
+        await watch.wait_for(Position(0, 1), 5)
+    projection.positions = {0: 1}
+    assert all(await asyncio.gather(*waiting))
 
 
 async def test_a_new_position_wakes_only_the_waiters_it_reached() -> None:
