@@ -152,11 +152,11 @@ def add_routes(app: FastAPI) -> None:
     """Register the routes on ``app`` itself."""
     base = "/v1/admin/endpoints"
     app.get(base, summary="The endpoints")(list_endpoints)
-    app.get(base + "/{name}", summary="One endpoint", responses=problem_responses(404))(get_endpoint)
+    app.get(base + "/{name}", summary="One endpoint", responses=problem_responses(404, 422))(get_endpoint)
     app.put(
         base + "/{name}",
         summary="Define an endpoint, or change its definition (a secret left out is kept)",
-        responses=problem_responses(422),
+        responses=problem_responses(400, 422),
         status_code=200,
     )(put_endpoint)
     app.post(
@@ -167,27 +167,31 @@ def add_routes(app: FastAPI) -> None:
         base + "/{name}",
         summary="Stop delivering to an endpoint and forget it",
         status_code=204,
-        responses=problem_responses(404),
+        responses=problem_responses(404, 422),
     )(delete_endpoint)
     app.get(
         base + "/{name}/status",
         summary="Offsets, lag, oldest undelivered event, pause, blocked rooms and rates",
-        responses=problem_responses(404),
+        responses=problem_responses(404, 409, 422),
     )(endpoint_status)
-    app.post(base + "/{name}/pause", summary="Stop delivering", responses=problem_responses(404))(pause)
-    app.post(base + "/{name}/resume", summary="Deliver again", responses=problem_responses(404))(resume)
+    app.post(base + "/{name}/pause", summary="Stop delivering", responses=problem_responses(404, 409, 422))(
+        pause
+    )
+    app.post(base + "/{name}/resume", summary="Deliver again", responses=problem_responses(404, 409, 422))(
+        resume
+    )
     app.post(
         base + "/{name}/rewind",
         summary="Deliver again from a time or from offsets",
-        responses=problem_responses(404, 409, 422),
+        responses=problem_responses(400, 404, 409, 422),
     )(rewind)
     app.post(
         base + "/{name}/rooms/{room_id}/unblock",
         summary="Retry a blocked room's head event now, or skip it to the dead-letter topic",
-        responses=problem_responses(404, 422),
+        responses=problem_responses(400, 404, 409, 422),
     )(unblock)
     app.post(
         "/v1/admin/dead-letters/replay",
         summary="Deliver an endpoint's dead-lettered events again",
-        responses=problem_responses(404, 422),
+        responses=problem_responses(400, 404, 409, 422),
     )(replay_dead_letters)

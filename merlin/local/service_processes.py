@@ -153,21 +153,33 @@ class Services:
         env.update(extra)
         return env
 
-    def _spawn(self, name: str, env: dict[str, str], url: str | None = None) -> Service:
+    def _spawn(
+        self, name: str, env: dict[str, str], url: str | None = None, listening: socket.socket | None = None
+    ) -> Service:
         log = self.workdir / f"{name}-{len(self.running)}.log"
+        argv = [sys.executable, "-m", "merlin.cli", name]
+        if listening is not None:
+            argv += ["--fd", str(listening.fileno())]
         with log.open("wb") as sink:
             process = subprocess.Popen(
-                [sys.executable, "-m", "merlin.cli", name],
-                env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                argv, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                pass_fds=() if listening is None else (listening.fileno(),),
             )  # fmt: skip
         service = Service(name, process, log, url)
         self.running.append(service)
         return service
 
     async def _http(self, name: str, prefix: str, **extra: str) -> Service:
-        port = free_port()
+        # A single process is handed its socket already listening: a port looked up free and bound
+        # later may be taken meanwhile (by any client's ephemeral port on a busy machine).
+        listening = None if f"MERLIN_{prefix}_WORKERS" in extra else socket.create_server(("127.0.0.1", 0))
+        port = free_port() if listening is None else listening.getsockname()[1]
         env = self.env(**{f"MERLIN_{prefix}_PORT": str(port), **extra})
-        service = self._spawn(name, env, f"http://127.0.0.1:{port}")
+        try:
+            service = self._spawn(name, env, f"http://127.0.0.1:{port}", listening)
+        finally:
+            if listening is not None:
+                listening.close()  # the child holds its own copy
         service.headers, service.auth_secret = self.headers(), self.auth_secret
 
         async def healthy() -> bool | None:
