@@ -19,7 +19,7 @@ from kernel.producer import AsyncProducer
 from kernel.settings import KafkaSettings
 from webhooks.calls import HttpSend
 from webhooks.catalog import ENDPOINT, DefinitionUnreadable, check_record, decode, shown
-from webhooks.endpoints import Endpoint, load_endpoints
+from webhooks.endpoints import Endpoint, endpoint_group, load_endpoints
 from webhooks.given import define_given
 from webhooks.settings import EndpointsSettings
 
@@ -118,7 +118,7 @@ class AdminApi:
         return {**shown(name, record), "paused": key(PAUSED, name) in self.control.values}
 
     def group(self, endpoint: str) -> str:
-        return f"{self.settings.forwarder_group}.endpoint.{endpoint}"
+        return endpoint_group(self.settings.forwarder_group, endpoint)
 
     def acted(self, action: str, endpoint: str, **details: Any) -> None:
         """Log and count an operator's action."""

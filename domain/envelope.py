@@ -21,6 +21,7 @@ from domain.errors import InvalidCommand, MalformedEvent
 from domain.model import (
     EVENT_TYPES,
     Event,
+    EventType,
     MessageCreated,
     MessageUpdated,
     check_body,
@@ -82,7 +83,7 @@ class _Payload(msgspec.Struct):
 
 class _Envelope(msgspec.Struct):
     event_id: UUID
-    event_type: Literal["MessageCreated", "MessageUpdated"]
+    event_type: EventType
     schema_version: Literal[1]
     room_id: str
     message_id: UUID

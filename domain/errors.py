@@ -1,4 +1,12 @@
-"""The one exception tree of merlin: every error merlin raises on purpose is a MerlinError."""
+"""The one exception tree of merlin: every error merlin raises on purpose is a MerlinError.
+
+Two kinds stand outside it, by design: the HTTP answers the API layer raises for
+its framework to send (``kernel.http``'s ``BodyTooLarge`` and ``Forbidden`` are
+starlette ``HTTPException`` s), and private signals a module raises and catches
+itself (a leading underscore: ``_Stopped``, ``_Retryable``, ``_Stale``). Errors of
+the infrastructure are ``kernel.errors.InfrastructureError``; library errors are
+translated at the boundary with ``raise ... from exc``.
+"""
 
 from __future__ import annotations
 

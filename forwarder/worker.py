@@ -45,7 +45,7 @@ from read_store.writer import ProjectionStore
 from webhooks.calls import HttpSend
 from webhooks.catalog import ENDPOINT, check_record
 from webhooks.dead_letters import DeadLetters
-from webhooks.endpoints import Endpoint, load_endpoints
+from webhooks.endpoints import Endpoint, endpoint_group, load_endpoints
 from webhooks.given import define_given
 from webhooks.sending import Deliverer
 from webhooks.settings import EndpointsSettings
@@ -78,7 +78,9 @@ class Forwarder:
 
     def group(self, endpoint: str | None = None) -> str:
         """The projection's consumer group, or ``endpoint``'s."""
-        return self.settings.group_id if endpoint is None else f"{self.settings.group_id}.endpoint.{endpoint}"
+        return (
+            self.settings.group_id if endpoint is None else endpoint_group(self.settings.group_id, endpoint)
+        )
 
     def consumer_config(self, endpoint: str | None = None) -> ClientConfig:
         """The consumer of the projection's group, or of ``endpoint``'s."""

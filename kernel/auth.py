@@ -34,6 +34,7 @@ import structlog
 from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.errors import MerlinError
 from kernel.errors import InfrastructureError
 
 log = structlog.get_logger()
@@ -108,7 +109,7 @@ class Caller:
 ANYONE = Caller("", frozenset(SCOPES), frozenset({ALL_ROOMS}))
 
 
-class Unauthenticated(Exception):
+class Unauthenticated(MerlinError):
     """The token is missing, malformed, expired, or not ours. The reason is for logs, never for clients."""
 
 

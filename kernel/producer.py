@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from domain.errors import MerlinError
 from kernel.errors import InfrastructureError
 from kernel.logs import KAFKA_LOGGER
 from kernel.settings import ClientConfig
@@ -41,7 +42,7 @@ class OutcomeUnknown(BrokerUnavailable):
     """
 
 
-class RecordTooLarge(Exception):
+class RecordTooLarge(MerlinError):
     """The broker (or the producer) will never take a record this large: retrying cannot help."""
 
 

@@ -34,6 +34,7 @@ from domain.errors import MerlinError
 from forwarder.settings import ForwarderSettings
 from kernel.admin_calls import answer
 from kernel.settings import KafkaSettings
+from webhooks.endpoints import endpoint_group
 
 _TIMEOUT = 30.0
 _ITERATIONS = 8192
@@ -127,7 +128,7 @@ def grants(kafka: KafkaSettings, forwarder_group: str, users: dict[str, str]) ->
             *topic(admin, events, "READ", "DESCRIBE"),
             *topic(admin, dead, "READ", "DESCRIBE"),
             *topic(admin, settings, "READ", "WRITE", "DESCRIBE"),
-            *group(admin, f"{forwarder_group}.endpoint.", "READ", "DESCRIBE", prefixed=True),
+            *group(admin, endpoint_group(forwarder_group, ""), "READ", "DESCRIBE", prefixed=True),
             *group(admin, f"{settings}.reader", "READ"),
             *group(admin, f"{events}.admin-reader", "READ"),
             *group(admin, f"{dead}.replay", "READ"),

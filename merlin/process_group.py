@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import structlog
 import uvloop
 
+from domain.errors import MerlinError
 from forwarder.supervisor import BackoffPolicy, BackoffSupervisor, Hooks, SupervisorGaveUp
 
 log = structlog.get_logger()
@@ -27,7 +28,7 @@ log = structlog.get_logger()
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
-class ChildExited(Exception):
+class ChildExited(MerlinError):
     """A child process ended without being asked to."""
 
 

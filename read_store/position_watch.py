@@ -18,16 +18,17 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from domain.errors import MerlinError
 from kernel.position import Position
 
 log = structlog.get_logger()
 
 
-class TooManyWaiters(Exception):
+class TooManyWaiters(MerlinError):
     """As many reads as allowed already wait for the projection here."""
 
 
-class CallerWaitsTooMuch(Exception):
+class CallerWaitsTooMuch(MerlinError):
     """As many reads of this caller as allowed already wait for the projection here."""
 
 

@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import httptools
 
+from domain.errors import MerlinError
 from webhooks.url_safety import UnsafeAddress, addresses
 
 # What is read of an endpoint's answer: its status and headers are what count; a body past this
@@ -46,7 +47,7 @@ class Answer:
     retry_after: str | None = None  # the Retry-After header, as sent
 
 
-class CallFailed(Exception):
+class CallFailed(MerlinError):
     """The call got no answer: refused, reset, or (``timed_out``) too slow."""
 
     def __init__(self, reason: str, timed_out: bool = False) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
 
 from domain.envelope import format_time
+from domain.errors import MerlinError
 from webhooks.endpoints import Endpoint, EndpointPolicy, EndpointSpec, OldSecret, shown_url
 from webhooks.secret_box import SecretBox, fingerprint
 
@@ -28,7 +29,7 @@ _READ_SCHEMAS = (1, 2)
 _NOT_DEFINITION = {"name", "secret", "old_secrets", "added_at"}
 
 
-class DefinitionUnreadable(ValueError):
+class DefinitionUnreadable(MerlinError, ValueError):
     """A record of the settings topic that is no endpoint definition this version reads."""
 
 
@@ -160,7 +161,7 @@ def _shown(url: str) -> str:
         return "(not a URL)"
 
 
-class SecretRequired(ValueError):
+class SecretRequired(MerlinError, ValueError):
     """A new endpoint given without a secret."""
 
 

@@ -35,6 +35,14 @@ from domain import EVENT_TYPES, EventType
 from kernel.errors import InfrastructureError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+def endpoint_group(forwarder_group: str, endpoint: str) -> str:
+    """The consumer group of ``endpoint``'s flow: committed offsets of its own, beside the projection's
+    group ``forwarder_group``. With ``endpoint`` empty, the prefix every endpoint's group starts with."""
+    return f"{forwarder_group}.endpoint.{endpoint}"
+
+
 MAX_BUFFER = 100_000
 
 

@@ -18,6 +18,7 @@ import backoff
 from standardwebhooks import Webhook
 
 from domain.envelope import format_time
+from domain.errors import MerlinError
 from webhooks.calls import CallFailed, Send
 from webhooks.endpoints import Endpoint
 
@@ -41,7 +42,7 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
-class DeliveryFailed(Exception):
+class DeliveryFailed(MerlinError):
     """The endpoint refused the event for good, or every retry failed."""
 
     def __init__(self, reason: str, attempts: list[Attempt]) -> None:

@@ -16,6 +16,8 @@ import socket
 
 from pydantic import HttpUrl
 
+from domain.errors import MerlinError
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -25,7 +27,7 @@ _COMPATIBLE = ipaddress.ip_network("::/96")
 _TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT's IPv4-translated addresses (RFC 2765)
 
 
-class UnsafeAddress(ValueError):
+class UnsafeAddress(MerlinError, ValueError):
     """The URL's host is, or resolves to, an address merlin does not send to."""
 
 
