@@ -1,7 +1,7 @@
 """The forwarder's operations listener: ``/healthz``, ``/readyz`` and ``/metrics``, on the worker's own loop.
 
 Ready means the settings topic was read and the worker reads its own pings
-back through it (``kernel.subscription``), every flow is running (none backing
+back through it (``forwarder.subscription``), every flow is running (none backing
 off after a crash), a consumer polled recently, every partition of the events
 topic has a leader, and the read store answers; ``subscription`` gives that
 check's state. Answers are JSON;
@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from forwarder.metrics import ForwarderMetrics
-from kernel.subscription import SubscriptionCheck
+from forwarder.subscription import SubscriptionCheck
 
 _PING_TIMEOUT = 2.0
 

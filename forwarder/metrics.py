@@ -6,7 +6,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from kernel.subscription import Heard
+from forwarder.subscription import Heard
 
 
 class ForwarderMetrics:

@@ -28,16 +28,16 @@ from forwarder.controls import Controls
 from forwarder.endpoint_catalog import EndpointCatalog
 from forwarder.endpoint_flows import EndpointFlows
 from forwarder.flow import Flow
+from forwarder.group_configs import configure_groups
 from forwarder.health import Health, serving
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
+from forwarder.subscription import SubscriptionCheck
 from forwarder.supervisor import BackoffSupervisor, Hooks, SupervisorGaveUp
 from kernel.control import ControlLog, ControlWriter, counted_skips
 from kernel.errors import InfrastructureError
-from kernel.group_configs import configure_groups
 from kernel.producer import AsyncProducer
 from kernel.settings import ClientConfig, KafkaSettings
-from kernel.subscription import SubscriptionCheck
 from read_store.engines import create_engine
 from read_store.reader import ReadStore
 from read_store.settings import ReadStoreSettings

@@ -13,7 +13,7 @@ it (assigned, not as group members) and keep it in memory. Keys:
   deleted by the forwarder that carried it out.
 - ``rates/<endpoint>/<instance>``: one forwarder instance's recent delivery and error rates.
 - ``ping/<instance>``: a forwarder instance's ping to itself, which proves its subscription
-  alive when it reads it back (``kernel.subscription``); deleted when the instance stops.
+  alive when it reads it back (``forwarder.subscription``); deleted when the instance stops.
 
 Endpoint names and room ids never hold ``/``, so keys split unambiguously.
 

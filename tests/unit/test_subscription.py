@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from forwarder.subscription import Heard, SubscriptionCheck
 from kernel.control import Listener
-from kernel.subscription import Heard, SubscriptionCheck
 
 
 class Channel:
