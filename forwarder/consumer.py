@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -36,6 +35,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from domain import MalformedEvent, decode
 from forwarder.metrics import ForwarderMetrics
 from forwarder.source import Batch, Consumed, RevokeHandler
+from kernel.consumer_thread import ConsumerThread
 from kernel.errors import InfrastructureError
 from kernel.logs import KAFKA_LOGGER
 from kernel.records import arrived
@@ -43,8 +43,6 @@ from kernel.settings import ClientConfig, KafkaSettings
 from read_store.projection import Record
 
 log = structlog.get_logger()
-P = ParamSpec("P")
-T = TypeVar("T")
 
 PositionLoader = Callable[[], Coroutine[Any, Any, dict[int, int]]]
 
@@ -57,12 +55,10 @@ class _ThreadedConsumer:
 
     def __init__(self, topic: str) -> None:
         self._topic = topic
-        self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
+        self._loop = asyncio.get_running_loop()  # where the thread's callbacks hand work back
+        self._thread = ConsumerThread("kafka-consumer")
+        self._call = self._thread.call
         self._consumer: Consumer | None = None
-
-    async def _call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
 
     async def pause(self, partitions: set[int]) -> None:
         """Stop fetching ``partitions`` (the consumer keeps polling: a group member stays in its group)."""
@@ -111,7 +107,7 @@ class _ThreadedConsumer:
         if self._consumer is not None:
             await self._call(self._consumer.close)
             self._consumer = None
-        self._executor.shutdown(wait=False)
+        self._thread.stop()
 
 
 class EventConsumer(_ThreadedConsumer):

@@ -32,7 +32,6 @@ import contextlib
 import threading
 import traceback
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -43,6 +42,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from domain.envelope import format_time
+from kernel.consumer_thread import ConsumerThread
 from kernel.errors import InfrastructureError
 from kernel.logs import KAFKA_LOGGER
 from kernel.producer import AsyncProducer
@@ -158,7 +158,7 @@ class ControlLog:
         self._poll_timeout = poll_timeout
         self._listeners: list[Listener] = []
         self._changed = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control-log")
+        self._thread = ConsumerThread("control-log")
         self._consumer: Consumer | None = None
         self._follower: asyncio.Task[None] | None = None
         # Where the reader got to, per partition: a renewed consumer reads on from there.
@@ -179,11 +179,11 @@ class ControlLog:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
-            waiting = await loop.run_in_executor(self._executor, self._open, timeout)
+            waiting = await self._thread.call(self._open, timeout)
             while waiting:
                 if loop.time() > deadline:
                     raise InfrastructureError(f"reading the settings topic {self.topic} timed out")
-                changes, ended = await loop.run_in_executor(self._executor, self._poll)
+                changes, ended = await self._thread.call(self._poll)
                 self.apply(changes)
                 waiting -= ended
         except KafkaException as exc:
@@ -333,10 +333,9 @@ class ControlLog:
         return True
 
     async def _follow(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             try:
-                changes, _ended = await loop.run_in_executor(self._executor, self._poll)
+                changes, _ended = await self._thread.call(self._poll)
             except KafkaException as exc:  # librdkafka reconnects by itself: keep polling
                 log.warning("control_log_error", error=str(exc))
                 await asyncio.sleep(self._poll_timeout)
@@ -349,9 +348,9 @@ class ControlLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follower
         if self._consumer is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._consumer.close)
+            await self._thread.call(self._consumer.close)
             self._consumer = None
-        self._executor.shutdown(wait=False)
+        self._thread.stop()
 
 
 class ControlWriter:
