@@ -140,9 +140,9 @@ def _dev(_arguments: argparse.Namespace) -> int:
 
 
 def _rebuild(options: argparse.Namespace) -> int:
-    from forwarder import rebuild
+    from merlin.rebuild_command import run
 
-    return rebuild.run(options.to, options.schema, follow=options.follow, as_json=options.json)
+    return run(options.to, options.schema, follow=options.follow, as_json=options.json)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,21 +12,11 @@ from uuid import UUID
 import pytest
 
 from domain import MessageCreated
-from forwarder.rebuild import (
-    Plan,
-    Progress,
-    ProgressReport,
-    Result,
-    Speedometer,
-    Target,
-    bar,
-    describe,
-    duration,
-    project_log,
-)
+from forwarder.rebuild import Plan, Progress, Result, Speedometer, Target, project_log
 from forwarder.settings import ForwarderSettings
 from forwarder.supervisor import BackoffPolicy
 from kernel.errors import InfrastructureError
+from merlin.rebuild_command import ProgressReport, bar, describe, duration
 from read_store.settings import ReadStoreSettings
 from tests.unit.fakes import FakeSource, MemoryStore, batch, consumed, poison, until
 
