@@ -9,14 +9,22 @@ from collections.abc import Sequence
 from bench.harness import Row, bench
 from bench.peers import peers
 from bench.report import save, table
-from bench.scenarios import SCENARIOS
+from bench.scenarios import LONG, SCENARIOS
 
 
-async def run(names: list[str], runs: int, quick: bool) -> list[Row]:
+async def run(
+    names: list[str],
+    runs: int,
+    quick: bool,
+    soak_minutes: float | None = None,
+    soak_warm_up: int | None = None,
+) -> list[Row]:
     rows: list[Row] = []
-    async with bench(quick) as environment:
+    scenarios = {**SCENARIOS, **LONG}
+    soak_seconds = None if soak_minutes is None else soak_minutes * 60
+    async with bench(quick, soak_seconds, soak_warm_up) as environment:
         for name in names:
-            rows.extend(await SCENARIOS[name](environment, runs))
+            rows.extend(await scenarios[name](environment, runs))
     return rows
 
 
@@ -31,7 +39,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true", help="tiny sizes and one run: a smoke test of the harness"
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported")
-    parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), default=list(SCENARIOS))
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        choices=sorted({**SCENARIOS, **LONG}),
+        default=list(SCENARIOS),
+        help="scenarios to run (default: all but soak, which runs only when named)",
+    )
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=None,
+        help="the soak's measured part, after its warm-up (default 30; 10 s with --quick)",
+    )
+    parser.add_argument(
+        "--soak-warm-up",
+        type=int,
+        default=None,
+        metavar="EVENTS",
+        help="events written at 300 msg/s before the soak's measured part (default 150,000)",
+    )
     parser.add_argument(
         "--peers",
         action="store_true",
@@ -42,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.peers:
         rows = asyncio.run(run_peers(runs, arguments.quick))
     else:
-        rows = asyncio.run(run(arguments.only, runs, arguments.quick))
+        rows = asyncio.run(
+            run(arguments.only, runs, arguments.quick, arguments.soak_minutes, arguments.soak_warm_up)
+        )
     print(table(rows))
     data, picture = save(rows, runs, arguments.quick)
     print(f"\nresults: {data}" + (f"\nchart:   {picture}" if picture else ""))

@@ -27,6 +27,23 @@ from read_store.migrate import upgrade
 
 
 @dataclass
+class Memory:
+    """One process's resident memory over a soak (``bench.soak``), in MB of 1,024 KiB as ``ps`` counts."""
+
+    process: str
+    fresh_mb: float  # once it answered, before any load
+    start_mb: float  # after the warm-up
+    half_mb: float
+    end_mb: float
+    kb_per_1000_events: float  # least-squares slope over the measured part
+    mb_per_hour: float
+    second_half_kb_per_1000_events: float
+    events: float  # accepted during the measured part
+    # (minutes since the measured part began, events since then, RSS in MB); the warm-up's are before 0
+    samples: list[tuple[float, float, float]] = field(default_factory=list)
+
+
+@dataclass
 class Row:
     """One line of the results: merlin's figure and the limit measured beside it in the same run."""
 
@@ -39,6 +56,7 @@ class Row:
     p50_ms: float | None = None
     p99_ms: float | None = None
     extra: dict[str, float] | None = None
+    memory: Memory | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -54,6 +72,9 @@ class Bench:
     kafka: KafkaSettings
     workdir: Path
     quick: bool
+    # The soak's measured part (``bench.soak``); None: its default for a quick or a full run.
+    soak_seconds: float | None = None
+    soak_warm_up: int | None = None  # events before the soak's measured part; None: its default
     # Signs the token the load generators send; every service of the run verifies with it.
     auth_secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
 
@@ -176,7 +197,9 @@ async def postgres_schema(postgres: PostgresStatus) -> AsyncIterator[tuple[str, 
 
 
 @asynccontextmanager
-async def bench(quick: bool) -> AsyncIterator[Bench]:
+async def bench(
+    quick: bool, soak_seconds: float | None = None, soak_warm_up: int | None = None
+) -> AsyncIterator[Bench]:
     """The local broker (started if needed, then warmed up) and topics for this run only."""
     bootstrap = (await asyncio.to_thread(LocalKafka().start)).bootstrap
     kafka = KafkaSettings().namespaced(
@@ -185,7 +208,7 @@ async def bench(quick: bool) -> AsyncIterator[Bench]:
     await ensure_topics(kafka)
     with tempfile.TemporaryDirectory(prefix="merlin-bench-") as workdir:
         try:
-            environment = Bench(kafka, Path(workdir), quick)
+            environment = Bench(kafka, Path(workdir), quick, soak_seconds, soak_warm_up)
             if not quick:
                 await environment.warm_up()
             yield environment

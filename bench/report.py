@@ -8,8 +8,9 @@ import platform
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from bench.harness import Row
+from bench.harness import Memory, Row
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -31,6 +32,24 @@ def table(rows: list[Row]) -> str:
     ]  # fmt: skip
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
     out = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True))
+           for line in [header, *lines]]  # fmt: skip
+    out.insert(1, "  ".join("-" * width for width in widths))
+    memories = [r.memory for r in rows if r.memory is not None]
+    return "\n".join(out) + (f"\n\n{memory_table(memories)}" if memories else "")
+
+
+def memory_table(memories: list[Memory]) -> str:
+    """Each process's resident memory over a soak, and its slope per event and per hour."""
+    header = ("process", "fresh MB", "start MB", "half MB", "end MB", "KB/1,000 events", "MB/hour",
+              "2nd half KB/1,000 events", "events")  # fmt: skip
+    lines = [
+        (m.process, _number(m.fresh_mb, 1), _number(m.start_mb, 1), _number(m.half_mb, 1),
+         _number(m.end_mb, 1), _number(m.kb_per_1000_events, 2), _number(m.mb_per_hour, 2),
+         _number(m.second_half_kb_per_1000_events, 2), _number(m.events, 0))
+        for m in memories
+    ]  # fmt: skip
+    widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
+    out = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
            for line in [header, *lines]]  # fmt: skip
     out.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(out)
@@ -66,8 +85,11 @@ def chart(rows: list[Row], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 6))
-    rates = [r for r in rows if r.unit != "s"]  # recovery times are in the table, not on a rate axis
+    memories = [r.memory for r in rows if r.memory is not None]
+    figure, panels = plt.subplots(1, 3 if memories else 2, figsize=(21 if memories else 14, 6))
+    left, right = panels[0], panels[1]
+    # Recovery times and memory are in the table, not on a rate axis.
+    rates = [r for r in rows if r.unit != "s" and r.memory is None]
     labels = [f"{r.scenario}: {r.measure}" for r in rates]
     positions = range(len(rates))
     left.barh([p + 0.2 for p in positions], [r.merlin for r in rates], height=0.4, label="merlin")
@@ -86,7 +108,21 @@ def chart(rows: list[Row], path: Path) -> Path | None:
     right.set_xlabel("milliseconds (log scale)")
     right.set_title("latency")
     right.legend()
+    if memories:
+        _memory_panel(panels[2], memories)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def _memory_panel(axes: Any, memories: list[Memory]) -> None:
+    """Each process's RSS over a soak; the warm-up is before minute 0."""
+    for memory in memories:
+        minutes = [minute for minute, _events, _mb in memory.samples]
+        axes.plot(minutes, [mb for _minute, _events, mb in memory.samples], label=memory.process)
+    axes.axvline(0, color="grey", linestyle=":", linewidth=1)
+    axes.set_xlabel("minutes (warm-up before 0)")
+    axes.set_ylabel("RSS, MB")
+    axes.set_title("resident memory over the soak")
+    axes.legend()

@@ -14,11 +14,15 @@ from bench.failover import failover
 from bench.harness import Bench, Row, median_of, postgres_schema
 from bench.live_settings import live_settings
 from bench.pipeline import BODY, delivery, end_to_end, outage, percentile, recovery
+from bench.soak import soak
 from bench.vegeta import attack
 from bench.wrk import get_paths_script, post_messages_script, run_wrk
-from domain import MessageCreated
+from domain import MessageCreated, encode
+from domain import headers as event_headers
 from forwarder.settings import ForwarderSettings
 from forwarder.worker import Forwarder
+from kernel.position import partition_of
+from kernel.producer import AsyncProducer
 from merlin.heap import settled_heap
 from merlin.local import LocalPostgres
 from read_store.engines import create_engine
@@ -190,7 +194,11 @@ async def read_api(bench: Bench, runs: int) -> list[Row]:
     await engine.dispose()
     services = bench.services(url)
     waiters = 200 if bench.quick else 2_000
-    api = await services.read_api(MERLIN_READ_API_MAX_POSITION_WAITERS=str(waiters + 100))
+    bound = str(waiters + 100)  # one caller parks them all: its own bound is the process's
+    api = await services.read_api(
+        MERLIN_READ_API_MAX_POSITION_WAITERS=bound, MERLIN_READ_API_MAX_POSITION_WAITERS_PER_CALLER=bound
+    )
+    waiting_at = await _unprojected_position(bench)
     rng = random.Random(1)
     by_id = get_paths_script([f"/v1/rooms/big/messages/{i}" for i in rng.sample(ids, 1000)], bench.headers())
     pages = get_paths_script(
@@ -205,9 +213,11 @@ async def read_api(bench: Bench, runs: int) -> list[Row]:
             runs, lambda: asyncio.to_thread(lambda: run_wrk(api.url or "", pages, 64, seconds).as_dict())
         )
         paths = [f"/v1/rooms/big/messages/{i}" for i in rng.sample(ids, 100)]
-        alone = await median_of(runs, lambda: _reads_beside_waiters(api.url or "", paths, bench, 0, seconds))
+        alone = await median_of(
+            runs, lambda: _reads_beside_waiters(api.url or "", paths, bench, 0, seconds, waiting_at)
+        )
         beside = await median_of(
-            runs, lambda: _reads_beside_waiters(api.url or "", paths, bench, waiters, seconds)
+            runs, lambda: _reads_beside_waiters(api.url or "", paths, bench, waiters, seconds, waiting_at)
         )
     finally:
         services.stop_all()
@@ -222,16 +232,36 @@ async def read_api(bench: Bench, runs: int) -> list[Row]:
     ]  # fmt: skip
 
 
+async def _unprojected_position(bench: Bench) -> tuple[str, str]:
+    """A room and a position of it in the log that no projection will reach (none runs here): an event
+    written straight into the log, on a partition other than the one the store holds ``big``'s on."""
+    partitions = bench.kafka.partitions
+    room = next(r for r in (f"waiting-{n}" for n in range(1000)) if partition_of(r, partitions) != 0)
+    event = MessageCreated(uuid.uuid4(), room, uuid.uuid4(), "bench", "never projected", datetime.now(UTC))
+    producer = AsyncProducer(bench.kafka.client({"acks": "all"}))
+    try:
+        partition, offset = await producer.send(
+            bench.kafka.events_topic, encode(event), key=room.encode(), headers=event_headers(event)
+        )
+    finally:
+        await producer.close()
+    return room, f"{partition}-{offset}"
+
+
 async def _reads_beside_waiters(
-    url: str, paths: list[str], bench: Bench, waiters: int, seconds: float
+    url: str, paths: list[str], bench: Bench, waiters: int, seconds: float, waiting_at: tuple[str, str]
 ) -> dict[str, float]:
-    """GETs at 100/s, one at a time, while ``waiters`` reads wait for a position never reached."""
+    """GETs at 100/s, one at a time, while ``waiters`` reads wait for a position in the log that the
+    projection never reaches."""
     stop = asyncio.Event()
     limits = httpx.Limits(max_connections=waiters + 10, max_keepalive_connections=waiters + 10)
+    room, position = waiting_at
 
     async def wait(client: httpx.AsyncClient) -> None:
         while not stop.is_set():  # each waits out the read API's bound, then asks again
-            await client.get(f"{url}/v1/rooms/big/messages", params={"after_position": "0-999999999"})
+            answer = await client.get(f"{url}/v1/rooms/{room}/messages", params={"after_position": position})
+            if answer.status_code != 503:  # a wait that ends otherwise measures nothing
+                raise RuntimeError(f"a parked read answered {answer.status_code}: {answer.text}")
 
     latencies: list[float] = []
     async with httpx.AsyncClient(headers=bench.headers(), timeout=60, limits=limits) as client:
@@ -265,3 +295,6 @@ SCENARIOS = {
     "failover": failover,
     "settings": live_settings,
 }
+
+# Run only when named (``--only soak``): half an hour by default.
+LONG = {"soak": soak}

@@ -9,17 +9,20 @@ import pytest
 
 from bench.__main__ import run
 from bench.report import save, table
-from bench.scenarios import SCENARIOS
+from bench.scenarios import LONG, SCENARIOS
 
 
 @pytest.mark.timeout(600)
 async def test_a_quick_run_measures_every_scenario_and_writes_its_results(tmp_path: Path) -> None:
-    rows = await run(list(SCENARIOS), runs=1, quick=True)
+    rows = await run([*SCENARIOS, *LONG], runs=1, quick=True)
     measures = {(row.scenario, row.measure.split(" (")[0]) for row in rows}
     assert ("write", "POST /messages") in measures
     assert {row.scenario for row in rows} == {
-        "write", "projection", "end-to-end", "delivery", "outage", "recovery", "read", "failover", "settings"
+        "write", "projection", "end-to-end", "delivery", "outage", "recovery", "read", "failover", "settings",
+        "soak",
     }  # fmt: skip
+    soaked = {row.memory.process for row in rows if row.memory is not None}
+    assert soaked == {"write-api", "read-api", "admin-api", "forwarder"}
     for row in rows:
         assert row.merlin > 0, row
         if row.limit is not None:
@@ -32,6 +35,7 @@ async def test_a_quick_run_measures_every_scenario_and_writes_its_results(tmp_pa
             assert row.p99_ms is not None
             assert 0 < row.p50_ms <= row.p99_ms, row
     assert "ratio" in table(rows)
+    assert "KB/1,000 events" in table(rows)
     data, picture = save(rows, runs=1, quick=True, directory=tmp_path)
     document = json.loads(data.read_text())
     assert len(document["rows"]) == len(rows)
