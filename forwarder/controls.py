@@ -29,7 +29,8 @@ from typing import Any
 import structlog
 
 from domain.envelope import format_time
-from forwarder.dispatcher import Blocked, Dispatcher, Job
+from forwarder.dispatcher import Dispatcher
+from forwarder.jobs import Blocked, Job
 from forwarder.metrics import ForwarderMetrics
 from kernel.control import BLOCKED, DISABLED, PAUSED, RATES, UNBLOCK, ControlLog, ControlWriter, key, now
 from webhooks.endpoints import Endpoint

@@ -1,15 +1,17 @@
 """Rebuild a read store from the log: a fresh projection into another store, delivering nothing.
 
 The target (a new SQLite file, or a new PostgreSQL schema) is migrated, then the
-whole events topic is projected into it by the live projection's own ``Flow``,
-so its rules and its isolation of records the store refuses are the same. What
-differs is where the records come from and where dead letters go:
+whole events topic is projected into it by a flow in the live projection's own
+role (``forwarder.projecting``), so its rules and its isolation of records the
+store refuses are the same. What differs is where the records come from and
+where dead letters go:
 
 - the source joins no consumer group: every partition is assigned by hand, from
   the target's own positions, so the rebuild takes no partition from a live
   forwarder and moves no group's offsets; endpoints, which have groups of their
   own, are never touched, and nothing is delivered again;
-- dead letters are dropped (see ``_DroppedDeadLetters``).
+- dead letters are dropped (see ``_DroppedDeadLetters``), and records that are
+  no event are passed by (``_SkippedPoison``).
 
 It stops once every partition has been applied up to the log's end as it was
 when the rebuild began ("caught up"), or with ``follow`` it keeps following the
@@ -33,10 +35,12 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from domain.errors import MerlinError
 from forwarder.consumer import AssignedConsumer, log_bounds, log_reader_config
-from forwarder.flow import Flow
+from forwarder.intake import Intake
+from forwarder.ledger import Ledger
 from forwarder.metrics import ForwarderMetrics
+from forwarder.projecting import Projecting
 from forwarder.settings import ForwarderSettings
-from forwarder.source import ProjectionWriter, Source
+from forwarder.source import Consumed, ProjectionWriter, Source
 from forwarder.supervisor import BackoffPolicy
 from kernel.errors import InfrastructureError
 from kernel.records import Header
@@ -219,6 +223,16 @@ class _DroppedDeadLetters:
         return -1, -1
 
 
+class _SkippedPoison:
+    """The rebuild's records that are no event: passed by, counted by ``_Progressing``.
+
+    The live projection dead-lettered each of them (stage ``decode``) when it first met it.
+    """
+
+    async def met(self, poison: list[tuple[Consumed, str]]) -> None:
+        pass
+
+
 class _Progressing:
     """The target store, noting the last offset applied per partition once each batch is committed."""
 
@@ -281,10 +295,13 @@ async def project_log(
     """
     tracked = _Progressing(store, {partition: start - 1 for partition, start in plan.starts.items()})
     letters = _DroppedDeadLetters()
-    flow = Flow(
-        "rebuild", settings, source, tracked, DeadLetters(letters, "dropped"), [], ForwarderMetrics(),
-        policy or settings.restart_policy(), reports_poison=False,
-    )  # fmt: skip
+    ledger, metrics = Ledger(), ForwarderMetrics()
+    projecting = Projecting(
+        "rebuild", tracked, DeadLetters(letters, "dropped"), _SkippedPoison(), ledger, metrics
+    )
+    flow = Intake(
+        "rebuild", settings, source, projecting, ledger, metrics, policy or settings.restart_policy()
+    )
     flow_stop = asyncio.Event()
     began = time.monotonic()
     speed = Speedometer()

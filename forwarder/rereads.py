@@ -1,18 +1,19 @@
-"""Reading a parked room's events again from the log (``forwarder.dispatcher``'s ``Rereads``).
+"""Reading a parked room's events again from the log: ``forwarder.parked``'s ``Rereads``.
 
 Each parked room that is unblocked gets a reader of its own: one partition,
 assigned outside any group from where the room was parked, so it moves no
 group's offsets. It keeps only that room's events, of the endpoint's types,
-that the projection applied (asked of the read store per batch, as the flow
-does).
+that the projection applied (asked at the applied gate per batch, as the
+endpoint's flow does).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from forwarder.dispatcher import Job
-from forwarder.source import ProjectionWriter, Source
+from forwarder.applied import AppliedGate
+from forwarder.jobs import Job
+from forwarder.source import Source
 from forwarder.tracker import OffsetTracker
 from webhooks.endpoints import Endpoint
 
@@ -21,12 +22,12 @@ LogOpener = Callable[[int, int], Source]
 
 
 class LogRereads:
-    """The log as the dispatcher's ``Rereads``: a reader per room, and how far the flow has got."""
+    """The log as parked rooms' ``Rereads``: a reader per room, and how far the flow has got."""
 
     def __init__(
         self,
         open_log: LogOpener,
-        applied: ProjectionWriter,
+        applied: AppliedGate,
         tracker: OffsetTracker,
         endpoint: Endpoint,
         poll_timeout: float,
@@ -78,8 +79,7 @@ class RoomLogReader:
         if not wanted:
             return [], self._position
         # Records the flow has not reached yet wait here, as there, for the projection to pass them.
-        changes = await rereads.applied.apply([c.record for c in wanted])
-        deliverable = {(r.partition, r.offset) for r in changes.deliverable}
+        deliverable = await rereads.applied.deliverable([c.record for c in wanted])
         jobs = []
         for c in wanted:
             record, event = c.record, c.record.event

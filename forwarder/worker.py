@@ -22,14 +22,13 @@ from datetime import UTC, datetime
 
 import structlog
 
-from forwarder.applied import AppliedEvents
-from forwarder.consumer import AssignedConsumer, EventConsumer, log_reader_config
 from forwarder.controls import Controls
 from forwarder.endpoint_catalog import EndpointCatalog
 from forwarder.endpoint_flows import EndpointFlows
-from forwarder.flow import Flow
+from forwarder.flow_builders import EndpointFlowBuilder, FlowParts, ProjectionFlowBuilder
 from forwarder.group_configs import configure_groups
 from forwarder.health import Health, serving
+from forwarder.intake import Intake
 from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
 from forwarder.subscription import SubscriptionCheck
@@ -47,7 +46,6 @@ from webhooks.catalog import ENDPOINT, check_record
 from webhooks.dead_letters import DeadLetters
 from webhooks.endpoints import Endpoint, endpoint_group, load_endpoints
 from webhooks.given import define_given
-from webhooks.sending import Deliverer
 from webhooks.settings import EndpointsSettings
 
 log = structlog.get_logger()
@@ -216,9 +214,8 @@ class Forwarder:
         operations: contextlib.AsyncExitStack,
     ) -> None:
         """Run the projection's flow and every endpoint's until ``stop``."""
-        settings, topic = self.settings, self.kafka.events_topic
+        settings = self.settings
         dead_letters = DeadLetters(producer, self.kafka.dead_letter_topic)
-        applied = AppliedEvents(reads)
         # An endpoint defined before the settings topic knew when (no added_at) starts from now.
         first_run = datetime.now(UTC)
         box = self.endpoint_settings.box() if self.endpoint_settings.keyed else None
@@ -229,43 +226,8 @@ class Forwarder:
         controls = Controls(control, writer, self.instance, self.metrics)
         operations.push_async_callback(controls.close)
 
-        def projection() -> Flow:
-            source = EventConsumer(
-                self.consumer_config(), topic, self.metrics, positions=store.load_positions
-            )
-            policy = settings.restart_policy()
-            return Flow("projection", settings, source, store, dead_letters, [], self.metrics, policy)
-
-        def delivery(name: str) -> Callable[[], Flow]:
-            defined = catalog.endpoints[name]
-
-            def build() -> Flow:
-                # The definition as it stands when (re)started; the last known while a deletion
-                # is on its way to stopping the flow.
-                endpoint = catalog.endpoints.get(name, defined)
-                config = self.consumer_config(endpoint.name)
-                # Without a time of its own: no later than where the projection's group got to, so a
-                # worker upgraded from one shared group sends everything it had not sent yet.
-                fallback = None
-                if endpoint.since is None:  # only to read its commits: not a member, static or not
-                    fallback = {k: v for k, v in config.items() if k != "group.instance.id"}
-                    fallback["group.id"] = settings.group_id
-                since = endpoint.since or endpoint.added_at or first_run
-                source = EventConsumer(config, topic, self.metrics, since=since, no_later_than=fallback)
-                deliverers = [Deliverer(send, endpoint)]
-                rereading = log_reader_config(self.kafka, f"{config['group.id']}.rereads", settings.batch_max)
-
-                def open_log(partition: int, start: int) -> AssignedConsumer:
-                    return AssignedConsumer(rereading, topic, {partition: start})
-
-                return Flow(
-                    f"endpoint:{endpoint.name}", settings, source, applied, dead_letters, deliverers,
-                    self.metrics, settings.restart_policy(), reports_poison=False, watch=controls,
-                    open_log=open_log,
-                )  # fmt: skip
-
-            return build
-
+        parts = FlowParts(settings, self.kafka, self.metrics, dead_letters, self.consumer_config)
+        projection = ProjectionFlowBuilder(parts, store)
         rates = asyncio.create_task(controls.report_rates(lambda: catalog.endpoints, settings.report_every))
         operations.push_async_callback(_cancelled, rates)
         disabling = asyncio.create_task(
@@ -283,7 +245,8 @@ class Forwarder:
                 # deletion already told the flows. Nothing to run.
                 log.info("endpoint_gone_before_start", endpoint=name)
                 return
-            await self._endpoint(name, delivery(name), ended, health, controls)
+            build = EndpointFlowBuilder(parts, name, catalog, reads, send, controls, first_run)
+            await self._endpoint(name, build, ended, health, controls)
 
         def gone(name: str) -> None:
             health.running.pop(f"endpoint:{name}", None)
@@ -302,16 +265,10 @@ class Forwarder:
         return self.settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
     async def _endpoint(
-        self, name: str, build: Callable[[], Flow], stop: asyncio.Event, health: Health, controls: Controls
+        self, name: str, build: Callable[[], Intake], stop: asyncio.Event, health: Health, controls: Controls
     ) -> None:
         """Run ``name``'s flow while it is not paused, until ``stop``."""
         flow_name = f"endpoint:{name}"
-
-        def attached() -> Flow:
-            flow = build()
-            controls.attach(name, flow.dispatchers[name])
-            return flow
-
         while not stop.is_set():
             if controls.paused(name):
                 health.running[flow_name] = True  # paused by an operator: nothing is wrong
@@ -321,13 +278,13 @@ class Forwarder:
             flow_stop = asyncio.Event()
             watcher = asyncio.create_task(_first(stop.wait(), controls.until_paused(name), then=flow_stop))
             try:
-                await self._supervise(flow_name, attached, flow_stop, health)
+                await self._supervise(flow_name, build, flow_stop, health)
             finally:
                 watcher.cancel()
             log.info("endpoint_flow_stopped", endpoint=name, paused=controls.paused(name))
 
     async def _supervise(
-        self, name: str, build: Callable[[], Flow], stop: asyncio.Event, health: Health
+        self, name: str, build: Callable[[], Intake], stop: asyncio.Event, health: Health
     ) -> None:
         def started(_name: str, _restarts: int) -> None:
             health.running[name] = True

@@ -1,4 +1,4 @@
-"""In-memory stand-ins for what the forwarder's flow reads and writes: log, store, endpoint, dead letters.
+"""In-memory stand-ins for what the forwarder's flows read and write: log, store, endpoint, dead letters.
 
 Each fake records what it was asked to do, and nothing in them waits by
 sleeping: a waiting call waits on an event the test sets.
@@ -11,9 +11,12 @@ import contextlib
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from uuid import UUID
 
 from domain import Event, MalformedEvent, decode, encode, headers
+from forwarder.jobs import Blocked, Job
 from forwarder.source import Batch, Consumed, RevokeHandler
+from kernel.position import Position
 from kernel.records import Header
 from read_store.projection import Changes, Record, Snapshot, project
 from read_store.writer import StoreRefused
@@ -165,6 +168,7 @@ class MemoryStore:
         self.snapshot = Snapshot()
         self.applied: list[list[Record]] = []
         self.attempts: list[list[Record]] = []
+        self._landed = asyncio.Event()  # set, then replaced, by every apply that succeeds
 
     async def apply(
         self, records: Sequence[Record], refused: Mapping[tuple[int, int], str] | None = None
@@ -189,11 +193,54 @@ class MemoryStore:
             applied = outcome.status == "applied" and outcome.code != "duplicate"
             self.snapshot.seen_event_ids[outcome.event.event_id] = applied
         self.applied.append(list(records))
+        self._landed.set()
+        self._landed = asyncio.Event()
         return changes
 
     async def ping(self) -> None:
         if self.failures:
             raise ConnectionError("the store does not answer")
+
+    async def landed(self) -> None:
+        """Return once the next apply has succeeded."""
+        await self._landed.wait()
+
+
+class MemoryReads:
+    """What an endpoint's applied gate asks of the read store (``AppliedReads``), over a MemoryStore."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    def _reached(self, position: Position) -> bool:
+        return self.store.snapshot.positions.get(position.partition, -1) >= position.offset
+
+    async def wait_for(self, position: Position, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not self._reached(position):
+                    await self.store.landed()
+        return self._reached(position)
+
+    async def applied(self, event_ids: Sequence[str]) -> set[str]:
+        seen = self.store.snapshot.seen_event_ids
+        return {event_id for event_id in event_ids if seen.get(UUID(event_id))}
+
+    async def ping(self) -> None:
+        await self.store.ping()
+
+
+class Unwatched:
+    """A ``DispatchWatch`` with no operators' controls behind it."""
+
+    def blocked(self, endpoint: str, room: Blocked) -> None:
+        pass
+
+    def finished(self, endpoint: str, job: Job) -> None:
+        pass
+
+    def delivered(self, endpoint: str, outcome: str) -> None:
+        pass
 
 
 @dataclass(frozen=True)

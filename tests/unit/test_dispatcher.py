@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
 import pytest
 
-from forwarder.dispatcher import Dispatcher, Job
+from forwarder.dispatcher import Dispatcher
+from forwarder.jobs import Blocked, Ended, Job
 from forwarder.tracker import OffsetTracker
 from tests.unit.scripted import Scripted
 from webhooks.endpoints import Endpoint
@@ -45,6 +46,30 @@ class ScriptedDeliverer(Deliverer):
             self.in_flight[room] -= 1
 
 
+class Report:
+    """The dispatcher's report as these tests hear it: each record finished, and each dead letter."""
+
+    def __init__(
+        self,
+        finished: Callable[[Job], None],
+        dead_letter: Callable[[Job, Endpoint, str, list[Attempt]], Awaitable[None]],
+    ) -> None:
+        self._finished = finished
+        self._dead_letter = dead_letter
+
+    def finished(self, job: Job) -> None:
+        self._finished(job)
+
+    async def dead_letter(self, job: Job, endpoint: Endpoint, reason: str, attempts: list[Attempt]) -> None:
+        await self._dead_letter(job, endpoint, reason, attempts)
+
+    def ended(self, job: Job, outcome: Ended, seconds: float) -> None:
+        pass
+
+    def blocked(self, room: Blocked, seconds: float) -> None:
+        pass
+
+
 def endpoint(**changes: object) -> Endpoint:
     return Endpoint.model_validate(
         {"name": "e", "url": "http://x.test/", "secret": SECRET, "max_in_flight": 4, **changes}
@@ -77,7 +102,7 @@ async def until(condition: object, what: str) -> None:
 async def test_each_room_is_delivered_in_order_one_at_a_time() -> None:
     deliverer = ScriptedDeliverer(endpoint())
     finished: list[str] = []
-    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), _no_dead_letters)
+    dispatcher = Dispatcher(deliverer, Report(lambda j: finished.append(j.event_id), _no_dead_letters))
     for n in range(20):
         for room in ("a", "b", "c"):
             dispatcher.submit(job(room, n))
@@ -92,7 +117,7 @@ async def test_each_room_is_delivered_in_order_one_at_a_time() -> None:
 async def test_rooms_take_turns_so_a_busy_room_cannot_starve_others() -> None:
     deliverer = ScriptedDeliverer(endpoint(max_in_flight=1))
     finished: list[str] = []
-    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), _no_dead_letters)
+    dispatcher = Dispatcher(deliverer, Report(lambda j: finished.append(j.event_id), _no_dead_letters))
     for n in range(100):
         dispatcher.submit(job("hot", n))
     for room in ("q1", "q2", "q3"):
@@ -111,7 +136,7 @@ async def test_a_refused_event_is_dead_lettered_and_the_room_goes_on() -> None:
     async def dead_letter(j: Job, _endpoint: Endpoint, reason: str, _attempts: list[Attempt]) -> None:
         dead.append((j.event_id, reason))
 
-    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), dead_letter)
+    dispatcher = Dispatcher(deliverer, Report(lambda j: finished.append(j.event_id), dead_letter))
     for n in range(3):
         dispatcher.submit(job("a", n))
     async with running(dispatcher):
@@ -123,7 +148,7 @@ async def test_a_refused_event_is_dead_lettered_and_the_room_goes_on() -> None:
 async def test_block_mode_stops_the_room_and_only_that_room() -> None:
     deliverer = ScriptedDeliverer(endpoint(on_failure="block"), refuse={"a-1"})
     finished: list[str] = []
-    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), _no_dead_letters)
+    dispatcher = Dispatcher(deliverer, Report(lambda j: finished.append(j.event_id), _no_dead_letters))
     for n in range(3):
         dispatcher.submit(job("a", n))
         dispatcher.submit(job("b", n))
@@ -139,7 +164,7 @@ async def test_block_mode_stops_the_room_and_only_that_room() -> None:
 async def test_a_blocked_rooms_backlog_does_not_fill_the_buffer_of_the_others() -> None:
     deliverer = ScriptedDeliverer(endpoint(on_failure="block", buffer=10), refuse={"a-0"})
     finished: list[str] = []
-    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), _no_dead_letters)
+    dispatcher = Dispatcher(deliverer, Report(lambda j: finished.append(j.event_id), _no_dead_letters))
     dispatcher.submit(job("a", 0))
     async with running(dispatcher):
         await until(lambda: dispatcher.blocked_rooms(), "room a blocked")
@@ -159,7 +184,7 @@ async def test_a_blocked_rooms_backlog_does_not_fill_the_buffer_of_the_others() 
 async def test_unblock_retry_sends_the_head_again_and_the_room_goes_on() -> None:
     deliverer = ScriptedDeliverer(endpoint(on_failure="block"), refuse={"a-0"})
     finished: list[str] = []
-    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), _no_dead_letters)
+    dispatcher = Dispatcher(deliverer, Report(lambda j: finished.append(j.event_id), _no_dead_letters))
     dispatcher.submit(job("a", 0))
     dispatcher.submit(job("a", 1))
     async with running(dispatcher):
@@ -181,7 +206,7 @@ async def test_unblock_skip_dead_letters_the_head_and_the_room_goes_on() -> None
     async def dead_letter(j: Job, _endpoint: Endpoint, reason: str, attempts: list[Attempt]) -> None:
         dead.append((j.event_id, reason, len(attempts)))
 
-    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), dead_letter)
+    dispatcher = Dispatcher(deliverer, Report(lambda j: finished.append(j.event_id), dead_letter))
     dispatcher.submit(job("a", 0))
     dispatcher.submit(job("a", 1))
     async with running(dispatcher):
@@ -198,7 +223,7 @@ async def test_dropping_revoked_partitions_cancels_their_work() -> None:
     deliverer = ScriptedDeliverer(endpoint())
     deliverer.gate = asyncio.Event()
     finished: list[str] = []
-    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), _no_dead_letters)
+    dispatcher = Dispatcher(deliverer, Report(lambda j: finished.append(j.event_id), _no_dead_letters))
     for n in range(5):
         dispatcher.submit(job("a", n, partition=0))
         dispatcher.submit(job("b", n, partition=1))
@@ -223,7 +248,7 @@ async def test_a_crashed_worker_restarts_with_its_queues() -> None:
         raise RuntimeError("the dead-letter topic is down")
 
     deliverer.refuse = {"a-0"}
-    dispatcher = Dispatcher(deliverer, lambda j: finished.append(j.event_id), dead_letter)
+    dispatcher = Dispatcher(deliverer, Report(lambda j: finished.append(j.event_id), dead_letter))
     dispatcher.submit(job("a", 0))
     dispatcher.submit(job("a", 1))
     with pytest.raises(RuntimeError, match="dead-letter topic is down"):
@@ -286,7 +311,7 @@ def parking(buffer: int) -> tuple[Log, ScriptedDeliverer, Dispatcher]:
     def finished(j: Job) -> None:
         log.tracker.done(j.partition, j.offset)
 
-    return log, deliverer, Dispatcher(deliverer, finished, _no_dead_letters, rereads=log)
+    return log, deliverer, Dispatcher(deliverer, Report(finished, _no_dead_letters), rereads=log)
 
 
 async def test_a_blocked_rooms_backlog_past_a_buffer_is_left_in_the_log_and_read_again_in_order() -> None:

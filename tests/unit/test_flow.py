@@ -1,9 +1,9 @@
-"""The forwarder's flow end to end without a broker: back-pressure, rebalances, commit order, dead letters.
+"""The forwarder's flows end to end without a broker: back-pressure, rebalances, commit order, dead letters.
 
-Each test runs ``Flow.run(stop)`` as a task over in-memory fakes (``tests.unit.fakes``): a scripted
-source, a store that applies the real projection rules, a dead-letter sink and an endpoint whose
-answers the test releases one event at a time. Waits are bounded and wait for a condition, never
-for time to pass.
+Each test runs the projection's flow and, with an endpoint, the endpoint's flow over the same log,
+as tasks over in-memory fakes (``tests.unit.fakes``): a scripted source, a store that applies the
+real projection rules, a dead-letter sink and an endpoint whose answers the test releases one event
+at a time. Waits are bounded and wait for a condition, never for time to pass.
 """
 
 from __future__ import annotations
@@ -20,8 +20,13 @@ import orjson
 import pytest
 
 from domain import Event, MessageCreated, MessageUpdated, encode, headers
-from forwarder.flow import _PROJECTOR_QUEUE, Flow
+from forwarder.applied import AppliedGate
+from forwarder.delivering import Delivering
+from forwarder.dispatcher import Dispatcher
+from forwarder.intake import _WAITING_BATCHES, Intake
+from forwarder.ledger import Ledger
 from forwarder.metrics import ForwarderMetrics
+from forwarder.projecting import DeadLetteredPoison, Projecting
 from forwarder.settings import ForwarderSettings
 from forwarder.source import Batch, Consumed
 from forwarder.supervisor import BackoffPolicy
@@ -31,9 +36,11 @@ from tests.unit.fakes import (
     TOPIC,
     FakeSource,
     GatedSend,
+    MemoryReads,
     MemoryStore,
     Sent,
     Sink,
+    Unwatched,
     batch,
     consumed,
     poison,
@@ -58,12 +65,32 @@ def eid(event: Event) -> str:
     return str(event.event_id)
 
 
+class SharedLog(FakeSource):
+    """Endpoint "e"'s source; what the test pushes to it reaches the projection's source too: one log,
+    read by two groups."""
+
+    def __init__(self, projection: FakeSource) -> None:
+        super().__init__()
+        self.projection = projection
+
+    def push(self, *batches: Batch) -> None:
+        self.projection.push(*batches)
+        super().push(*batches)
+
+
 @dataclass
 class Rig:
-    flow: Flow
-    source: FakeSource
+    flow: Intake  # endpoint "e"'s flow when there is one, else the projection's
+    source: FakeSource  # ``flow``'s source
     store: MemoryStore
     sink: Sink
+    flows: list[Intake]  # every flow the rig runs
+    delivering: Delivering | None = None
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        assert self.delivering is not None, "the rig has no endpoint"
+        return self.delivering.dispatcher
 
 
 def rig(
@@ -73,46 +100,75 @@ def rig(
     store: MemoryStore | None = None,
     sink: Sink | None = None,
     policy: BackoffPolicy | None = None,
-    reports_poison: bool = True,
+    projection_apart: bool = False,
     backlog_pause_after: float = 0.0,
     **endpoint: object,
 ) -> Rig:
-    """A flow over fakes, with one endpoint "e" served by ``send`` (none without it).
+    """The projection's flow over fakes and, given ``send``, endpoint "e"'s flow over the same log,
+    served by ``send`` and delivering what the projection applied.
 
-    Unless ``policy`` says otherwise, a stage that crashes is not restarted: it fails the flow, and so
-    the test.
+    The flows share the dead-letter sink and the metrics, as a worker's do; with
+    ``projection_apart``, the projection's go elsewhere, as if it ran in another worker. Unless
+    ``policy`` says otherwise, a stage that crashes is not restarted: it fails its flow, and so the
+    test.
     """
-    source, store, sink = FakeSource(), store or MemoryStore(), sink or Sink()
+    store, sink = store or MemoryStore(), sink or Sink()
     settings = ForwarderSettings(
         batch_max=batch_max, poll_timeout=0.01, backlog_pause_after=backlog_pause_after
     )
+    letters, metrics, policy = (
+        DeadLetters(sink, DLQ),
+        ForwarderMetrics(),
+        policy or BackoffPolicy(max_restarts=0),
+    )
+    projected = FakeSource()
+    # Apart, the projection dead-letters and counts where the test does not look.
+    apart = (DeadLetters(Sink(), DLQ), ForwarderMetrics()) if projection_apart else (letters, metrics)
+    projection = projection_flow(settings, projected, store, *apart, policy)
+    if send is None:
+        return Rig(projection, projected, store, sink, [projection])
     config = {"name": "e", "url": "http://x.test/", "secret": SECRET, **endpoint}
-    deliverers = [] if send is None else [Deliverer(send, Endpoint.model_validate(config))]
-    letters, policy = DeadLetters(sink, DLQ), policy or BackoffPolicy(max_restarts=0)
-    flow = Flow(
-        "test", settings, source, store, letters, deliverers, ForwarderMetrics(), policy,
-        reports_poison=reports_poison,
-    )  # fmt: skip
-    return Rig(flow, source, store, sink)
+    deliverer = Deliverer(send, Endpoint.model_validate(config))
+    source, ledger = SharedLog(projected), Ledger()
+    delivering = Delivering(
+        "endpoint:e", deliverer, AppliedGate(MemoryReads(store)), ledger, letters, metrics, Unwatched()
+    )
+    flow = Intake("endpoint:e", settings, source, delivering, ledger, metrics, policy)
+    return Rig(flow, source, store, sink, [projection, flow], delivering)
+
+
+def projection_flow(
+    settings: ForwarderSettings,
+    source: FakeSource,
+    store: MemoryStore,
+    letters: DeadLetters,
+    metrics: ForwarderMetrics,
+    policy: BackoffPolicy,
+) -> Intake:
+    ledger = Ledger()
+    projecting = Projecting(
+        "projection", store, letters, DeadLetteredPoison(letters, metrics), ledger, metrics
+    )
+    return Intake("projection", settings, source, projecting, ledger, metrics, policy)
 
 
 @contextlib.asynccontextmanager
 async def running(rig: Rig) -> AsyncIterator[None]:
-    """Run the flow as a task; on leaving, set ``stop`` and wait (bounded) for it to close the source."""
+    """Run the flows as tasks; on leaving, set ``stop`` and wait (bounded) for them to close their sources."""
     stop = asyncio.Event()
-    task = asyncio.create_task(rig.flow.run(stop))
+    tasks = [asyncio.create_task(flow.run(stop)) for flow in rig.flows]
     try:
         yield
     finally:
         stop.set()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
     assert rig.source.closed
 
 
 async def test_a_backlog_for_the_projector_pauses_exactly_the_waiting_batches_partitions() -> None:
     """While the store is held, batches pile up; at four waiting (for backlog_pause_after, here 0),
     their partitions (and only those) are paused, and once the store catches up they are resumed."""
-    assert _PROJECTOR_QUEUE == 4
+    assert _WAITING_BATCHES == 4
     gate = asyncio.Event()
     r = rig(batch_max=1, store=MemoryStore(gate))  # batch_max=1: no two batches merge while waiting
     batches = [batch(consumed(p, 0, created(p, f"room{p}"))) for p in range(4)]
@@ -176,7 +232,7 @@ async def test_a_full_endpoint_pauses_the_partitions_feeding_it_until_it_drains_
         )
         await until(lambda: r.source.pauses == [{0, 1}], "the feeding partitions paused")
         assert r.source.commits == [{2: 1}]  # the rejected edit goes nowhere: nothing holds partition 2
-        assert r.flow.dispatchers["e"].size == 4
+        assert r.dispatcher.size == 4
         send.release(a)
         await until(lambda: send.answered == [eid(a)], "one event delivered")
         await r.source.turns()
@@ -202,7 +258,7 @@ async def test_a_revoke_drops_the_partitions_work_and_answers_only_its_finished_
         await until(lambda: eid(a1) in send.calls and eid(c1) in send.calls, "the second ones in flight")
         revoked_at = len(r.source.commits)
         assert await r.source.revoke([0]) == {0: 1}
-        dispatcher = r.flow.dispatchers["e"]
+        dispatcher = r.dispatcher
         assert (dispatcher.feeding_partitions(), dispatcher.size) == ({1}, 1)
         send.release(a1, c1)
         await until(lambda: eid(c1) in send.answered, "partition 1's event delivered")
@@ -266,7 +322,7 @@ async def test_commits_follow_arrival_order_not_completion_order() -> None:
 async def test_a_flow_that_does_not_report_poison_skips_it_and_commits_past_it() -> None:
     """An endpoint's flow reads the same log as the projection, which dead-letters poison records:
     it sends no second dead letter, and its commit moves past the record."""
-    r = rig(reports_poison=False)
+    r = rig(Scripted([]), projection_apart=True)
     good = created(0, "a")
     async with running(r):
         r.source.push(batch(consumed(0, 0, good), poison(0, 1, b"{nope")))
