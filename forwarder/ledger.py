@@ -41,5 +41,5 @@ class Ledger:
 
     def finish(self, partition: int, offset: int, generation: int) -> None:
         """One stage finished the record at ``offset``, taken in ``generation``."""
-        if self.current(partition, generation):
+        if generation >= self._reset_at.get(partition, 0):  # ``current``, inline: once per delivered event
             self.tracker.done(partition, offset)
