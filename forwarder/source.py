@@ -1,9 +1,10 @@
-"""What the flow reads and writes, as small protocols: Kafka and the store in production, fakes in tests.
+"""What the flows read and write, as small protocols: Kafka and the store in production, fakes in tests.
 
-A ``Source`` hands out batches of log records (decoded off the event loop),
-pauses and resumes partitions for back-pressure, commits progress, and tells
-the flow when partitions are revoked. A ``ProjectionWriter`` applies a batch
-to the read store in one transaction.
+A ``Source`` hands a flow's intake batches of log records (decoded off the
+event loop), pauses and resumes partitions for back-pressure, commits
+progress, and tells the intake when partitions are revoked. A
+``ProjectionWriter`` applies a batch to the read store in one transaction, for
+the projecting role.
 """
 
 from __future__ import annotations
