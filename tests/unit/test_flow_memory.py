@@ -1,9 +1,10 @@
 """A flow keeps an event only while it is in flight: what it finished leaves nothing behind.
 
 A forwarder runs for months at a steady rate; anything kept per event, id, offset or
-room would grow without end. The Python heap of the flow's own code (the flow, its
-dispatcher and offset tracker, the delivery) is measured with tracemalloc over 1,500
-events through fakes, after a first round that settles what is made once.
+room would grow without end. The Python heap of the flows' own code (the projection's
+and an endpoint's: their intakes, ledgers, the dispatcher, the applied gate, the
+delivery) is measured with tracemalloc over 1,500 events through fakes, after a first
+round that settles what is made once.
 """
 
 from __future__ import annotations
@@ -12,16 +13,21 @@ import asyncio
 import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
 from domain import MessageCreated
+from forwarder.applied import AppliedGate
+from forwarder.delivering import Delivering
 from forwarder.dispatcher import Dispatcher
-from forwarder.flow import Flow
+from forwarder.intake import Intake
+from forwarder.ledger import Ledger
 from forwarder.metrics import ForwarderMetrics
+from forwarder.projecting import DeadLetteredPoison, Projecting
 from forwarder.settings import ForwarderSettings
 from forwarder.supervisor import BackoffPolicy
-from tests.unit.fakes import FakeSource, MemoryStore, Sink, batch, consumed, until
+from tests.unit.fakes import FakeSource, MemoryReads, MemoryStore, Sink, Unwatched, batch, consumed, until
 from webhooks.calls import Answer
 from webhooks.dead_letters import DeadLetters
 from webhooks.endpoints import Endpoint
@@ -38,28 +44,53 @@ async def _answered(url: str, body: bytes, headers: dict[str, str], timeout: flo
     return Answer(200)
 
 
+@dataclass
+class _Flows:
+    """The projection's flow and one endpoint's, each on its own copy of the log."""
+
+    projection: Ledger
+    endpoint: Ledger
+    delivering: Delivering
+    sources: tuple[FakeSource, FakeSource]
+
+
 @asynccontextmanager
-async def _running() -> AsyncIterator[tuple[Flow, FakeSource]]:
-    source = FakeSource()
+async def _running() -> AsyncIterator[_Flows]:
+    store, metrics, settings = (
+        MemoryStore(),
+        ForwarderMetrics(),
+        ForwarderSettings(batch_max=100, poll_timeout=0.01),
+    )
+    dead_letters = DeadLetters(Sink(), "dead-letters")
+    policy = BackoffPolicy(max_restarts=0)
+    projected, projecting_source = Ledger(), FakeSource()
+    projecting = Projecting(
+        "projection", store, dead_letters, DeadLetteredPoison(dead_letters, metrics), projected, metrics
+    )
     endpoint = Endpoint.model_validate({"name": "e", "url": "http://x.test/", "secret": SECRET})
-    flow = Flow(
-        "memory", ForwarderSettings(batch_max=100, poll_timeout=0.01), source, MemoryStore(),
-        DeadLetters(Sink(), "dead-letters"), [Deliverer(_answered, endpoint)], ForwarderMetrics(),
-        BackoffPolicy(max_restarts=0),
+    delivered, delivering_source = Ledger(), FakeSource()
+    delivering = Delivering(
+        "endpoint:e", Deliverer(_answered, endpoint), AppliedGate(MemoryReads(store)), delivered,
+        dead_letters, metrics, Unwatched(),
     )  # fmt: skip
+    flows = [
+        Intake("projection", settings, projecting_source, projecting, projected, metrics, policy),
+        Intake("endpoint:e", settings, delivering_source, delivering, delivered, metrics, policy),
+    ]
     stop = asyncio.Event()
-    task = asyncio.create_task(flow.run(stop))
+    tasks = [asyncio.create_task(flow.run(stop)) for flow in flows]
     try:
-        yield flow, source
+        yield _Flows(projected, delivered, delivering, (projecting_source, delivering_source))
     finally:
         stop.set()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
 
 
-async def _through(source: FakeSource, first: int, count: int) -> None:
+async def _through(sources: tuple[FakeSource, ...], first: int, count: int) -> None:
     """Events ``first`` to ``first + count`` over the partitions and rooms, until all are committed."""
     for start in range(first, first + count, 100):
-        source.push(
+        for source in sources:
+            source.push(
             batch(
                 *(
                     consumed(n % PARTITIONS, n // PARTITIONS, MessageCreated(
@@ -71,7 +102,11 @@ async def _through(source: FakeSource, first: int, count: int) -> None:
         )  # fmt: skip
     end = first + count
     expected = {p: len(range(p, end, PARTITIONS)) for p in range(PARTITIONS)}
-    await until(lambda: source.committed() == expected, f"{end} events committed", timeout=30)
+    await until(
+        lambda: all(source.committed() == expected for source in sources),
+        f"{end} events committed",
+        timeout=30,
+    )
 
 
 def _heap() -> int:
@@ -87,19 +122,19 @@ def _idle(dispatcher: Dispatcher) -> bool:
 
 async def test_a_flow_keeps_nothing_of_the_events_it_delivered_and_committed() -> None:
     events = 1_500
-    async with _running() as (flow, source):
+    async with _running() as flows:
         tracemalloc.start()
         try:
             # The same load once before measuring: metrics' children, and the tables of the
             # tracker and the queues at their widest (a dict keeps its size once grown).
-            await _through(source, 0, events)
+            await _through(flows.sources, 0, events)
             before = _heap()
-            await _through(source, events, events)
+            await _through(flows.sources, events, events)
             grown = _heap() - before
         finally:
             tracemalloc.stop()
-        assert flow.tracker.pending() == 0
-        assert _idle(flow.dispatchers["e"])
+        assert flows.projection.tracker.pending() == flows.endpoint.tracker.pending() == 0
+        assert _idle(flows.delivering.dispatcher)
     # A few KB is the interpreter's free lists (tuples, floats), counted where they were
     # first made; one small object kept per event would be 80 KB here.
     assert grown < 32 * 1024, f"the flow's heap grew by {grown:,} bytes over {events:,} events"
