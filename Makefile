@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 COMPOSE := .cache/compose/bin/docker-compose
 
-.PHONY: setup infra run test lint unit faults bench bench-peers clean stop
+.PHONY: setup infra run check test lint unit faults bench bench-peers clean stop
 
 setup: $(STAMP)
 
@@ -39,8 +39,12 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The unit tests on every core: no broker, no database.
 unit: setup $(COMPOSE)
-	$(BIN)/pytest -m "not integration"
+	$(BIN)/pytest -m "not integration" -n auto
+
+# The inner loop: lint, types, import contracts and the unit tests (under two minutes).
+check: lint unit
 
 # pytest exits 5 when it collects nothing, which fails this target as it should.
 test: infra lint $(COMPOSE)

@@ -42,6 +42,9 @@ class Message:
     updated_at: datetime
 
 
+# A command is what a caller asks, checked against today's rules by ``to_event`` and perhaps refused;
+# an event is what the log holds, read as it was written even after the rules have tightened. Their
+# fields coincide; what they promise does not, so they stay two types.
 @dataclass(frozen=True, slots=True)
 class CreateMessage:
     event_id: UUID
