@@ -159,7 +159,9 @@ class LocalKafka:
         if not (self.state_dir / "data" / "meta.properties").exists():
             cluster_id = self.cluster_id or _cluster_id(uuid.uuid4().bytes)
             formatted = subprocess.run(
-                [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)],
+                # One argument with its option: an id may start with "-" (one in 64 does).
+                [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+                 "-c", str(properties)],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             if formatted.returncode != 0:
