@@ -115,7 +115,7 @@ async def test_quiet_rooms_are_not_starved_by_a_hot_room(
 ) -> None:
     _, url = downstream
     kafka = sqlite_services.kafka
-    producer = Producer(kafka.client({"acks": "all", "linger.ms": 20}))
+    producer = Producer(kafka.client({"acks": "all", "enable.idempotence": True, "linger.ms": 20}))
     quiet: set[str] = set()
     hot: set[str] = set()
 
@@ -372,7 +372,9 @@ async def test_25_000_events_for_a_dead_endpoint_cost_the_worker_bounded_memory_
     rooms = [f"room-{n}" for n in range(100)]
     events = [MessageCreated(uuid.uuid4(), rooms[n % 100], uuid.uuid4(), "u1", f"#{n}", datetime.now(UTC))
               for n in range(25_000)]  # fmt: skip
-    producer = Producer(sqlite_services.kafka.client({"acks": "all", "linger.ms": 5}))
+    producer = Producer(
+        sqlite_services.kafka.client({"acks": "all", "enable.idempotence": True, "linger.ms": 5})
+    )
     for event in events:
         producer.produce(sqlite_services.kafka.events_topic, key=event.room_id.encode(), value=encode(event),
                          headers=[(name, value) for name, value in headers(event)])  # fmt: skip

@@ -251,7 +251,7 @@ async def test_sigkilled_forwarders_still_apply_every_event_exactly_once(postgre
 
 async def test_a_poison_record_is_dead_lettered_and_the_flow_goes_on(sqlite_services: Services) -> None:
     kafka = sqlite_services.kafka
-    producer = Producer(kafka.client({"acks": "all"}))
+    producer = Producer(kafka.client({"acks": "all", "enable.idempotence": True}))
     producer.produce(kafka.events_topic, key=b"r1", value=b"{not json", partition=0)
     producer.produce(
         kafka.events_topic, key=b"r1", partition=0,

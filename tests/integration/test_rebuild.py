@@ -131,7 +131,7 @@ async def test_a_rebuild_into_postgresql_and_sqlite_is_the_live_store_again_and_
     again = MessageCreated(uuid.uuid4(), "hand", twin.message_id, "u1", "twin", twin.occurred_at)
     refused = MessageCreated(uuid.uuid4(), "hand", uuid.uuid4(), "u1", "a\x00b", datetime.now(UTC))
     produce(kafka, [twin, again, refused])
-    raw = Producer(kafka.client({"acks": "all"}))
+    raw = Producer(kafka.client({"acks": "all", "enable.idempotence": True}))
     raw.produce(kafka.events_topic, b"not json", key=b"hand")
     assert raw.flush(10) == 0
 

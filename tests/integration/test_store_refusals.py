@@ -27,8 +27,13 @@ from webhooks.dead_letters import header_map
 
 
 def produce(kafka: KafkaSettings, events: Sequence[Event]) -> list[Position]:
-    """Put ``events`` on the events topic by hand (bypassing the write API); their positions."""
-    producer = Producer(kafka.client({"acks": "all"}))
+    """Put ``events`` on the events topic by hand (bypassing the write API); their positions.
+
+    Idempotent, as the services' producers are: without it a retried request (a broker still
+    setting up a new topic answers "not leader") lands after later ones, and a room's records
+    are not in the order given.
+    """
+    producer = Producer(kafka.client({"acks": "all", "enable.idempotence": True}))
     positions: list[Position] = []
 
     def landed(error: Any, message: Any) -> None:
