@@ -34,14 +34,27 @@ from tests.integration.hooks import (
 )
 
 
+async def answered(url: str, answer: int | str) -> None:
+    """Return once the downstream has given ``answer`` to a call."""
+
+    async def given() -> bool | None:
+        return any(r["answer"] == answer for r in await received(url)) or None
+
+    await eventually(given, 60, f"a call answered {answer}")
+
+
 async def test_a_downstream_failing_for_10_s_gets_everything_in_order_once_it_recovers(
     sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
 ) -> None:
     _, url = downstream
-    await control(url, mode="fail", status=503, seconds=10, secret=SECRET)
+    await control(url, mode="fail", status=503, secret=SECRET)
     write = await sqlite_services.write_api()
     sqlite_services.forwarder(**endpoints_file(tmp_path, url))
     sent = await write_messages(write, [f"room-{n}" for n in range(5)], 10)
+    # The 10 s count from the first call refused, not from the test's start: on a busy machine the
+    # services may take longer than that to reach the downstream at all.
+    await answered(url, 503)
+    await control(url, mode="fail", status=503, seconds=10, secret=SECRET)
     records = await all_delivered(url, sent, timeout=90)
     assert first_successes(records) == sent
     attempts: dict[str, set[str | None]] = defaultdict(set)
@@ -56,12 +69,14 @@ async def test_a_hanging_downstream_times_out_and_the_worker_stays_in_the_group(
     sqlite_services: Services, downstream: tuple[Downstream, str], tmp_path: Path
 ) -> None:
     _, url = downstream
-    await control(url, mode="hang", seconds=6)
+    await control(url, mode="hang")
     write = await sqlite_services.write_api()
     forwarder = sqlite_services.forwarder(
         **endpoints_file(tmp_path, url, timeout=0.5), MERLIN_FORWARDER_MAX_POLL_INTERVAL_MS="3000"
     )
     sent = await write_messages(write, ["r1", "r2"], 5)
+    await answered(url, "hang")  # the 6 s count from the first call left hanging
+    await control(url, mode="hang", seconds=6)
     records = await all_delivered(url, sent, timeout=60)
     assert first_successes(records) == sent
     assert any(r["answer"] == "hang" for r in records)
