@@ -46,9 +46,11 @@ unit: setup $(COMPOSE)
 # The inner loop: lint, types, import contracts and the unit tests (under two minutes).
 check: lint unit
 
-# pytest exits 5 when it collects nothing, which fails this target as it should.
+# Three pytest workers on two cores: integration tests spend most of their time waiting on
+# brokers, sessions and outages. A file that starts its own broker keeps to one worker
+# (its xdist_group). pytest exits 5 when it collects nothing, which fails this target as it should.
 test: infra lint $(COMPOSE)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3 --dist loadgroup
 
 # The fault scenarios alone (also part of `make test`), with their figures printed.
 faults: infra

@@ -30,7 +30,8 @@ from merlin.local.service_processes import Service, Services, eventually
 from read_store.migrate import upgrade
 from tests.conftest import PostgresSchema, create_schema
 
-pytestmark = pytest.mark.faults
+# Its cluster and server listen on fixed ports: every test of the file on one pytest worker.
+pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("faults")]
 
 
 @pytest.fixture(scope="module")

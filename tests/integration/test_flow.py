@@ -322,7 +322,8 @@ async def test_a_worker_restarted_under_its_instance_id_after_a_crash_resumes_on
 ) -> None:
     # Consumer group protocol: the broker refuses the id while the killed member's session lasts
     # (librdkafka's fatal UNRELEASED_INSTANCE_ID); the flow restarts with a new consumer until
-    # it is let in. A 4 s session, well inside the 15 s read wait.
-    static = {"MERLIN_FORWARDER_INSTANCE_ID": "worker-1", "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "4000"}
+    # it is let in. An 8 s session: inside the 15 s read wait, and longer than a restart takes on a
+    # busy machine (a shorter one may end before the new process asks, and nothing is refused).
+    static = {"MERLIN_FORWARDER_INSTANCE_ID": "worker-1", "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "8000"}
     second = await _killed_and_restarted(sqlite_services, static)
     assert "UNRELEASED_INSTANCE_ID" in second.output() or "still used by another member" in second.output()
