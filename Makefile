@@ -47,8 +47,9 @@ unit: setup $(COMPOSE)
 check: lint unit
 
 # Three pytest workers on two cores: integration tests spend most of their time waiting on
-# brokers, sessions and outages. A file that starts its own broker keeps to one worker
-# (its xdist_group). pytest exits 5 when it collects nothing, which fails this target as it should.
+# brokers, sessions and outages. The files that start brokers of their own run one after another
+# on one worker (xdist_group "own-brokers"): JVMs starting side by side time out.
+# pytest exits 5 when it collects nothing, which fails this target as it should.
 test: infra lint $(COMPOSE)
 	$(BIN)/pytest -n 3 --dist loadgroup
 

@@ -26,8 +26,9 @@ from tests.compose import broker_properties, example_env, rendered
 from tests.downstream import Downstream
 from tests.integration.hooks import all_delivered, endpoints_file, newest_is_readable, write_messages
 
-# Its broker listens on fixed ports: every test of the file on one pytest worker.
-pytestmark = pytest.mark.xdist_group("secured-broker")
+# Starts brokers or servers of its own (JVMs on fixed ports): the files that do run one after
+# another on one pytest worker, so none of their start-ups times out behind another's.
+pytestmark = pytest.mark.xdist_group("own-brokers")
 
 USERS = AccessSettings().users()
 
