@@ -11,10 +11,6 @@ from bench.__main__ import run
 from bench.report import save, table
 from bench.scenarios import LONG, SCENARIOS
 
-# Starts brokers or servers of its own (JVMs on fixed ports): the files that do run one after
-# another on one pytest worker, so none of their start-ups times out behind another's.
-pytestmark = pytest.mark.xdist_group("own-brokers")
-
 
 @pytest.mark.timeout(600)
 async def test_a_quick_run_measures_every_scenario_and_writes_its_results(tmp_path: Path) -> None:

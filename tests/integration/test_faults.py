@@ -30,9 +30,7 @@ from merlin.local.service_processes import Service, Services, eventually
 from read_store.migrate import upgrade
 from tests.conftest import PostgresSchema, create_schema
 
-# Starts brokers or servers of its own (JVMs on fixed ports): the files that do run one after
-# another on one pytest worker, so none of their start-ups times out behind another's.
-pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("own-brokers")]
+pytestmark = pytest.mark.faults
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,6 @@ from tests.compose import broker_properties, example_env, rendered
 from tests.downstream import Downstream
 from tests.integration.hooks import all_delivered, endpoints_file, newest_is_readable, write_messages
 
-# Starts brokers or servers of its own (JVMs on fixed ports): the files that do run one after
-# another on one pytest worker, so none of their start-ups times out behind another's.
-pytestmark = pytest.mark.xdist_group("own-brokers")
-
 USERS = AccessSettings().users()
 
 

@@ -20,10 +20,6 @@ from merlin.local.kafka import answers_metadata
 from merlin.local.settings import LocalSettings
 from tests.conftest import PostgresSchema
 
-# Starts brokers or servers of its own (JVMs on fixed ports): the files that do run one after
-# another on one pytest worker, so none of their start-ups times out behind another's.
-pytestmark = pytest.mark.xdist_group("own-brokers")
-
 
 def _merlin(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -6,10 +6,6 @@ import pytest
 
 from bench.__main__ import run_peers
 
-# Starts brokers or servers of its own (JVMs on fixed ports): the files that do run one after
-# another on one pytest worker, so none of their start-ups times out behind another's.
-pytestmark = pytest.mark.xdist_group("own-brokers")
-
 
 # The first run on a machine also fetches Kafka Connect and its plugins with Maven (about 30 s).
 @pytest.mark.timeout(300)

@@ -30,10 +30,6 @@ from tests.integration.test_forwarder_health import get, samples
 from tests.integration.test_live_endpoints import FAST_RETRY, ROOMS, admin_client
 from tests.stalling_proxy import StallingProxy
 
-# Starts brokers or servers of its own (JVMs on fixed ports): the files that do run one after
-# another on one pytest worker, so none of their start-ups times out behind another's.
-pytestmark = pytest.mark.xdist_group("own-brokers")
-
 # Below the ephemeral range: the broker, its controller, the listener behind the relay, the relay.
 PORT = int(os.environ.get("MERLIN_TEST_PROXIED_KAFKA_PORT", "19292"))
 RELAY = PORT + 3
