@@ -104,7 +104,8 @@ async def test_existing_topics_are_brought_to_the_settings_and_what_cannot_chang
         f"{week.events_topic}: retention.ms -1 -> 604800000",
         f"{week.dead_letter_topic}: retention.ms -1 -> 604800000",
     ]
-    assert (await topic_configs(week, week.events_topic))["retention.ms"] == "604800000"
+    # The controller commits the change; the broker that answers a describe applies it a moment later.
+    assert await retention_seen(week, "604800000") == "604800000"
 
     more = kafka_settings.model_copy(update={"partitions": kafka_settings.partitions + 1})
     with pytest.raises(TopicsMismatch) as refused:
@@ -116,6 +117,16 @@ async def test_existing_topics_are_brought_to_the_settings_and_what_cannot_chang
     three = kafka_settings.model_copy(update={"replication_factor": 3, "min_insync_replicas": 2})
     with pytest.raises(TopicsMismatch, match="replication factor 1 where the settings say 3"):
         await ensure_topics(three)
+
+
+async def retention_seen(settings: KafkaSettings, wanted: str, within: float = 10.0) -> str:
+    """The events topic's retention as described once it reads `wanted`, or as last described after `within` s."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        seen = (await topic_configs(settings, settings.events_topic))["retention.ms"]
+        if seen == wanted or asyncio.get_running_loop().time() > deadline:
+            return seen
+        await asyncio.sleep(0.1)
 
 
 async def topic_configs(settings: KafkaSettings, topic: str) -> dict[str, str]:
