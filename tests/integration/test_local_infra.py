@@ -120,7 +120,7 @@ async def test_existing_topics_are_brought_to_the_settings_and_what_cannot_chang
 
 
 async def retention_seen(settings: KafkaSettings, wanted: str, within: float = 10.0) -> str:
-    """The events topic's retention as described once it reads `wanted`, or as last described after `within` s."""
+    """The events topic's retention once it reads `wanted`, or as last described after `within` s."""
     deadline = asyncio.get_running_loop().time() + within
     while True:
         seen = (await topic_configs(settings, settings.events_topic))["retention.ms"]
