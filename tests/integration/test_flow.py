@@ -320,10 +320,28 @@ async def test_a_worker_restarted_under_its_instance_id_resumes_before_its_sessi
 async def test_a_worker_restarted_under_its_instance_id_after_a_crash_resumes_once_the_session_ends(
     sqlite_services: Services,
 ) -> None:
-    # Consumer group protocol: the broker refuses the id while the killed member's session lasts
-    # (librdkafka's fatal UNRELEASED_INSTANCE_ID); the flow restarts with a new consumer until
-    # it is let in. An 8 s session: inside the 15 s read wait, and longer than a restart takes on a
-    # busy machine (a shorter one may end before the new process asks, and nothing is refused).
+    # Consumer group protocol: the broker refuses an id whose member's session lasts (librdkafka's
+    # fatal UNRELEASED_INSTANCE_ID); the flow restarts with a new consumer until it is let in. The
+    # new worker asks while the old one still lives, so the refusal cannot depend on how fast a
+    # process starts; the old one then crashes, and its 8 s session ends inside the 15 s read wait.
     static = {"MERLIN_FORWARDER_INSTANCE_ID": "worker-1", "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "8000"}
-    second = await _killed_and_restarted(sqlite_services, static)
-    assert "UNRELEASED_INSTANCE_ID" in second.output() or "still used by another member" in second.output()
+    services = sqlite_services
+    write, read = await services.write_api(), await services.read_api()
+    first = services.forwarder(**static)
+    async with httpx.AsyncClient(headers=services.headers("alice"), timeout=30) as client:
+        before = await post(client, write, "lobby", {"sender_id": "alice", "body": "before"})
+        url = f"{read.url}/v1/rooms/lobby/messages/{before['message_id']}"
+        assert (await client.get(url, params={"after_position": before["position"]})).status_code == 200
+        second = services.forwarder(**static)
+
+        async def refused() -> bool | None:
+            output = second.output()
+            return ("UNRELEASED_INSTANCE_ID" in output or "still used by another member" in output) or None
+
+        await eventually(refused, 60.0, "the second worker refused the id the first one holds")
+        first.kill()
+        after = await post(client, write, "lobby", {"sender_id": "alice", "body": "after"})
+        url = f"{read.url}/v1/rooms/lobby/messages/{after['message_id']}"
+        answer = await client.get(url, params={"after_position": after["position"]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["seq"] == 2
