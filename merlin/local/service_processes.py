@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import orjson
 
 from kernel.auth import ALL_ROOMS, READ, WRITE, mint
 from kernel.settings import KafkaSettings
+from merlin.local.forked import ForkedProcess
 from webhooks.secret_box import new_key
 
 T = TypeVar("T")
@@ -47,10 +48,28 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 
         interval = min(interval * 2, 0.25)
 
 
+# Set to "1", services start as children of a fork server that imported merlin once
+# (``merlin.local.forked``), not as fresh interpreters: the test suite does, for speed.
+FORKED = "MERLIN_LOCAL_SERVICES_FORKED"
+
+
+class ServiceProcess(Protocol):
+    """What a service is driven by: a ``subprocess.Popen`` or a ``ForkedProcess``."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, signum: int) -> None: ...
+    def kill(self) -> None: ...
+
+
 @dataclass
 class Service:
     name: str
-    process: subprocess.Popen[bytes]
+    process: ServiceProcess
     log: Path
     url: str | None = None
     # What a default caller sends to this API: "u1", every room, write and read.
@@ -108,6 +127,7 @@ class Services:
     auth_secret: str = field(default_factory=lambda: f"auth-{uuid.uuid4().hex}{uuid.uuid4().hex}")
     # Seals the endpoints' secrets in the settings topic.
     endpoint_keys: str = field(default_factory=new_key)
+    forked: bool = field(default_factory=lambda: os.environ.get(FORKED) == "1")
 
     def token(
         self,
@@ -129,7 +149,7 @@ class Services:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {
-            **os.environ,
+            **{name: value for name, value in os.environ.items() if name != FORKED},
             "MERLIN_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
             "MERLIN_KAFKA_EVENTS_TOPIC": self.kafka.events_topic,
             "MERLIN_KAFKA_DEAD_LETTER_TOPIC": self.kafka.dead_letter_topic,
@@ -157,14 +177,19 @@ class Services:
         self, name: str, env: dict[str, str], url: str | None = None, listening: socket.socket | None = None
     ) -> Service:
         log = self.workdir / f"{name}-{len(self.running)}.log"
-        argv = [sys.executable, "-m", "merlin.cli", name]
-        if listening is not None:
-            argv += ["--fd", str(listening.fileno())]
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                argv, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                pass_fds=() if listening is None else (listening.fileno(),),
-            )  # fmt: skip
+        process: ServiceProcess
+        if self.forked and "PROMETHEUS_MULTIPROC_DIR" not in env:
+            log.touch()
+            process = ForkedProcess([name], env, str(log), listening)
+        else:
+            argv = [sys.executable, "-m", "merlin.cli", name]
+            if listening is not None:
+                argv += ["--fd", str(listening.fileno())]
+            with log.open("wb") as sink:
+                process = subprocess.Popen(
+                    argv, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    pass_fds=() if listening is None else (listening.fileno(),),
+                )  # fmt: skip
         service = Service(name, process, log, url)
         self.running.append(service)
         return service
