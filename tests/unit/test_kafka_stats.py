@@ -13,7 +13,9 @@ from kernel.kafka_stats import KafkaStats, without_stats
 
 # Emitted by confluent-kafka 2.16 (librdkafka 2.16) against the local broker: a producer with 302
 # messages in flight, a consumer with 2,008 records fetched ahead on each of two partitions.
-SAMPLES: dict[str, dict[str, Any]] = orjson.loads((Path(__file__).parent / "data" / "librdkafka_stats.json").read_bytes())
+SAMPLES: dict[str, dict[str, Any]] = orjson.loads(
+    (Path(__file__).parent / "data" / "librdkafka_stats.json").read_bytes()
+)
 
 
 def _value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -35,7 +37,8 @@ def test_a_consumer_reports_what_it_fetched_ahead_over_its_partitions() -> None:
     registry = CollectorRegistry()
     stats = KafkaStats(registry)
     stats.callback("consumer:projection")(orjson.dumps(SAMPLES["consumer"]).decode())
-    assert _value(registry, "merlin_kafka_consumer_fetch_queue_messages", client="consumer:projection") == 4016
+    fetched = _value(registry, "merlin_kafka_consumer_fetch_queue_messages", client="consumer:projection")
+    assert fetched == 4016
     assert _value(registry, "merlin_kafka_producer_queue_messages", client="consumer:projection") is None
     rtt = {"client": "consumer:projection", "broker": "127.0.0.1:9092", "stat": "avg"}
     assert _value(registry, "merlin_kafka_broker_rtt_seconds", **rtt) == 500555e-6
