@@ -58,7 +58,8 @@ class AdminApi:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Follow the settings topic and open the Kafka clients for as long as the app runs."""
-        control = ControlLog(self.kafka, shapes={ENDPOINT: check_record}, skipped=self.skipped)
+        reader = self.kafka_stats.config("consumer:settings", self.kafka.statistics_interval_ms)
+        control = ControlLog(self.kafka, shapes={ENDPOINT: check_record}, skipped=self.skipped, client=reader)
         await control.start()
         stats = self.kafka_stats.config("producer", self.kafka.statistics_interval_ms)
         producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True, **stats}))

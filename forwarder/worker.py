@@ -157,8 +157,9 @@ class Forwarder:
         stats = self.metrics.kafka.config("producer", self.kafka.statistics_interval_ms)
         producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True, **stats}))
         control = ControlLog(
-            self.kafka, shapes={ENDPOINT: check_record}, skipped=counted_skips(self.metrics.registry)
-        )
+            self.kafka, shapes={ENDPOINT: check_record}, skipped=counted_skips(self.metrics.registry),
+            client=self.metrics.kafka.config("consumer:settings", self.kafka.statistics_interval_ms),
+        )  # fmt: skip
         health = Health(self.metrics, settings.poll_timeout, store.ping, lambda: producer.ready(topic))
         send = HttpSend(allow_private=self.endpoint_settings.allow_private)
         try:
@@ -255,6 +256,7 @@ class Forwarder:
         def gone(name: str) -> None:
             health.running.pop(f"endpoint:{name}", None)
             self.metrics.undelivered.forget(name)
+            self.metrics.kafka.forget(f"consumer:endpoint:{name}")
 
         flows = EndpointFlows(catalog, run_endpoint, controls.reconfigure, gone)
         try:

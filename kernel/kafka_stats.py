@@ -16,12 +16,13 @@ it is parsed with orjson and only a few fields are read.
   and not yet consumed, summed over the assigned partitions (``fetchq_cnt``).
 
 ``client`` is the name merlin gives the client (``producer``,
-``consumer:projection``, ...): a client restarted under the same name takes
-its series over.
+``consumer:projection``, ``consumer:endpoint:<name>``, ``consumer:settings``):
+a client restarted under the same name takes its series over.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,6 +56,17 @@ class KafkaStats:
             "Records a consumer fetched ahead and has not handed over yet (librdkafka fetchq_cnt, summed)",
             ["client"], registry=registry, multiprocess_mode="liveall",
         )  # fmt: skip
+        self._brokers: dict[str, set[str]] = {}  # per client, the brokers it reported a round trip to
+
+    def forget(self, client: str) -> None:
+        """Drop the series of ``client``, closed for good (e.g. the consumer of a deleted endpoint)."""
+        for broker in self._brokers.pop(client, set()):
+            for stat in ("avg", "p99"):
+                with contextlib.suppress(KeyError):
+                    self.rtt.remove(client, broker, stat)
+        for gauge in (self.producer_queue, self.fetch_queue):
+            with contextlib.suppress(KeyError):
+                gauge.remove(client)
 
     def config(self, client: str, interval_ms: int) -> ClientConfig:
         """What to add to the configuration of the client called ``client`` for statistics every
@@ -82,6 +94,7 @@ class KafkaStats:
             rtt = broker.get("rtt") or {}
             if rtt.get("cnt", 0) > 0:  # no request in the window: the last values stand
                 name = str(broker.get("nodename") or broker.get("name"))
+                self._brokers.setdefault(client, set()).add(name)
                 self.rtt.labels(client, name, "avg").set(rtt["avg"] * _MICROSECONDS)
                 self.rtt.labels(client, name, "p99").set(rtt["p99"] * _MICROSECONDS)
         kind = stats.get("type")

@@ -83,3 +83,14 @@ def test_statistics_are_asked_for_only_with_an_interval() -> None:
     assert config["statistics.interval.ms"] == 15_000
     assert callable(config["stats_cb"])
     assert without_stats({"bootstrap.servers": "b", **config}) == {"bootstrap.servers": "b"}
+
+
+def test_a_client_closed_for_good_leaves_no_series() -> None:
+    registry = CollectorRegistry()
+    stats = KafkaStats(registry)
+    stats.record("consumer:endpoint:gone", SAMPLES["consumer"])
+    stats.record("producer", SAMPLES["producer"])
+    stats.forget("consumer:endpoint:gone")
+    stats.forget("never-seen")
+    clients = {sample.labels["client"] for family in registry.collect() for sample in family.samples}
+    assert clients == {"producer"}
