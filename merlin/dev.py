@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from admin_api.settings import AdminApiSettings
+from forwarder.settings import ForwarderSettings
 from kernel.auth import READ, WRITE, AuthSettings, mint
 from kernel.settings import KafkaSettings
 from kernel.topics import ensure_topics
@@ -101,6 +102,13 @@ async def run_dev() -> int:
     print(f"read API:  http://{read.host}:{read.port}   (GET /v1/rooms/{{room}}/messages)")
     print(f"admin API: http://{admin.host}:{admin.port}   (`merlin endpoints`; {token_note})")
     print(auth_note)
+    forwarder = ForwarderSettings()
+    listeners = [(forwarder.metrics_host, forwarder.metrics_port)] + [
+        (api.metrics_host, api.metrics_port) for api in (write, read, admin)
+    ]
+    shown = "  ".join(f"http://{host}:{port}/metrics" for host, port in listeners if port)
+    if shown:
+        print(f"metrics (Prometheus, no token): {shown}")
     print("forwarder: running; Ctrl-C stops everything")
 
     stop = asyncio.Event()
