@@ -10,9 +10,9 @@ class OffsetTracker:
 
     Only unfinished records are kept (in arrival order, which is offset order), so a
     record held for long, such as a blocked room's, costs its own entry and nothing
-    for the finished records behind it. Each keeps the time its record was written
-    (Kafka's timestamp), if given: the oldest unfinished one's is each partition's
-    first (``oldest``), found when asked, at no cost per record.
+    for the finished records behind it. Each keeps, beside its count, the time its
+    record was written (Kafka's timestamp), if given: ``oldest`` finds the oldest
+    when asked, from each partition's first unfinished record alone.
     """
 
     def __init__(self) -> None:
