@@ -47,7 +47,7 @@ from kernel.errors import InfrastructureError
 from kernel.logs import KAFKA_LOGGER
 from kernel.producer import AsyncProducer
 from kernel.records import arrived
-from kernel.settings import KafkaSettings
+from kernel.settings import ClientConfig, KafkaSettings
 
 log = structlog.get_logger()
 
@@ -140,7 +140,9 @@ class ControlLog:
         poll_timeout: float = 0.2,
         shapes: dict[str, Check] | None = None,
         skipped: Skipped | None = None,
+        client: ClientConfig | None = None,
     ) -> None:
+        """``client`` is added to the reader's librdkafka configuration (e.g. its statistics)."""
         self.topic = kafka.settings_topic
         self._shapes = {**RECORD_SHAPES, **(shapes or {})}
         self._skipped = skipped
@@ -153,6 +155,7 @@ class ControlLog:
                 "fetch.wait.max.ms": 50,
                 # The first read is whole once every partition reported its end.
                 "enable.partition.eof": True,
+                **(client or {}),
             }
         )
         self._poll_timeout = poll_timeout

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from admin_api.settings import AdminApiSettings
+from forwarder.settings import ForwarderSettings
 from kernel.auth import READ, WRITE, AuthSettings, mint
 from kernel.settings import KafkaSettings
 from kernel.topics import ensure_topics
@@ -59,6 +60,15 @@ def _shown(path: Path) -> Path:
         return path
 
 
+def _metrics_note(*apis: WriteApiSettings | ReadApiSettings | AdminApiSettings) -> str:
+    """Where each service's metrics listener answers (those turned off left out)."""
+    forwarder = ForwarderSettings()
+    listeners = [(forwarder.metrics_host, forwarder.metrics_port)]
+    listeners += [(api.metrics_host, api.metrics_port) for api in apis]
+    shown = "  ".join(f"http://{host}:{port}/metrics" for host, port in listeners if port)
+    return f"metrics (Prometheus, no token): {shown or 'none'}"
+
+
 async def run_dev() -> int:
     """Start everything, print the URLs, and stop it all cleanly on Ctrl-C; the exit code of the run."""
     status = await asyncio.to_thread(LocalKafka().start)
@@ -101,6 +111,7 @@ async def run_dev() -> int:
     print(f"read API:  http://{read.host}:{read.port}   (GET /v1/rooms/{{room}}/messages)")
     print(f"admin API: http://{admin.host}:{admin.port}   (`merlin endpoints`; {token_note})")
     print(auth_note)
+    print(_metrics_note(write, read, admin))
     print("forwarder: running; Ctrl-C stops everything")
 
     stop = asyncio.Event()
