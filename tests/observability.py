@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
