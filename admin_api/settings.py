@@ -16,6 +16,10 @@ class AdminApiSettings(BaseSettings):
     port: int = Field(default=8083, ge=0, le=65535)
     # Worker processes sharing the listening socket (`--workers N`), each its own interpreter.
     workers: int = Field(default=1, ge=1, le=64)
+    # Prometheus's /metrics, /healthz and /readyz, without a token, on http://metrics_host:metrics_port
+    # (with workers, served by their parent for all of them); port 0 turns it off.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9105, ge=0, le=65535)
     # Every call but /healthz and /readyz carries ``Authorization: Bearer <token>``.
     token: SecretStr | None = Field(
         default=None, min_length=16, validation_alias=AliasChoices("MERLIN_ADMIN_TOKEN", "token")

@@ -8,13 +8,15 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from admin_api.groups import Groups
 from admin_api.settings import AdminApiSettings
 from kernel.control import PAUSED, ControlLog, ControlWriter, counted_skips, key
+from kernel.kafka_stats import KafkaStats
+from kernel.metrics import service_registry
 from kernel.producer import AsyncProducer
 from kernel.settings import KafkaSettings
 from webhooks.calls import HttpSend
@@ -36,11 +38,12 @@ class AdminApi:
         self.kafka = kafka
         self.endpoint_settings = endpoints
         self.box = endpoints.box()
-        self.registry = CollectorRegistry()
+        self.registry = service_registry()
         self.actions = Counter(
             "merlin_admin_actions", "Operator actions taken", ["action", "endpoint"], registry=self.registry
         )
         self.skipped = counted_skips(self.registry)
+        self.kafka_stats = KafkaStats(self.registry)
         self._control: ControlLog | None = None
         self._writer: ControlWriter | None = None
         self._groups: Groups | None = None
@@ -57,7 +60,8 @@ class AdminApi:
         """Follow the settings topic and open the Kafka clients for as long as the app runs."""
         control = ControlLog(self.kafka, shapes={ENDPOINT: check_record}, skipped=self.skipped)
         await control.start()
-        producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True}))
+        stats = self.kafka_stats.config("producer", self.kafka.statistics_interval_ms)
+        producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True, **stats}))
         self._control, self._writer = control, ControlWriter(producer, control)
         given = load_endpoints(self.settings.endpoints_file)
         await define_given(given, control, self._writer, self.box, self.endpoint_settings.allow_private)

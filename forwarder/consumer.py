@@ -252,17 +252,18 @@ class EventConsumer(_ThreadedConsumer):
 
     def _next_batch(self, consumer: Consumer, max_records: int, timeout: float) -> Batch:
         batch = super()._next_batch(consumer, max_records, timeout)
+        lag, group, topic = self._metrics.lag, self._group, self._topic
         for partition, next_offset in self._next.items():
             # The end as of the last fetch response: no request to the broker.
-            _low, high = consumer.get_watermark_offsets(TopicPartition(self._topic, partition), cached=True)
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
             if high >= 0:
-                self._metrics.lag.labels(self._group, str(partition)).set(max(0, high - next_offset))
+                lag.labels(group, topic, str(partition)).set(max(0, high - next_offset))
         return batch
 
     def _forget_lag(self, partitions: list[int]) -> None:
         for partition in partitions:
             if self._next.pop(partition, None) is not None:
-                self._metrics.lag.remove(self._group, str(partition))
+                self._metrics.lag.remove(self._group, self._topic, str(partition))
 
     async def commit(self, next_offsets: dict[int, int]) -> None:
         """Record progress in the group too, so Kafka tooling shows the forwarder's lag."""

@@ -21,6 +21,7 @@ from forwarder.metrics import ForwarderMetrics
 from forwarder.projecting import DeadLetteredPoison, Projecting
 from forwarder.rereads import LogRereads
 from forwarder.settings import ForwarderSettings
+from kernel.kafka_stats import without_stats
 from kernel.settings import ClientConfig, KafkaSettings
 from read_store.writer import ProjectionStore
 from webhooks.calls import Send
@@ -93,7 +94,7 @@ class EndpointFlowBuilder:
         # upgraded from one shared group sends everything it had not sent yet.
         fallback = None
         if endpoint.since is None:  # only to read its commits: not a member, static or not
-            fallback = {k: v for k, v in config.items() if k != "group.instance.id"}
+            fallback = {k: v for k, v in without_stats(config).items() if k != "group.instance.id"}
             fallback["group.id"] = settings.group_id
         since = endpoint.since or endpoint.added_at or self.first_run
         topic = parts.kafka.events_topic

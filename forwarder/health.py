@@ -1,4 +1,5 @@
-"""The forwarder's operations listener: ``/healthz``, ``/readyz`` and ``/metrics``, on the worker's own loop.
+"""The forwarder's operations listener: ``/healthz``, ``/readyz`` and ``/metrics``, on the worker's own loop
+(``kernel.operations_listener``).
 
 Ready means the settings topic was read and the worker reads its own pings
 back through it (``forwarder.subscription``), every flow is running (none backing
@@ -15,12 +16,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import orjson
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from forwarder.metrics import ForwarderMetrics
 from forwarder.subscription import SubscriptionCheck
+from kernel.operations_listener import serving as listening
 
 _PING_TIMEOUT = 2.0
 
@@ -64,48 +64,12 @@ class Health:
         return self.subscription.status()
 
 
-def _json(body: object, status: int = 200, content_type: str = "application/json") -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type=content_type)
-
-
 @asynccontextmanager
 async def serving(host: str, port: int, registry: CollectorRegistry, health: Health) -> AsyncIterator[None]:
-    """Serve the operations routes on ``host:port`` while the block runs."""
+    """Serve the operations routes on ``host:port`` while the block runs (``kernel.operations_listener``)."""
 
-    async def healthz(_request: web.Request) -> web.Response:
-        return _json({"status": "ok"})
+    def details() -> dict[str, object]:
+        return {"subscription": health.subscription_state()}
 
-    async def readyz(_request: web.Request) -> web.Response:
-        checks = await health.checks()
-        subscription = health.subscription_state()
-        if all(checks.values()):
-            return _json({"status": "ready", "checks": checks, "subscription": subscription})
-        failing = ", ".join(name for name, ok in checks.items() if not ok)
-        problem = {
-            "type": "https://merlin.dev/problems/not-ready",
-            "title": "Not ready.",
-            "status": 503,
-            "detail": f"not answering: {failing}",
-            "checks": checks,
-            "subscription": subscription,
-        }
-        response = _json(problem, 503, "application/problem+json")
-        response.headers["Retry-After"] = "1"
-        return response
-
-    async def metrics(_request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    try:
+    async with listening(host, port, lambda: registry, health.checks, details):
         yield
-    finally:
-        await runner.cleanup()

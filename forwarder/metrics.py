@@ -7,11 +7,13 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from forwarder.subscription import Heard
+from kernel.kafka_stats import KafkaStats
+from kernel.metrics import service_registry
 
 
 class ForwarderMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or service_registry()
         self.records = Counter(
             "merlin_forwarder_records", "Records consumed from the events topic", registry=self.registry
         )
@@ -79,8 +81,8 @@ class ForwarderMetrics:
         )  # fmt: skip
         self.lag = Gauge(
             "merlin_forwarder_lag_records",
-            "Records between a partition's committed offset and its end, per consumer group",
-            ["group", "partition"],
+            "Records between a partition's committed offset and its end, per consumer group and topic",
+            ["group", "topic", "partition"],
             registry=self.registry,
         )
         self.blocked_rooms = Gauge(
@@ -122,6 +124,7 @@ class ForwarderMetrics:
             registry=self.registry,
         )
         self.last_poll_at = 0.0  # the same, on the monotonic clock, for readiness
+        self.kafka = KafkaStats(self.registry)  # librdkafka's statistics of the worker's clients
 
     def heard(self, heard: Heard) -> None:
         """What the settings subscription's check found."""

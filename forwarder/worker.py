@@ -83,6 +83,9 @@ class Forwarder:
     def consumer_config(self, endpoint: str | None = None) -> ClientConfig:
         """The consumer of the projection's group, or of ``endpoint``'s."""
         static = {"group.instance.id": self.settings.instance_id} if self.settings.instance_id else {}
+        stats = self.metrics.kafka.config(
+            f"consumer:{endpoint or 'projection'}", self.kafka.statistics_interval_ms
+        )
         return self.kafka.client(
             {
                 **static,
@@ -99,6 +102,7 @@ class Forwarder:
                 # 1 MB a partition per fetch (the default) is about 2,000 uncompressed events: on a
                 # topic written without compression, projection ran at 10.6k events/s, 17.7k with this.
                 "max.partition.fetch.bytes": 8 * 1024 * 1024,
+                **stats,
             }
         )
 
@@ -151,7 +155,8 @@ class Forwarder:
         engine = create_engine(self.store_settings.url, writer=True, schema=schema)
         store = ProjectionStore(engine, topic)
         reads = ReadStore(create_engine(self.store_settings.url, schema=schema), topic)
-        producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True}))
+        stats = self.metrics.kafka.config("producer", self.kafka.statistics_interval_ms)
+        producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True, **stats}))
         control = ControlLog(
             self.kafka, shapes={ENDPOINT: check_record}, skipped=counted_skips(self.metrics.registry)
         )

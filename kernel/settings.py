@@ -36,6 +36,8 @@ class KafkaSettings(BaseSettings):
     sasl_password: SecretStr | None = None
     # Extra librdkafka properties, e.g. for TLS: MERLIN_KAFKA_CLIENT_CONFIG='{"ssl.ca.location": "/ca.pem"}'
     client_config: dict[str, str] = Field(default_factory=dict)
+    # How often each long-lived client reports librdkafka's statistics (kernel.kafka_stats); 0: never.
+    statistics_interval_ms: int = Field(default=15_000, ge=0)
 
     @property
     def min_insync(self) -> int:

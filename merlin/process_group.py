@@ -103,8 +103,16 @@ async def _supervised(child: Child, stop: asyncio.Event, policy: BackoffPolicy, 
         await supervisor
 
 
-def run_group(children: list[Child], policy: BackoffPolicy, grace: float = 30.0) -> None:
-    """Run ``children`` until SIGTERM or SIGINT; raise ``SupervisorGaveUp`` past the restart limit."""
+def run_group(
+    children: list[Child],
+    policy: BackoffPolicy,
+    grace: float = 30.0,
+    serving: contextlib.AbstractAsyncContextManager[None] | None = None,
+) -> None:
+    """Run ``children`` until SIGTERM or SIGINT; raise ``SupervisorGaveUp`` past the restart limit.
+
+    ``serving`` (e.g. the children's metrics listener) runs on the parent's loop meanwhile.
+    """
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -112,7 +120,7 @@ def run_group(children: list[Child], policy: BackoffPolicy, grace: float = 30.0)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         try:
-            async with asyncio.TaskGroup() as group:
+            async with serving or contextlib.nullcontext(), asyncio.TaskGroup() as group:
                 for child in children:
                     group.create_task(_supervised(child, stop, policy, grace))
         except* SupervisorGaveUp as gave_up:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import structlog
@@ -31,21 +33,38 @@ from write_api.settings import WriteApiSettings
 log = structlog.get_logger()
 
 
+@dataclass(frozen=True)
+class _Listener:
+    """Where an API's metrics listener answers (port 0: it does not run)."""
+
+    host: str
+    port: int
+    env: str  # the variable that sets the port, which the parent of workers sets to 0 for each
+
+
 def _serve_http(
-    build: Callable[[], object], host: str, port: int, service: str, workers: int = 1, fd: int | None = None
+    build: Callable[[], object],
+    host: str,
+    port: int,
+    service: str,
+    workers: int = 1,
+    fd: int | None = None,
+    listener: _Listener | None = None,
 ) -> None:
     """Serve the app ``build`` makes on ``host:port``; with ``workers`` > 1, that many processes on one
-    socket; with ``fd``, on the listening socket a parent passed down."""
+    socket; with ``fd``, on the listening socket a parent passed down. ``listener`` serves the
+    metrics, ``/healthz`` and ``/readyz`` on an address of its own, on the same event loop."""
     configure_logging(service)  # first: building the app may log (e.g. authentication disabled)
     if workers > 1 and fd is None:
-        _http_workers(host, port, service, workers)
+        _http_workers(host, port, service, workers, listener)
         return
     import uvicorn
 
     from kernel.http.edge import EdgeSettings, guarded_protocol
 
+    app = build()
     config = uvicorn.Config(
-        build(),  # type: ignore[arg-type]
+        app,  # type: ignore[arg-type]
         host=host,
         port=port,
         log_config=None,
@@ -59,16 +78,34 @@ def _serve_http(
         # Limits and deadlines on every connection, before any app code (kernel.http.edge).
         http=guarded_protocol(EdgeSettings()),
     )
+    server = uvicorn.Server(config)
+    sockets = None if fd is None else [socket.socket(fileno=fd)]
+
+    async def serve() -> None:
+        async with contextlib.AsyncExitStack() as operations:
+            if listener is not None and listener.port:
+                from kernel.operations_listener import serving
+
+                state = app.state.operations  # type: ignore[attr-defined]
+                registry = state.registry
+                await operations.enter_async_context(
+                    serving(listener.host, listener.port, lambda: registry, state.readiness)
+                )
+            await server.serve(sockets=sockets)
+
     settle_heap()
-    uvicorn.Server(config).run(sockets=None if fd is None else [socket.socket(fileno=fd)])
+    # What uvicorn.Server.run does, with the listener beside the server on its loop.
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(serve())
 
 
-def _http_workers(host: str, port: int, service: str, workers: int) -> None:
+def _http_workers(host: str, port: int, service: str, workers: int, listener: _Listener | None) -> None:
     """``workers`` processes of ``service`` accepting on one socket bound here, under one parent.
 
     The kernel hands each new connection to one of them. Their Prometheus metrics are kept in
     files of one folder (prometheus_client's multiprocess mode), so ``/metrics`` of any worker
-    answers for all of them.
+    answers for all of them. The metrics listener is this parent's, not a worker's: it answers
+    for all of them while any restarts, and nothing but the parent has to know which one serves it.
     """
     listening = socket.create_server((host, port), backlog=2048)
     listening.set_inheritable(True)
@@ -77,12 +114,20 @@ def _http_workers(host: str, port: int, service: str, workers: int) -> None:
 
     def child(index: int) -> Child:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics}
+        if listener is not None:
+            env[listener.env] = "0"
         argv = [sys.executable, "-m", "merlin.cli", command, "--fd", str(listening.fileno())]
         return Child(f"{command}-{index}", argv, env, pass_fds=(listening.fileno(),))
 
+    children = [child(index) for index in range(workers)]
+    serving = None
+    if listener is not None and listener.port:
+        from merlin.worker_metrics import serving_workers
+
+        serving = serving_workers(listener.host, listener.port, children, metrics)
     log.info("http_workers_starting", service=service, workers=workers, host=host, port=port)
     try:
-        run_group([child(index) for index in range(workers)], BackoffPolicy(), grace=15.0)
+        run_group(children, BackoffPolicy(), grace=15.0, serving=serving)
     finally:
         listening.close()
         shutil.rmtree(metrics, ignore_errors=True)
@@ -94,7 +139,8 @@ def run_write_api(workers: int | None = None, fd: int | None = None) -> None:
 
     settings = WriteApiSettings()
     build = partial(create_app, settings)
-    _serve_http(build, settings.host, settings.port, "write_api", workers or settings.workers, fd)
+    listener = _Listener(settings.metrics_host, settings.metrics_port, "MERLIN_WRITE_API_METRICS_PORT")
+    _serve_http(build, settings.host, settings.port, "write_api", workers or settings.workers, fd, listener)
 
 
 def run_read_api(workers: int | None = None, fd: int | None = None) -> None:
@@ -103,7 +149,8 @@ def run_read_api(workers: int | None = None, fd: int | None = None) -> None:
 
     settings = ReadApiSettings()
     build = partial(create_app, settings)
-    _serve_http(build, settings.host, settings.port, "read_api", workers or settings.workers, fd)
+    listener = _Listener(settings.metrics_host, settings.metrics_port, "MERLIN_READ_API_METRICS_PORT")
+    _serve_http(build, settings.host, settings.port, "read_api", workers or settings.workers, fd, listener)
 
 
 def run_admin_api(workers: int | None = None, fd: int | None = None) -> None:
@@ -112,7 +159,8 @@ def run_admin_api(workers: int | None = None, fd: int | None = None) -> None:
 
     settings = AdminApiSettings()
     build = partial(create_app, settings)
-    _serve_http(build, settings.host, settings.port, "admin_api", workers or settings.workers, fd)
+    listener = _Listener(settings.metrics_host, settings.metrics_port, "MERLIN_ADMIN_API_METRICS_PORT")
+    _serve_http(build, settings.host, settings.port, "admin_api", workers or settings.workers, fd, listener)
 
 
 def run_forwarder(processes: int | None = None) -> None:

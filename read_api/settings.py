@@ -13,6 +13,10 @@ class ReadApiSettings(BaseSettings):
     port: int = Field(default=8082, ge=0, le=65535)
     # Worker processes sharing the listening socket (`--workers N`), each its own interpreter.
     workers: int = Field(default=1, ge=1, le=64)
+    # Prometheus's /metrics, /healthz and /readyz, without a token, on http://metrics_host:metrics_port
+    # (with workers, served by their parent for all of them); port 0 turns it off.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9104, ge=0, le=65535)
     # How long a read with after_position waits for the projection to catch up.
     position_wait_seconds: float = Field(default=2.0, gt=0, le=30)
     # Most reads waiting for the projection at once; past it, 503 at once (not a queue).

@@ -9,13 +9,13 @@ from typing import Any
 
 import structlog
 from confluent_kafka.admin import AdminClient
-from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 
 from domain import InvalidCommand
 from kernel.auth import ALL_ROOMS, ANYONE, Caller
 from kernel.http.responses import problem
+from kernel.metrics import service_registry
 from kernel.position import CRC32_PARTITIONERS, Position, partition_of
 from kernel.settings import KafkaSettings
 from kernel.topics import end_offsets
@@ -36,7 +36,7 @@ class ReadApi:
         self.settings = settings
         self.store_settings = store
         self.kafka = kafka
-        self.registry = CollectorRegistry()
+        self.registry = service_registry()
         self._reads: ReadStore | None = None
         self._admin: AdminClient | None = None
         self.ends = LogEnds(self._end_offsets)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Histogram
 from starlette.requests import Request
 
 from domain import Event
+from kernel.kafka_stats import KafkaStats
+from kernel.metrics import service_registry
 from kernel.position import Position
 from kernel.producer import AsyncProducer
 from kernel.settings import KafkaSettings
@@ -24,13 +26,14 @@ class WriteApi:
     ) -> None:
         self.settings = settings
         self.kafka = kafka
-        self.registry = CollectorRegistry()
+        self.registry = service_registry()
         self._append_latency = Histogram(
             "merlin_write_append_seconds",
             "Time from produce to broker acknowledgement",
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.kafka_stats = KafkaStats(self.registry)
         self._given = appender
         self._appender = appender
 
@@ -48,7 +51,12 @@ class WriteApi:
             return
         settings = self.settings
         config = self.kafka.client(
-            producer_config(settings.linger_ms, settings.delivery_timeout_ms, settings.queue_max_messages)
+            {
+                **producer_config(
+                    settings.linger_ms, settings.delivery_timeout_ms, settings.queue_max_messages
+                ),
+                **self.kafka_stats.config("producer", self.kafka.statistics_interval_ms),
+            }
         )
         producer = AsyncProducer(config)
         self._appender = EventAppender(producer, self.kafka.events_topic, self.kafka.min_insync)

@@ -12,7 +12,7 @@ from kernel.auth import Verifier
 from kernel.http.auth import Authenticate
 from kernel.http.errors import install_error_handlers
 from kernel.http.middleware import BodyLimit, HttpMetrics
-from kernel.http.operations import ReadinessCheck, add_operations_routes
+from kernel.http.operations import Operations, ReadinessCheck, add_operations_routes
 from kernel.http.rate_limit import RateLimiter
 from kernel.http.responses import OrjsonResponse
 from kernel.http.strict_json import StrictJsonRoute
@@ -58,4 +58,6 @@ def new_api(
     # Added last, so outermost: it also counts the answers of the body limit.
     app.add_middleware(HttpMetrics, registry=registry, service=service)
     add_operations_routes(app, registry, readiness)
+    # What the service's metrics listener serves, when it runs one (merlin.services).
+    app.state.operations = Operations(registry, readiness)
     return app

@@ -1,9 +1,14 @@
-"""``/healthz``, ``/readyz`` and ``/metrics``, the same on every API."""
+"""``/healthz``, ``/readyz`` and ``/metrics``, the same on every API.
+
+``/metrics`` here needs an admin token, as every route but health does; Prometheus
+scrapes the API's metrics listener instead (``kernel.operations_listener``).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
@@ -12,6 +17,14 @@ from starlette.responses import Response
 from kernel.http.responses import OrjsonResponse, problem, problem_responses
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+
+
+@dataclass(frozen=True)
+class Operations:
+    """An API's metrics and readiness, for its metrics listener (``kernel.operations_listener``)."""
+
+    registry: CollectorRegistry
+    readiness: ReadinessCheck
 
 
 def add_operations_routes(app: FastAPI, registry: CollectorRegistry, readiness: ReadinessCheck) -> None:

@@ -137,7 +137,11 @@ class Services:
             "MERLIN_KAFKA_REPLICATION_FACTOR": str(self.kafka.replication_factor),
             "MERLIN_KAFKA_MIN_INSYNC_REPLICAS": str(self.kafka.min_insync),
             "MERLIN_READ_STORE_URL": self.store_url,
+            # No metrics listener on the fixed default ports: a test that scrapes one sets a free port.
             "MERLIN_FORWARDER_METRICS_PORT": "0",
+            "MERLIN_WRITE_API_METRICS_PORT": "0",
+            "MERLIN_READ_API_METRICS_PORT": "0",
+            "MERLIN_ADMIN_API_METRICS_PORT": "0",
             "MERLIN_FORWARDER_GROUP_ID": f"forwarder-{self.kafka.events_topic}",
             "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "2000",
             "MERLIN_READ_API_POSITION_WAIT_SECONDS": "15",
