@@ -244,13 +244,24 @@ def test_prometheus_scrapes_each_service_on_a_network_it_shares_with_it(observed
     services = observed["services"]
     scrape = yaml.safe_load(SCRAPE_CONFIG.read_text())
     networks = set(services["prometheus"]["networks"])
+    ports = {
+        "write-api": WriteApiSettings.model_fields["metrics_port"].default,
+        "read-api": ReadApiSettings.model_fields["metrics_port"].default,
+        "admin-api": AdminApiSettings.model_fields["metrics_port"].default,
+        "forwarder": ForwarderSettings.model_fields["metrics_port"].default,
+    }
+    scraped = {}
     for job in scrape["scrape_configs"]:
         for discovery in job["dns_sd_configs"]:
             for name in discovery["names"]:
                 assert name in services, f"{job['job_name']}: no service {name}"
                 assert networks & set(services[name]["networks"]), name
-    # The forwarder's metrics listener answers beyond its own container (the default is loopback).
+                scraped[name] = discovery["port"]
+    assert scraped == ports
+    # Each metrics listener answers beyond its own container (the default is loopback).
     assert "MERLIN_FORWARDER_METRICS_HOST=0.0.0.0" in (DOCKER / "Dockerfile").read_text()
+    for name, prefix in (("write-api", "WRITE_API"), ("read-api", "READ_API"), ("admin-api", "ADMIN_API")):
+        assert services[name]["environment"][f"MERLIN_{prefix}_METRICS_HOST"] == "0.0.0.0", name
 
 
 def test_merlin_services_send_traces_to_jaeger_over_otlp_when_told_to(tmp_path: Path) -> None:
