@@ -112,6 +112,9 @@ def test_the_dashboard_shows_what_on_call_needs() -> None:
         "merlin_forwarder_rebalances_total",
         "merlin_forwarder_flow_restarts_total",
         "merlin_forwarder_stage_restarts_total",
+        "merlin_kafka_broker_rtt_seconds",
+        "merlin_kafka_producer_queue_messages",
+        "merlin_kafka_consumer_fetch_queue_messages",
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
     ):
