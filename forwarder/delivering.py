@@ -18,6 +18,7 @@ ledger, the metrics and the controls. It never writes the read store.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
@@ -94,7 +95,9 @@ class Delivering:
             ):
                 track(record.partition, record.offset, 0)
                 continue
-            track(record.partition, record.offset, 1)
+            # When the record was written (Kafka's timestamp, in ms): the age of what waits for the endpoint.
+            written = consumed.message.timestamp()[1]
+            track(record.partition, record.offset, 1, written / 1000 if written > 0 else time.time())
             body = consumed.message.value() or b""
             dispatcher.submit(
                 Job(record.partition, record.offset, event.room_id, str(event.event_id), body, generation)

@@ -100,6 +100,7 @@ class EndpointFlowBuilder:
         topic = parts.kafka.events_topic
         source = EventConsumer(config, topic, parts.metrics, since=since, no_later_than=fallback)
         ledger, gate = Ledger(), AppliedGate(self.reads)
+        parts.metrics.undelivered.watch(endpoint.name, ledger.tracker)
         log = AssignedLog(
             log_reader_config(parts.kafka, f"{config['group.id']}.rereads", settings.batch_max), topic
         )

@@ -3,12 +3,59 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from forwarder.subscription import Heard
 from kernel.kafka_stats import KafkaStats
 from kernel.metrics import service_registry
+
+
+class Pending(Protocol):
+    """What an endpoint's flow has taken in and not finished (``forwarder.tracker.OffsetTracker``)."""
+
+    def oldest(self) -> float | None:
+        """When the oldest of it was written (Unix time), or None when nothing is pending."""
+        ...
+
+
+class OldestUndelivered(Collector):
+    """``merlin_endpoint_oldest_undelivered_age_seconds``, computed when scraped: per endpoint, how
+    long ago the oldest event its flow consumed and has not finished (delivered, dead-lettered or
+    skipped) was written; 0 when nothing is pending. A blocked room's head is pending, however
+    long it waits; while an endpoint is paused, what its last run had taken in still counts."""
+
+    NAME = "merlin_endpoint_oldest_undelivered_age_seconds"
+    HELP = "Age (now minus its Kafka timestamp) of the oldest event an endpoint consumed and has not finished"
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._flows: dict[str, Pending] = {}
+        registry.register(self)
+
+    def watch(self, endpoint: str, pending: Pending) -> None:
+        """Follow ``pending``, the books of ``endpoint``'s flow now running (a flow's last run replaces
+        the one before)."""
+        self._flows[endpoint] = pending
+
+    def forget(self, endpoint: str) -> None:
+        """``endpoint`` is gone (deleted, or no longer run here)."""
+        self._flows.pop(endpoint, None)
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["endpoint"])]
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["endpoint"])
+        now = time.time()
+        for endpoint, pending in list(self._flows.items()):
+            written = pending.oldest()
+            family.add_metric([endpoint], 0.0 if written is None else max(0.0, now - written))
+        return [family]
 
 
 class ForwarderMetrics:
@@ -125,6 +172,7 @@ class ForwarderMetrics:
         )
         self.last_poll_at = 0.0  # the same, on the monotonic clock, for readiness
         self.kafka = KafkaStats(self.registry)  # librdkafka's statistics of the worker's clients
+        self.undelivered = OldestUndelivered(self.registry)
 
     def heard(self, heard: Heard) -> None:
         """What the settings subscription's check found."""

@@ -255,6 +255,7 @@ class Forwarder:
 
         def gone(name: str) -> None:
             health.running.pop(f"endpoint:{name}", None)
+            self.metrics.undelivered.forget(name)
 
         flows = EndpointFlows(catalog, run_endpoint, controls.reconfigure, gone)
         try:

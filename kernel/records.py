@@ -25,6 +25,10 @@ class RawRecord(Protocol):
 
     def headers(self) -> Sequence[tuple[str, Header]] | Mapping[str, Header] | None: ...
 
+    def timestamp(self) -> tuple[int, int]:
+        """The timestamp's type and the timestamp (ms since the epoch; not above 0 when there is none)."""
+        ...
+
 
 def arrived(consumer: Consumer, max_records: int, timeout: float) -> list[Message]:
     """What ``consumer`` has: waits up to ``timeout`` s for the first record only, then takes what

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class Raw:
     data: bytes | None
     room: bytes | None = None
     extra: tuple[tuple[str, Header], ...] = ()
+    written: float = field(default_factory=time.time)  # Unix time
 
     def topic(self) -> str:
         return TOPIC
@@ -61,6 +63,9 @@ class Raw:
 
     def headers(self) -> tuple[tuple[str, Header], ...]:
         return self.extra
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, int(self.written * 1000))  # TIMESTAMP_CREATE_TIME
 
 
 def consumed(partition: int, offset: int, event: Event) -> Consumed:
