@@ -192,6 +192,14 @@ async def test_every_panel_has_data_and_an_endpoint_answering_503_fires_its_aler
         await _traffic(services, write, refusing_write, read, admin, url)
         await _stage_crash(services, write, forwarder)
 
+        failing = await eventually(
+            lambda: prometheus.firing(UNDELIVERED, endpoint="failing"), 120, f"{UNDELIVERED} for failing"
+        )
+        assert float(failing["value"]) > UNDELIVERED_AFTER_SECONDS
+        assert failing["annotations"]["runbook_url"] == "docs/operations.md#merlinendpointundeliveredtooold"
+        # The endpoint that takes its events stays quiet.
+        assert not await prometheus.firing(UNDELIVERED, endpoint="hook")
+
         await eventually(
             lambda: prometheus.firing("MerlinEndpointDisabled", endpoint="refusing"), 120, "refusing disabled"
         )
@@ -204,14 +212,6 @@ async def test_every_panel_has_data_and_an_endpoint_answering_503_fires_its_aler
 
         empty = await _panels_without_data(prometheus, deadline=time.monotonic() + 120)
         assert not empty, "panels without data:\n" + "\n".join(empty)
-
-        failing = await eventually(
-            lambda: prometheus.firing(UNDELIVERED, endpoint="failing"), 120, f"{UNDELIVERED} for failing"
-        )
-        assert float(failing["value"]) > UNDELIVERED_AFTER_SECONDS
-        assert failing["annotations"]["runbook_url"] == "docs/operations.md#merlinendpointundeliveredtooold"
-        # The endpoint that takes its events stays quiet.
-        assert not await prometheus.firing(UNDELIVERED, endpoint="hook")
 
 
 async def _traffic(
@@ -236,7 +236,7 @@ async def _stage_crash(services: Services, write: Service, forwarder: Service) -
     database = services.store_url.removeprefix("sqlite:///")
 
     def rename(before: str, after: str) -> None:
-        with sqlite3.connect(database, timeout=30) as connection:
+        with contextlib.closing(sqlite3.connect(database, timeout=30)) as connection, connection:
             connection.execute(f"ALTER TABLE {before} RENAME TO {after}")
 
     await asyncio.to_thread(rename, "messages", "messages_away")
