@@ -83,9 +83,8 @@ class Forwarder:
     def consumer_config(self, endpoint: str | None = None) -> ClientConfig:
         """The consumer of the projection's group, or of ``endpoint``'s."""
         static = {"group.instance.id": self.settings.instance_id} if self.settings.instance_id else {}
-        stats = self.metrics.kafka.config(
-            f"consumer:{endpoint or 'projection'}", self.kafka.statistics_interval_ms
-        )
+        client = "consumer:projection" if endpoint is None else f"consumer:endpoint:{endpoint}"
+        stats = self.metrics.kafka.config(client, self.kafka.statistics_interval_ms)
         return self.kafka.client(
             {
                 **static,

@@ -69,7 +69,8 @@ async def test_a_working_forwarder_is_ready_and_reports_its_lag_per_partition(
         return lag if records.get((), 0) >= 30 and lag and not any(lag.values()) else None
 
     lag = await eventually(caught_up, 30, "every partition's lag back to 0 after the writes")
-    assert set(lag) == {(("group", group), ("partition", str(p))) for p in range(3)}
+    topic = sqlite_services.kafka.events_topic
+    assert set(lag) == {(("group", group), ("partition", str(p)), ("topic", topic)) for p in range(3)}
 
 
 async def test_a_forwarder_whose_store_is_down_is_alive_but_not_ready(sqlite_services: Services) -> None:

@@ -106,7 +106,10 @@ async def test_the_processes_end_with_their_parent_even_when_it_is_sigkilled(
 async def test_api_workers_share_one_socket_and_metrics_and_one_killed_is_replaced(
     sqlite_services: Services,
 ) -> None:
-    api = await sqlite_services.write_api(MERLIN_WRITE_API_WORKERS="2")
+    listener = free_port()
+    api = await sqlite_services.write_api(
+        MERLIN_WRITE_API_WORKERS="2", MERLIN_WRITE_API_METRICS_PORT=str(listener)
+    )
 
     async def started() -> list[int] | None:
         pids = [entry["pid"] for entry in api.logged("process_started")]
@@ -139,6 +142,17 @@ async def test_api_workers_share_one_socket_and_metrics_and_one_killed_is_replac
         if ("method", "POST") in labels and ("status", "202") in labels
     )
     assert posted == 80  # every worker's count, the killed one's included
+    # The parent's metrics listener answers for all of them, without a token, with each one's process_*.
+    async with httpx.AsyncClient(timeout=30) as client:
+        text = (await client.get(f"http://127.0.0.1:{listener}/metrics")).text
+    posted = sum(
+        value
+        for labels, value in samples(text, "merlin_http_requests_total").items()
+        if ("method", "POST") in labels and ("status", "202") in labels
+    )
+    assert posted == 80
+    memory = samples(text, "process_resident_memory_bytes")
+    assert {dict(labels)["worker"] for labels in memory} == {"parent", "write-api-0", "write-api-1"}
     children = [entry["pid"] for entry in api.logged("process_started")]
     assert api.stop(timeout=30) == 0
     assert not [pid for pid in children if _alive(pid)]
