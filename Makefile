@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 COMPOSE := .cache/compose/bin/docker-compose
+PROMTOOL := $(or $(shell command -v promtool),/usr/bin/promtool)
 
 .PHONY: setup infra run check test lint unit faults bench bench-peers clean stop
 
@@ -23,6 +24,17 @@ $(COMPOSE):
 	.cache/compose/bin/pip install -q --no-build-isolation "pyyaml==5.4.1"
 	.cache/compose/bin/pip install -q "docker-compose==1.29.2"
 
+# promtool checks and unit-tests the alert rules, and a real Prometheus scrapes a live merlin in the
+# tests: Debian's package, installed when missing (as root). Where an init system runs, its postinst
+# starts a daemon on :9090 that nothing here wants: stopped by its pid.
+$(PROMTOOL):
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
+	@for pid in $$(cat /run/prometheus/prometheus.pid 2>/dev/null) \
+	    $$(systemctl show --property=MainPID --value prometheus.service 2>/dev/null); do \
+	  if [ "$$pid" -gt 0 ] 2>/dev/null; then kill "$$pid" && echo "stopped prometheus (pid $$pid)"; fi; \
+	done
+
 # A real Kafka broker (jars from Maven Central, cached in .cache/) and a real
 # PostgreSQL (Debian's package, installed when missing) on 127.0.0.1.
 infra: setup
@@ -40,7 +52,7 @@ lint: setup
 	$(BIN)/lint-imports
 
 # The unit tests on every core: no broker, no database.
-unit: setup $(COMPOSE)
+unit: setup $(COMPOSE) $(PROMTOOL)
 	$(BIN)/pytest -m "not integration" -n auto
 
 # The inner loop: lint, types, import contracts and the unit tests (under two minutes).
@@ -51,7 +63,7 @@ check: lint unit
 # broker (started once for its tests, on fixed ports) is in one worker. The fault scenarios'
 # three-node cluster then starts on a quiet machine, alone: beside the rest it times out.
 # pytest exits 5 when it collects nothing, which fails this target as it should.
-test: infra lint $(COMPOSE)
+test: infra lint $(COMPOSE) $(PROMTOOL)
 	$(BIN)/pytest -n 3 --dist loadfile -m "not faults"
 	$(BIN)/pytest -m faults
 

@@ -24,19 +24,23 @@ def example_env() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
-def render(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """``docker-compose config`` of the deployment with ``env`` as its env file."""
+def render(
+    env: dict[str, str], tmp_path: Path, profiles: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """``docker-compose config`` of the deployment with ``env`` as its env file and ``profiles`` on."""
     if not DOCKER_COMPOSE.exists():
         pytest.fail(f"{DOCKER_COMPOSE} is missing: `make test` installs it (docker-compose from PyPI)")
     env_file = tmp_path / "compose.env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in env.items()))
-    command = [str(DOCKER_COMPOSE), "-f", str(DOCKER / "compose.yaml"), "--env-file", str(env_file), "config"]
+    command = [str(DOCKER_COMPOSE), "-f", str(DOCKER / "compose.yaml"), "--env-file", str(env_file)]
+    command += [option for profile in profiles for option in ("--profile", profile)]
+    command.append("config")
     return subprocess.run(command, capture_output=True, text=True, check=False, env={"PATH": "/usr/bin:/bin"})
 
 
-def rendered(env: dict[str, str], tmp_path: Path) -> dict[str, Any]:
+def rendered(env: dict[str, str], tmp_path: Path, profiles: tuple[str, ...] = ()) -> dict[str, Any]:
     """The deployment as rendered with ``env``; fails the test when docker-compose refuses it."""
-    result = render(env, tmp_path)
+    result = render(env, tmp_path, profiles)
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config
