@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Protocol
 
 from forwarder.applied import AppliedGate
@@ -28,6 +29,7 @@ from forwarder.ledger import Ledger
 from forwarder.metrics import ForwarderMetrics
 from forwarder.parked import Rereads
 from forwarder.source import Batch
+from kernel import tracing
 from webhooks.dead_letters import DeadLetters
 from webhooks.endpoints import Endpoint
 from webhooks.sending import Attempt, Deliverer
@@ -84,6 +86,7 @@ class Delivering:
             deliverable = await self.gate.deliverable([consumed.record for consumed in mine])
         dispatcher, track = self.dispatcher, self.ledger.tracker.add
         wanted = dispatcher.endpoint.event_types
+        traced = tracing.ENABLED
         # Partitions revoked while waiting at the gate: their new owner delivers these.
         for consumed in self.ledger.still_mine(mine, generation):
             record, event = consumed.record, consumed.record.event
@@ -96,9 +99,11 @@ class Delivering:
                 continue
             track(record.partition, record.offset, 1)
             body = consumed.message.value() or b""
-            dispatcher.submit(
-                Job(record.partition, record.offset, event.room_id, str(event.event_id), body, generation)
-            )
+            job = Job(record.partition, record.offset, event.room_id, str(event.event_id), body, generation)
+            if traced:
+                traceparent, tracestate = tracing.trace_headers(consumed.message.headers())
+                job = replace(job, traceparent=traceparent, tracestate=tracestate)
+            dispatcher.submit(job)
 
     def to_pause(self, paused: set[int]) -> set[int]:
         dispatcher = self.dispatcher

@@ -7,14 +7,40 @@ import sys
 
 import structlog
 
+from kernel import tracing
+
 # librdkafka's own log lines (broker connections, rebalances, errors) go through the structured
 # logger when a client's configuration carries it: {"logger": KAFKA_LOGGER}. Producers and
 # consumers serve them from the threads that poll them.
 KAFKA_LOGGER = logging.getLogger("librdkafka")
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
-    """Route structlog and the standard library's logging through one structured renderer."""
+def add_trace_ids(
+    _logger: object, _method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """``trace_id`` and ``span_id`` of the current span (hex, as OpenTelemetry writes them), if valid.
+
+    Nothing while tracing is off: no span is ever current then.
+    """
+    if tracing.ENABLED:
+        from opentelemetry.trace import get_current_span
+
+        context = get_current_span().get_span_context()
+        if context.is_valid:
+            event.setdefault("trace_id", format(context.trace_id, "032x"))
+            event.setdefault("span_id", format(context.span_id, "016x"))
+    return event
+
+
+def configure_logging(service: str, level: str | None = None) -> None:
+    """Route structlog and the standard library's logging through one structured renderer.
+
+    ``level`` defaults to ``MERLIN_LOG_LEVEL`` (``LoggingSettings``).
+    """
+    if level is None:
+        from kernel.settings import LoggingSettings
+
+        level = LoggingSettings().level
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer(colors=False)
         if sys.stderr.isatty()
@@ -34,6 +60,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_ids,
     ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -57,3 +84,10 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     # One line per HTTP call or retry is noise at INFO; merlin logs outcomes itself.
     for chatty in ("httpx", "httpcore", "backoff"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def start_observing(service: str) -> None:
+    """What each service's process does first: logs configured (``MERLIN_LOG_*``), then tracing
+    (``OTEL_*``, off unless asked for; ``kernel.tracing``)."""
+    configure_logging(service)
+    tracing.setup_tracing(service)
