@@ -3,9 +3,10 @@ and the access log."""
 
 from __future__ import annotations
 
-import os
 import re
+from random import getrandbits
 import time
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -13,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kernel.http.errors import BodyTooLarge
 from kernel.http.responses import problem
+from kernel.logs import access_logger
 
 
 class BodyLimit:
@@ -92,14 +94,12 @@ class HttpMetrics:
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 REQUEST_ID_HEADER = b"x-request-id"
 
-access_log = structlog.get_logger("merlin.access")
-
 
 def request_id(given: bytes | None) -> str:
     """``given`` if it is a sane request id, else a new one (32 hex digits)."""
     if given is not None and _REQUEST_ID.fullmatch(given) is not None:
         return given.decode("ascii")
-    return os.urandom(16).hex()
+    return f"{getrandbits(128):032x}"  # an id, not a secret: no system call for it
 
 
 class RequestLog:
@@ -112,9 +112,10 @@ class RequestLog:
     authenticated, and the request id.
     """
 
-    def __init__(self, app: ASGIApp, access: bool = True) -> None:
+    def __init__(self, app: ASGIApp, access: bool = True, log: Any = None) -> None:
         self.app = app
         self.access = access
+        self.log = log if log is not None else access_logger()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -145,11 +146,10 @@ class RequestLog:
                 self._log(scope, status, started, rid)
             structlog.contextvars.reset_contextvars(**bound)
 
-    @staticmethod
-    def _log(scope: Scope, status: int, started: float, rid: str) -> None:
+    def _log(self, scope: Scope, status: int, started: float, rid: str) -> None:
         route = getattr(scope.get("route"), "path", None) or scope["path"]
         caller = scope.get("state", {}).get("caller")
-        access_log.info(
+        self.log.info(
             "request",
             method=scope["method"],
             route=route,

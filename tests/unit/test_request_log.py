@@ -59,7 +59,8 @@ def _app(access: bool = True, caller: Caller | None = None) -> tuple[FastAPI, li
         return {"room": room_id}
 
     app.add_middleware(_Caller, caller=caller)
-    app.add_middleware(RequestLog, access=access)
+    # structlog's own logger, which ``capture_logs`` sees (not the one ``configure_logging`` makes).
+    app.add_middleware(RequestLog, access=access, log=structlog.get_logger("merlin.access"))
     return app, seen
 
 
