@@ -4,8 +4,8 @@ and the access log."""
 from __future__ import annotations
 
 import re
-from random import getrandbits
 import time
+from random import getrandbits
 from typing import Any
 
 import structlog
