@@ -247,3 +247,16 @@ async def test_with_tracing_off_a_call_carries_no_trace_headers() -> None:
     send = Scripted([200])
     await Deliverer(send, endpoint()).deliver("e1", BODY, TRACEPARENT)
     assert "traceparent" not in send.seen[0].headers
+
+
+def test_an_outage_answered_503_is_an_event_on_the_requests_span(spans: InMemorySpanExporter) -> None:
+    from kernel.http.errors import _mark_outage
+
+    with tracing.tracer().start_as_current_span("GET /v1/rooms/{room_id}/messages"):
+        _mark_outage("read store", ConnectionRefusedError("refused"))
+    (span,) = spans.get_finished_spans()
+    (event,) = span.events
+    assert event.name == "dependency_unavailable"
+    assert event.attributes is not None
+    assert event.attributes["merlin.dependency"] == "read store"
+    assert event.attributes["error.type"] == "ConnectionRefusedError"
