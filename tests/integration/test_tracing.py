@@ -56,8 +56,16 @@ async def test_one_trace_from_the_clients_request_to_the_downstream(
         )
     assert answer.status_code == 202, answer.text
     assert answer.headers["x-request-id"] == "trace-test-1"
-    event_id = answer.json()["event_id"]
+    event_id, position = answer.json()["event_id"], answer.json()["position"]
     topic = sqlite_services.kafka.events_topic
+    read = await sqlite_services.read_api(**_tracing(endpoint))
+    async with httpx.AsyncClient(headers=read.headers, timeout=30) as client:
+        page = await client.get(
+            f"{read.url}/v1/rooms/traced/messages",
+            params={"after_position": position},
+            headers={"traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01"},
+        )
+    assert page.status_code == 200, page.text
 
     def named(name: str, **where: Any) -> dict[str, Any] | None:
         for span in receiver.spans:
@@ -69,7 +77,8 @@ async def test_one_trace_from_the_clients_request_to_the_downstream(
         request = named("POST /v1/rooms/{room_id}/messages", trace_id=trace_id)
         produce = named(f"send {topic}", trace_id=trace_id)
         attempt = named("deliver hook", trace_id=trace_id)
-        if request is None or produce is None or attempt is None:
+        wait = named("wait for projection", trace_id=trace_id)
+        if request is None or produce is None or attempt is None or wait is None:
             return None
         batch = next(
             (
@@ -81,7 +90,7 @@ async def test_one_trace_from_the_clients_request_to_the_downstream(
         )
         if batch is None:
             return None
-        return {"request": request, "produce": produce, "attempt": attempt, "batch": batch}
+        return {"request": request, "produce": produce, "attempt": attempt, "batch": batch, "wait": wait}
 
     spans = await eventually(whole, 60, "the request, produce, projection and delivery spans")
     request, produce, attempt, batch = spans["request"], spans["produce"], spans["attempt"], spans["batch"]
@@ -119,3 +128,7 @@ async def test_one_trace_from_the_clients_request_to_the_downstream(
     assert access[0]["route"] == "/v1/rooms/{room_id}/messages"
     assert access[0]["status"] == 202
     assert access[0]["sub"] == "u1"
+    # The read that waited for the projection shows its wait, in the same trace.
+    assert spans["wait"]["service"] == "merlin-read-api"
+    assert spans["wait"]["attributes"]["merlin.position"] == position
+    assert spans["wait"]["attributes"]["merlin.wait.caught_up"] is True
