@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Protocol
 
 from forwarder.applied import AppliedGate
@@ -29,6 +30,7 @@ from forwarder.ledger import Ledger
 from forwarder.metrics import ForwarderMetrics
 from forwarder.parked import Rereads
 from forwarder.source import Batch
+from kernel import tracing
 from webhooks.dead_letters import DeadLetters
 from webhooks.endpoints import Endpoint
 from webhooks.sending import Attempt, Deliverer
@@ -85,6 +87,7 @@ class Delivering:
             deliverable = await self.gate.deliverable([consumed.record for consumed in mine])
         dispatcher, track = self.dispatcher, self.ledger.tracker.add
         wanted = dispatcher.endpoint.event_types
+        traced = tracing.ENABLED
         # Partitions revoked while waiting at the gate: their new owner delivers these.
         for consumed in self.ledger.still_mine(mine, generation):
             record, event = consumed.record, consumed.record.event
@@ -99,9 +102,11 @@ class Delivering:
             written = consumed.message.timestamp()[1]
             track(record.partition, record.offset, 1, written / 1000 if written > 0 else time.time())
             body = consumed.message.value() or b""
-            dispatcher.submit(
-                Job(record.partition, record.offset, event.room_id, str(event.event_id), body, generation)
-            )
+            job = Job(record.partition, record.offset, event.room_id, str(event.event_id), body, generation)
+            if traced:
+                traceparent, tracestate = tracing.trace_headers(consumed.message.headers())
+                job = replace(job, traceparent=traceparent, tracestate=tracestate)
+            dispatcher.submit(job)
 
     def to_pause(self, paused: set[int]) -> set[int]:
         dispatcher = self.dispatcher

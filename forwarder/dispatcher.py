@@ -195,7 +195,7 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            await self.deliverer.deliver(job.event_id, job.body)
+            await self.deliverer.deliver(job.event_id, job.body, job.traceparent, job.tracestate)
             self._report.ended(job, "delivered", loop.time() - started)
         except DeliveryFailed as failed:
             if self.endpoint.on_failure == "block":

@@ -29,6 +29,9 @@ class Job:
     body: bytes  # the event envelope exactly as it is in the log
     generation: int  # the assignment it belongs to; stale after a rebalance
     reread: bool = False  # read again from the log for a parked room: its pin stands for it
+    # The event's trace context, the record's W3C headers as they are (read only with tracing on).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

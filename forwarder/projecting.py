@@ -27,6 +27,7 @@ import structlog
 from forwarder.ledger import Ledger
 from forwarder.metrics import ForwarderMetrics
 from forwarder.source import Batch, Consumed, ProjectionWriter
+from kernel import tracing
 from read_store.projection import Changes
 from read_store.writer import StoreRefused
 from webhooks.dead_letters import DeadLetters
@@ -101,7 +102,7 @@ class Projecting:
         metrics = self.metrics
         metrics.batch_size.labels(self.name).observe(len(mine))
         with metrics.batch_seconds.labels(self.name).time():
-            changes = await self._apply(mine)
+            changes = await (self._traced_apply(mine) if tracing.ENABLED else self._apply(mine))
         metrics.replayed.inc(changes.replayed)
         for status, count in Counter(outcome.status for outcome in changes.outcomes).items():
             metrics.outcomes.labels(status).inc(count)
@@ -109,6 +110,36 @@ class Projecting:
         track = self.ledger.tracker.add
         for consumed in self.ledger.still_mine(mine, generation):
             track(consumed.record.partition, consumed.record.offset, 0)
+
+    async def _traced_apply(self, consumed: list[Consumed]) -> Changes:
+        """``_apply`` as a CONSUMER span of its own trace, linked to each event's trace context (the
+        producer's span, from the record's headers); the SDK keeps the first 128 links
+        (``OTEL_SPAN_LINK_COUNT_LIMIT``)."""
+        from opentelemetry.trace import Link, SpanKind, get_current_span
+
+        links = []
+        for c in consumed:
+            context = tracing.context_of(*tracing.trace_headers(c.message.headers()))
+            if context is not None:
+                links.append(Link(get_current_span(context).get_span_context()))
+        topic = consumed[0].message.topic() or ""
+        partitions = {c.record.partition for c in consumed}
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": topic,
+            "messaging.batch.message_count": len(consumed),
+            "merlin.flow": self.name,
+        }
+        if len(partitions) == 1:
+            attributes["messaging.destination.partition.id"] = str(next(iter(partitions)))
+        with tracing.tracer().start_as_current_span(
+            f"process {topic}", kind=SpanKind.CONSUMER, links=links, attributes=attributes
+        ) as span:
+            changes = await self._apply(consumed)
+            span.set_attribute("merlin.projection.replayed", changes.replayed)
+            return changes
 
     async def _apply(self, consumed: list[Consumed]) -> Changes:
         """Apply ``consumed`` in order, isolating any record the store refuses for good.

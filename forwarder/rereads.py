@@ -15,6 +15,7 @@ from forwarder.applied import AppliedGate
 from forwarder.jobs import Job
 from forwarder.source import Source
 from forwarder.tracker import OffsetTracker
+from kernel import tracing
 from webhooks.endpoints import Endpoint
 
 # A source over one partition of the log from an offset, outside any group.
@@ -85,8 +86,21 @@ class RoomLogReader:
             record, event = c.record, c.record.event
             if event is not None and (record.partition, record.offset) in deliverable:
                 body = c.message.value() or b""
+                traceparent, tracestate = (
+                    tracing.trace_headers(c.message.headers()) if tracing.ENABLED else (None, None)
+                )
                 jobs.append(
-                    Job(record.partition, record.offset, self._room, str(event.event_id), body, 0, True)
+                    Job(
+                        record.partition,
+                        record.offset,
+                        self._room,
+                        str(event.event_id),
+                        body,
+                        0,
+                        True,
+                        traceparent,
+                        tracestate,
+                    )
                 )
         return jobs, self._position
 

@@ -33,6 +33,7 @@ from forwarder.metrics import ForwarderMetrics
 from forwarder.settings import ForwarderSettings
 from forwarder.subscription import SubscriptionCheck
 from forwarder.supervisor import BackoffSupervisor, Hooks, SupervisorGaveUp
+from kernel import tracing
 from kernel.control import ControlLog, ControlWriter, counted_skips
 from kernel.errors import InfrastructureError
 from kernel.producer import AsyncProducer
@@ -185,6 +186,8 @@ class Forwarder:
             await store.close()
             await reads.close()
             await engine.dispose()
+            if tracing.ENABLED:  # the spans of the last batches, before the process ends
+                await asyncio.to_thread(tracing.flush)
 
     def _pinger(self, control: ControlLog) -> ControlWriter:
         """A writer of the subscription's pings on a producer of its own, renewed with the reader."""

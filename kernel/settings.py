@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypeAlias
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -87,3 +87,18 @@ class KafkaSettings(BaseSettings):
             **self.client_config,
             **(overrides or {}),
         }
+
+
+class LoggingSettings(BaseSettings):
+    """What every service logs (``MERLIN_LOG_*``): the level, and the HTTP services' access log."""
+
+    model_config = SettingsConfigDict(env_prefix="MERLIN_LOG_", extra="ignore")
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # One line per HTTP request (route, method, status, duration, caller, request id).
+    access: bool = True
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value

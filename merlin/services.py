@@ -20,7 +20,7 @@ from admin_api.settings import AdminApiSettings
 from domain.errors import MerlinError
 from forwarder.settings import ForwarderSettings
 from forwarder.supervisor import BackoffPolicy, SupervisorGaveUp
-from kernel.logs import configure_logging
+from kernel.logs import start_observing
 from merlin.heap import settle_heap
 from merlin.process_group import Child, run_group
 from read_api.settings import ReadApiSettings
@@ -54,7 +54,7 @@ def _serve_http(
     """Serve the app ``build`` makes on ``host:port``; with ``workers`` > 1, that many processes on one
     socket; with ``fd``, on the listening socket a parent passed down. ``listener`` serves the
     metrics, ``/healthz`` and ``/readyz`` on an address of its own, on the same event loop."""
-    configure_logging(service)  # first: building the app may log (e.g. authentication disabled)
+    start_observing(service)  # first: building the app may log (e.g. authentication disabled)
     if workers > 1 and fd is None:
         _http_workers(host, port, service, workers, listener)
         return
@@ -169,7 +169,7 @@ def run_forwarder(processes: int | None = None) -> None:
     With more than one process (``processes``, else ``MERLIN_FORWARDER_PROCESSES``), a parent
     runs that many workers, members of the same consumer groups, and restarts one that exits.
     """
-    configure_logging("forwarder")
+    start_observing("forwarder")
     settings = ForwarderSettings()
     count = processes or settings.processes
     if count > 1:

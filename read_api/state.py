@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from domain import InvalidCommand
+from kernel import tracing
 from kernel.auth import ALL_ROOMS, ANYONE, Caller
 from kernel.http.responses import problem
 from kernel.metrics import service_registry
@@ -102,6 +103,23 @@ class ReadApi:
             return None
         position = Position.parse(after_position)
         await self._refuse_impossible(position, caller, room)
+        if not tracing.ENABLED:
+            return await self._wait(position, caller)
+        with tracing.tracer().start_as_current_span(
+            "wait for projection",
+            attributes={
+                "merlin.position": str(position),
+                "merlin.wait.limit_s": self.settings.position_wait_seconds,
+            },
+        ) as span:
+            answer = await self._wait(position, caller)
+            span.set_attribute("merlin.wait.caught_up", answer is None)
+            if answer is not None:
+                span.set_attribute("merlin.wait.answer", answer.status_code)
+            return answer
+
+    async def _wait(self, position: Position, caller: Caller) -> Response | None:
+        """Wait for the projection to reach ``position``: None once it has, a problem if it does not."""
         wait = self.settings.position_wait_seconds
         try:
             # Without authentication every caller is the same one: only the process's bound holds.

@@ -102,6 +102,7 @@ class Downstream:
             "webhook_id": request.headers.get("webhook-id"),
             "webhook_timestamp": request.headers.get("webhook-timestamp"),
             "webhook_signature": request.headers.get("webhook-signature"),
+            "traceparent": request.headers.get("traceparent"),
             "body": orjson.loads(body) if body else None,
             "verified": self._verify(name, body, request),
         }

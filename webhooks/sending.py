@@ -12,15 +12,20 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import backoff
 from standardwebhooks import Webhook
 
 from domain.envelope import format_time
 from domain.errors import MerlinError
+from kernel import tracing
 from webhooks.calls import CallFailed, Send
 from webhooks.endpoints import Endpoint
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 _RETRYABLE_STATUSES = frozenset({408, 429})
 
@@ -126,22 +131,74 @@ class Deliverer:
             "webhook-signature": signatures,
         }
 
-    async def deliver(self, event_id: str, body: bytes) -> list[Attempt]:
-        """Deliver until a 2xx (return the attempts) or a final failure (raise DeliveryFailed)."""
+    async def deliver(
+        self, event_id: str, body: bytes, traceparent: str | None = None, tracestate: str | None = None
+    ) -> list[Attempt]:
+        """Deliver until a 2xx (return the attempts) or a final failure (raise DeliveryFailed).
+
+        With tracing on, each attempt is a span, a child of the event's trace context
+        (``traceparent``, ``tracestate``), and its call carries that span's context.
+        """
         attempts: list[Attempt] = []
+        parent = tracing.context_of(traceparent, tracestate) if tracing.ENABLED else None
         try:
-            await self._retrying(event_id, body, attempts)
+            await self._retrying(event_id, body, attempts, parent)
         except _Retryable as exc:
             raise DeliveryFailed(f"gave up after {len(attempts)} attempts: {exc}", attempts) from exc
         return attempts
 
-    async def _attempt(self, event_id: str, body: bytes, attempts: list[Attempt]) -> None:
+    async def _attempt(
+        self, event_id: str, body: bytes, attempts: list[Attempt], parent: Context | None = None
+    ) -> None:
+        headers = self.signed_headers(event_id, body)
+        if tracing.ENABLED:
+            await self._traced_attempt(event_id, body, headers, attempts, parent)
+        else:
+            await self._call(body, headers, attempts)
+
+    async def _traced_attempt(
+        self,
+        event_id: str,
+        body: bytes,
+        headers: dict[str, str],
+        attempts: list[Attempt],
+        parent: Context | None,
+    ) -> None:
+        """One attempt as a CLIENT span; the call carries its ``traceparent`` (and ``tracestate``)."""
+        from opentelemetry.trace import SpanKind
+
+        number = len(attempts) + 1
+        url = urlsplit(self._url)
+        attributes: dict[str, str | int] = {
+            "http.request.method": "POST",
+            "server.address": url.hostname or "",
+            "server.port": url.port or (443 if url.scheme == "https" else 80),
+            "merlin.endpoint": self.endpoint.name,
+            "merlin.event_id": event_id,
+            "merlin.delivery.attempt": number,
+        }
+        if number > 1:
+            attributes["http.request.resend_count"] = number - 1
+        with tracing.tracer().start_as_current_span(
+            f"deliver {self.endpoint.name}", context=parent, kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            tracing.inject_into(headers)
+            try:
+                await self._call(body, headers, attempts)
+            finally:
+                attempt = attempts[-1] if len(attempts) == number else None
+                if attempt is not None and attempt.status is not None:
+                    span.set_attribute("http.response.status_code", attempt.status)
+                    if not 200 <= attempt.status < 300:
+                        span.set_attribute("error.type", str(attempt.status))
+                elif attempt is not None:
+                    span.set_attribute("error.type", "call_failed")
+
+    async def _call(self, body: bytes, headers: dict[str, str], attempts: list[Attempt]) -> None:
         started = time.perf_counter()
         at = format_time(datetime.now(UTC))
         try:
-            answer = await self.send(
-                self._url, body, self.signed_headers(event_id, body), self.endpoint.timeout
-            )
+            answer = await self.send(self._url, body, headers, self.endpoint.timeout)
         except CallFailed as exc:
             attempts.append(Attempt(at, error=str(exc), seconds=time.perf_counter() - started))
             raise _Retryable("timed out" if exc.timed_out else "transport error") from exc

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from domain.errors import InvalidCommand
+from kernel import tracing
 from kernel.http.responses import problem
 from kernel.producer import BrokerUnavailable, OutcomeUnknown, RecordTooLarge
 
@@ -81,10 +82,26 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return problem(500, "internal", "Something went wrong on our side.")
 
 
+def _mark_outage(dependency: str, exc: Exception) -> None:
+    """With tracing on, the request's span tells that ``dependency`` could not answer (a span event)."""
+    if tracing.ENABLED:
+        from opentelemetry.trace import get_current_span
+
+        get_current_span().add_event(
+            "dependency_unavailable",
+            {
+                "merlin.dependency": dependency,
+                "error.type": type(exc).__qualname__,
+                "exception.message": str(exc),
+            },
+        )
+
+
 def _unavailable(retry_after_seconds: int) -> Callable[[Request, Exception], Awaitable[Response]]:
     retry_after = str(retry_after_seconds)
 
     async def handle(request: Request, exc: Exception) -> Response:
+        _mark_outage("event log", exc)
         if isinstance(exc, OutcomeUnknown):
             log.warning("write_outcome_unknown", error=str(exc), path=request.url.path)
             return problem(
@@ -119,6 +136,7 @@ def add_outage_handler(
     async def handle(request: Request, exc: Exception) -> Response:
         if not is_outage(exc):
             return await _unexpected(request, exc)
+        _mark_outage(dependency, exc)
         log.warning(
             "dependency_unavailable", dependency=dependency, path=request.url.path, error=type(exc).__name__
         )

@@ -1,14 +1,20 @@
-"""ASGI middleware shared by the APIs: a body-size limit and per-route Prometheus metrics."""
+"""ASGI middleware shared by the APIs: a body-size limit, per-route Prometheus metrics, request ids
+and the access log."""
 
 from __future__ import annotations
 
+import re
 import time
+from random import getrandbits
+from typing import Any
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kernel.http.errors import BodyTooLarge
 from kernel.http.responses import problem
+from kernel.logs import access_logger
 
 
 class BodyLimit:
@@ -82,3 +88,73 @@ class HttpMetrics:
             method = scope["method"]
             self.latency.labels(self.service, method, route).observe(time.perf_counter() - started)
             self.requests.labels(self.service, method, route, str(status)).inc()
+
+
+# A client's X-Request-Id is kept if it is a plain token: letters, digits and ``-._:``, at most 128.
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+def request_id(given: bytes | None) -> str:
+    """``given`` if it is a sane request id, else a new one (32 hex digits)."""
+    if given is not None and _REQUEST_ID.fullmatch(given) is not None:
+        return given.decode("ascii")
+    return f"{getrandbits(128):032x}"  # an id, not a secret: no system call for it
+
+
+class RequestLog:
+    """Give each request an id and, if ``access`` is on, log one line when it is answered.
+
+    The id is the client's ``X-Request-Id`` when it is a sane token, else a new one; it is echoed
+    in the answer's ``X-Request-Id`` and bound to the request's log lines (structlog's context
+    variables). The access line has the route template (the raw path when no route matched),
+    the method, the status, the time to the end of the answer, the caller's subject when
+    authenticated, and the request id.
+    """
+
+    def __init__(self, app: ASGIApp, access: bool = True, log: Any = None) -> None:
+        self.app = app
+        self.access = access
+        self.log = log if log is not None else access_logger()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = None
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                given = value
+                break
+        rid = request_id(given)
+        echoed = rid.encode("ascii")
+        started = time.perf_counter()
+        status = 500
+
+        async def answer(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), (REQUEST_ID_HEADER, echoed)]}
+            await send(message)
+
+        bound = structlog.contextvars.bind_contextvars(request_id=rid)
+        try:
+            await self.app(scope, receive, answer)
+        finally:
+            if self.access:
+                self._log(scope, status, started, rid)
+            structlog.contextvars.reset_contextvars(**bound)
+
+    def _log(self, scope: Scope, status: int, started: float, rid: str) -> None:
+        route = getattr(scope.get("route"), "path", None) or scope["path"]
+        caller = scope.get("state", {}).get("caller")
+        self.log.info(
+            "request",
+            method=scope["method"],
+            route=route,
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            sub=getattr(caller, "subject", None) or None,
+            request_id=rid,
+        )

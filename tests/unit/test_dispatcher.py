@@ -30,7 +30,9 @@ class ScriptedDeliverer(Deliverer):
         self.refuse = refuse or set()
         self.gate: asyncio.Event | None = None
 
-    async def deliver(self, event_id: str, body: bytes) -> list[Attempt]:
+    async def deliver(
+        self, event_id: str, body: bytes, traceparent: str | None = None, tracestate: str | None = None
+    ) -> list[Attempt]:
         room = body.decode()
         self.in_flight[room] = self.in_flight.get(room, 0) + 1
         self.max_per_room = max(self.max_per_room, self.in_flight[room])
