@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from kernel import tracing
 from kernel.auth import Verifier
 from kernel.http.auth import Authenticate
-from kernel.http.errors import install_error_handlers
+from kernel.http.errors import count_unavailable, install_error_handlers
 from kernel.http.middleware import BodyLimit, HttpMetrics, RequestLog
 from kernel.http.operations import Operations, ReadinessCheck, add_operations_routes
 from kernel.http.rate_limit import RateLimiter
@@ -60,6 +60,7 @@ def new_api(
     )
     app.router.route_class = StrictJsonRoute
     install_error_handlers(app, retry_after_seconds)
+    count_unavailable(app, registry, service)
     if max_body_bytes is not None:
         app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(

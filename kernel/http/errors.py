@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import CollectorRegistry, Counter
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -17,6 +18,28 @@ from kernel.http.responses import problem
 from kernel.producer import BrokerUnavailable, OutcomeUnknown, RecordTooLarge
 
 log = structlog.get_logger()
+
+# The problems a 503 names: nothing recorded, or a write whose outcome is not known.
+UNAVAILABLE_PROBLEMS = ("unavailable", "outcome-unknown")
+
+
+def count_unavailable(app: FastAPI, registry: CollectorRegistry, service: str) -> None:
+    """Count ``app``'s 503s by problem (``merlin_http_unavailable_total``): the status alone does not
+    tell a refused write from one whose outcome is unknown. Both series start at 0, so the first
+    503 is an increase Prometheus sees."""
+    answers = Counter(
+        "merlin_http_unavailable",
+        "Requests answered 503 because a dependency could not answer, by problem type",
+        ["service", "problem"],
+        registry=registry,
+    )
+    app.state.unavailable = {problem: answers.labels(service, problem) for problem in UNAVAILABLE_PROBLEMS}
+
+
+def _counted(request: Request, problem_type: str) -> None:
+    counters: dict[str, Counter] | None = getattr(request.app.state, "unavailable", None)
+    if counters is not None:
+        counters[problem_type].inc()
 
 
 class BodyTooLarge(HTTPException):
@@ -103,6 +126,7 @@ def _unavailable(retry_after_seconds: int) -> Callable[[Request, Exception], Awa
     async def handle(request: Request, exc: Exception) -> Response:
         _mark_outage("event log", exc)
         if isinstance(exc, OutcomeUnknown):
+            _counted(request, "outcome-unknown")
             log.warning("write_outcome_unknown", error=str(exc), path=request.url.path)
             return problem(
                 503,
@@ -111,6 +135,7 @@ def _unavailable(retry_after_seconds: int) -> Callable[[Request, Exception], Awa
                 f"{exc} Without an Idempotency-Key, a retry may record it twice.",
                 headers={"Retry-After": retry_after},
             )
+        _counted(request, "unavailable")
         log.warning("broker_unavailable", error=str(exc), path=request.url.path)
         return problem(
             503,
@@ -137,6 +162,7 @@ def add_outage_handler(
         if not is_outage(exc):
             return await _unexpected(request, exc)
         _mark_outage(dependency, exc)
+        _counted(request, "unavailable")
         log.warning(
             "dependency_unavailable", dependency=dependency, path=request.url.path, error=type(exc).__name__
         )
