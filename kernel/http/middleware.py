@@ -62,7 +62,8 @@ class HttpMetrics:
         self.latency = Histogram(
             "merlin_http_request_seconds",
             "Time from request to response start",
-            ["service", "method", "route"],
+            # By status too: a 503 after the delivery timeout and a 202 are different latencies.
+            ["service", "method", "route", "status"],
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
@@ -86,8 +87,9 @@ class HttpMetrics:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]
-            self.latency.labels(self.service, method, route).observe(time.perf_counter() - started)
-            self.requests.labels(self.service, method, route, str(status)).inc()
+            code = str(status)
+            self.latency.labels(self.service, method, route, code).observe(time.perf_counter() - started)
+            self.requests.labels(self.service, method, route, code).inc()
 
 
 # A client's X-Request-Id is kept if it is a plain token: letters, digits and ``-._:``, at most 128.
