@@ -59,8 +59,22 @@ async def _put_applied(
     """PUT, then wait until every worker applied it; seconds from the PUT leaving to the last."""
     sent, version = await _put(admin, downstream, target)
     event = "endpoint_starting" if version == 1 else "endpoint_reconfigured"
-    applied = await eventually(_applied(workers, event, version), 30, f"version {version} on every worker")
+    try:
+        what = f"version {version} on every worker"
+        applied = await eventually(_applied(workers, event, version), 30, what)
+    except AssertionError as missed:
+        raise AssertionError(f"{missed}\n{_told(workers, event)}") from None
     return applied - sent
+
+
+def _told(workers: list[Service], event: str) -> str:
+    """What each worker logged of ``event``, and its last lines: why a change did not reach it."""
+    told = []
+    for n, worker in enumerate(workers):
+        versions = [entry.get("version") for entry in worker.logged(event)]
+        told.append(f"worker {n} (pid {worker.process.pid}): {event} versions {versions}")
+        told.extend(f"  {line}" for line in worker.output().splitlines()[-15:])
+    return "\n".join(told)
 
 
 async def _received(downstream: str) -> dict[str, list[dict[str, Any]]]:
