@@ -285,23 +285,35 @@ async def test_a_poison_record_is_dead_lettered_and_the_flow_goes_on(sqlite_serv
     assert b"unknown schema_version 99" in dead[1][1]["merlin.dlq.reason"]
 
 
-async def _killed_and_restarted(services: Services, static: dict[str, str]) -> Service:
-    """A forwarder under ``static`` settings SIGKILLed once it projected, and started again; the write
-    after the restart must be readable within the read API's 15 s wait. The restarted worker."""
+async def _killed_and_restarted(services: Services, static: dict[str, str], asks_first: bool = False) -> None:
+    """A forwarder under ``static`` settings SIGKILLed once it projected, and another started; the
+    write after the kill must be readable within the read API's 15 s wait. With ``asks_first``, the
+    other starts while the first still lives, and must be refused the id before the first is killed."""
     write, read = await services.write_api(), await services.read_api()
     first = services.forwarder(**static)
     async with httpx.AsyncClient(headers=services.headers("alice"), timeout=30) as client:
         before = await post(client, write, "lobby", {"sender_id": "alice", "body": "before"})
         url = f"{read.url}/v1/rooms/lobby/messages/{before['message_id']}"
         assert (await client.get(url, params={"after_position": before["position"]})).status_code == 200
-        first.kill()
-        second = services.forwarder(**static)
+        if asks_first:
+            second = services.forwarder(**static)
+
+            async def refused() -> bool | None:
+                output = second.output()
+                return (
+                    "UNRELEASED_INSTANCE_ID" in output or "still used by another member" in output
+                ) or None
+
+            await eventually(refused, 60.0, "the second worker refused the id the first one holds")
+            first.kill()
+        else:
+            first.kill()
+            services.forwarder(**static)
         after = await post(client, write, "lobby", {"sender_id": "alice", "body": "after"})
         url = f"{read.url}/v1/rooms/lobby/messages/{after['message_id']}"
         answer = await client.get(url, params={"after_position": after["position"]})
         assert answer.status_code == 200, answer.text
         assert answer.json()["seq"] == 2
-    return second
 
 
 async def test_a_worker_restarted_under_its_instance_id_resumes_before_its_session_times_out(
@@ -325,23 +337,4 @@ async def test_a_worker_restarted_under_its_instance_id_after_a_crash_resumes_on
     # new worker asks while the old one still lives, so the refusal cannot depend on how fast a
     # process starts; the old one then crashes, and its 8 s session ends inside the 15 s read wait.
     static = {"MERLIN_FORWARDER_INSTANCE_ID": "worker-1", "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "8000"}
-    services = sqlite_services
-    write, read = await services.write_api(), await services.read_api()
-    first = services.forwarder(**static)
-    async with httpx.AsyncClient(headers=services.headers("alice"), timeout=30) as client:
-        before = await post(client, write, "lobby", {"sender_id": "alice", "body": "before"})
-        url = f"{read.url}/v1/rooms/lobby/messages/{before['message_id']}"
-        assert (await client.get(url, params={"after_position": before["position"]})).status_code == 200
-        second = services.forwarder(**static)
-
-        async def refused() -> bool | None:
-            output = second.output()
-            return ("UNRELEASED_INSTANCE_ID" in output or "still used by another member" in output) or None
-
-        await eventually(refused, 60.0, "the second worker refused the id the first one holds")
-        first.kill()
-        after = await post(client, write, "lobby", {"sender_id": "alice", "body": "after"})
-        url = f"{read.url}/v1/rooms/lobby/messages/{after['message_id']}"
-        answer = await client.get(url, params={"after_position": after["position"]})
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["seq"] == 2
+    await _killed_and_restarted(sqlite_services, static, asks_first=True)
