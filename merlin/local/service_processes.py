@@ -183,7 +183,7 @@ class Services:
         log = self.workdir / f"{name}-{len(self.running)}.log"
         process: ServiceProcess
         if self.forked and "PROMETHEUS_MULTIPROC_DIR" not in env:
-            log.touch()
+            log.write_bytes(b"")  # emptied here, before the child appends: never another's lines
             process = ForkedProcess([name], env, str(log), listening)
         else:
             argv = [sys.executable, "-m", "merlin.cli", name]

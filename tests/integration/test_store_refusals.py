@@ -6,13 +6,16 @@ On the real broker, the real forwarder and real SQLite and PostgreSQL stores.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from domain import Event, MessageCreated, encode, headers
@@ -22,7 +25,9 @@ from merlin.local import LocalPostgres
 from merlin.local.service_processes import Services, eventually
 from read_store.dialect import NUL_REFUSED
 from read_store.engines import create_engine
+from read_store.migrate import upgrade
 from read_store.reader import ReadStore
+from tests.conftest import create_schema
 from webhooks.dead_letters import header_map
 
 
@@ -124,10 +129,35 @@ async def test_a_record_the_store_refuses_is_isolated_and_both_stores_agree(
         assert letter["event_id"] == str(refused.event_id)
 
 
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL server of this module's own: stopping the shared one would fail whatever other
+    test uses it meanwhile (the suite runs on several workers)."""
+    server = LocalPostgres(port=int(os.environ.get("MERLIN_TEST_REFUSALS_POSTGRES_PORT", "25443")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def own_postgres_services(
+    kafka_settings: KafkaSettings, own_postgres: LocalPostgres, tmp_path: Path
+) -> AsyncIterator[Services]:
+    dsn = (await asyncio.to_thread(own_postgres.status)).url("merlin", driver="postgresql")
+    schema = f"refusals_{uuid.uuid4().hex[:8]}"
+    await create_schema(dsn, schema)
+    url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+    await upgrade(url, schema)
+    services = Services(kafka_settings, url, tmp_path, schema)
+    yield services
+    services.stop_all()
+
+
 async def test_postgresql_stopped_for_20_s_mid_stream_dead_letters_nothing_and_applies_everything_once(
-    postgres_services: Services,
+    own_postgres_services: Services, own_postgres: LocalPostgres
 ) -> None:
-    kafka, postgres = postgres_services.kafka, LocalPostgres()
+    postgres_services, postgres = own_postgres_services, own_postgres
+    kafka = postgres_services.kafka
     rooms = [f"room-{n}" for n in range(5)]
     backlog = [event(rooms[n % 5], f"m{n}") for n in range(20_000)]
     # The rest of the backlog is written once the positions are held: however fast the projector,

@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kernel.settings import KafkaSettings
 from merlin.local.forked import ForkedProcess
+from merlin.local.service_processes import Services
 
 
 def _env(**settings: str) -> dict[str, str]:
@@ -54,3 +56,12 @@ def test_a_child_serves_on_the_socket_it_is_handed_and_dies_of_the_signal_it_is_
     finally:
         child.kill()
     assert child.wait(10) == -signal.SIGKILL
+
+
+def test_a_service_started_where_an_earlier_one_logged_shows_only_its_own_lines(tmp_path: Path) -> None:
+    services = Services(KafkaSettings(bootstrap_servers="127.0.0.1:1"), "sqlite://", tmp_path, forked=True)
+    (tmp_path / "write-api-0.log").write_text("an earlier service's line\n")
+    service = services._spawn("write-api", {**_env(), "MERLIN_WRITE_API_PORT": "not-a-port"})
+    assert service.process.wait(60) == 2
+    assert "an earlier service's line" not in service.output()
+    assert "MERLIN_WRITE_API_PORT" in service.output()
