@@ -10,6 +10,7 @@ from bench.harness import Row, bench
 from bench.peers import peers
 from bench.report import save, table
 from bench.scenarios import LONG, SCENARIOS
+from kernel import tracing
 
 
 async def run(
@@ -65,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only merlin beside Kafka Connect's Debezium JDBC and Camel HTTP sinks (N = 1, 2)",
     )
     arguments = parser.parse_args(argv)
+    # The projection scenario runs a forwarder in this process: with OTEL_* set, it traces as the
+    # service does (the services started as processes set up their own).
+    tracing.setup_tracing("forwarder")
     runs = 1 if arguments.quick else arguments.runs
     if arguments.peers:
         rows = asyncio.run(run_peers(runs, arguments.quick))
@@ -75,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(rows))
     data, picture = save(rows, runs, arguments.quick)
     print(f"\nresults: {data}" + (f"\nchart:   {picture}" if picture else ""))
+    tracing.shutdown()
     return 0
 
 
