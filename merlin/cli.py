@@ -28,9 +28,19 @@ def _kafka(arguments: argparse.Namespace) -> int:
     from merlin.local import LocalKafka, LocalKafkaCluster
 
     action = arguments.action
-    if arguments.brokers > 1:
+    if arguments.brokers is not None and arguments.brokers > 1:
         return _kafka_cluster(action, LocalKafkaCluster(arguments.brokers))
     kafka = LocalKafka()
+    if arguments.brokers is None and action in ("stop", "status"):
+        # Whatever `start` started, however many brokers: a cluster is found by its state.
+        clusters = LocalKafkaCluster.found()
+        if clusters:
+            codes = [_kafka_cluster(action, cluster) for cluster in clusters]
+            if action == "stop" and kafka.stop():
+                print(f"kafka: stopped the broker at {kafka.bootstrap}")
+            elif action == "status" and kafka.status().managed:
+                print(kafka.status().describe())
+            return max(codes)
     if action == "fetch":
         print(f"kafka: jars in {kafka.fetch()}")
     elif action == "start":
@@ -179,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = commands.add_parser("kafka", help="the local Apache Kafka broker (KRaft, from Maven jars)")
     kafka.add_argument("action", choices=["fetch", "start", "stop", "status"])
     kafka.add_argument(
-        "--brokers", type=int, default=1, metavar="N",
-        help="N nodes (each broker and controller) in one cluster, on MERLIN_LOCAL_KAFKA_PORT + 2i",
+        "--brokers", type=_positive, metavar="N",
+        help="N nodes (each broker and controller) in one cluster, on MERLIN_LOCAL_KAFKA_PORT + 2i "
+        "(start: default 1; stop and status: default whatever is running)",
     )  # fmt: skip
     kafka.set_defaults(handler=_kafka)
     postgres = commands.add_parser("postgres", help="the local PostgreSQL server (Debian's package)")

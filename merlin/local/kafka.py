@@ -188,13 +188,16 @@ class LocalKafka:
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the broker this checkout started; False when none was running."""
-        pid = processes.read_pid(self.pid_file)
-        if pid is None or not processes.is_running(pid, _MARKER):
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        processes.terminate(pid, _MARKER, timeout)
+        pid = self.running_pid()
+        if pid is not None:
+            processes.terminate(pid, _MARKER, timeout)
         self.pid_file.unlink(missing_ok=True)
-        return True
+        return pid is not None
+
+    def running_pid(self) -> int | None:
+        """The pid of the broker this checkout started, while it runs."""
+        pid = processes.read_pid(self.pid_file)
+        return pid if pid is not None and processes.is_running(pid, _MARKER) else None
 
     def wait_ready(self, pid: int) -> KafkaStatus:
         """Wait until the broker of ``pid`` answers metadata requests (or fail, with its log)."""
@@ -323,12 +326,55 @@ class LocalKafkaCluster:
         launched = [(node, node.launch()) for node in self.nodes]  # all first: none answers without a quorum
         return [node.status() if pid is None else node.wait_ready(pid) for node, pid in launched]
 
-    def stop(self) -> list[bool]:
-        """Stop every node this checkout started."""
-        return [node.stop() for node in self.nodes]
+    def stop(self, timeout: float = 30.0) -> list[bool]:
+        """Stop every node this checkout started, all at once.
+
+        One at a time, the last nodes would each wait out ``timeout`` for a quorum that their
+        stopped peers can no longer form (5 s for two nodes at once, against 35 s).
+        """
+        pids = [node.running_pid() for node in self.nodes]
+        processes.terminate_all([pid for pid in pids if pid is not None], _MARKER, timeout)
+        for node in self.nodes:
+            node.pid_file.unlink(missing_ok=True)
+        return [pid is not None for pid in pids]
 
     def status(self) -> list[KafkaStatus]:
         return [node.status() for node in self.nodes]
+
+    def started(self) -> bool:
+        """Whether any node of this cluster is a process this checkout started and still runs."""
+        return any(node.running_pid() is not None for node in self.nodes)
+
+    @classmethod
+    def found(cls, settings: LocalSettings | None = None) -> list[LocalKafkaCluster]:
+        """The clusters whose state is under var/kafka/ and of which some node still runs.
+
+        ``start --brokers N`` leaves its nodes' state in ``cluster-N/<port>/``, so a later ``stop``
+        or ``status`` finds them without being told N or the base port again.
+        """
+        settings = settings or LocalSettings()
+        clusters = []
+        for home in sorted((settings.var_dir / "kafka").glob("cluster-*")):
+            brokers = home.name.removeprefix("cluster-")
+            if not brokers.isdigit() or int(brokers) < 1:
+                continue
+            ports = sorted(int(path.name) for path in home.iterdir() if path.name.isdigit())
+            for base in _bases(ports, int(brokers)):
+                cluster = cls(int(brokers), settings, base)
+                if cluster.started():
+                    clusters.append(cluster)
+        return clusters
+
+
+def _bases(ports: list[int], brokers: int) -> list[int]:
+    """The first ports of the clusters laid out in ``ports`` (node i of one on its base + 2i)."""
+    bases: list[int] = []
+    covered: set[int] = set()
+    for port in ports:
+        if port not in covered:
+            bases.append(port)
+            covered.update(port + 2 * i for i in range(brokers))
+    return bases
 
 
 def _cluster_id(raw: bytes) -> str:

@@ -60,19 +60,29 @@ def reap(pid: int) -> None:
 
 def terminate(pid: int, marker: str, timeout: float) -> None:
     """SIGTERM ``pid`` and wait up to ``timeout`` s for it to end, then SIGKILL it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    terminate_all([pid], marker, timeout)
+
+
+def terminate_all(pids: list[int], marker: str, timeout: float) -> None:
+    """SIGTERM every one of ``pids`` at once, wait up to ``timeout`` s for them to end, SIGKILL the rest."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        reap(pid)
-        if not is_running(pid, marker):
+        for pid in pids:
+            reap(pid)
+        pids = [pid for pid in pids if is_running(pid, marker)]
+        if not pids:
             return
         time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    while is_running(pid, marker):
-        reap(pid)
-        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        while is_running(pid, marker):
+            reap(pid)
+            time.sleep(0.05)
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
