@@ -75,7 +75,7 @@ async def get_endpoint(request: Request, name: EndpointName) -> Response:
 async def put_endpoint(request: Request, name: EndpointName, body: EndpointSpec) -> Response:
     api = AdminApi.of(request)
     try:
-        await check_url(body.url, api.endpoint_settings.allow_private)
+        await check_url(body.url, api.endpoint_settings.allowed_networks)
     except UnsafeAddress as exc:
         raise InvalidCommand("url", str(exc)) from None
     record = api.control.values.get(key(ENDPOINT, name))

@@ -65,9 +65,9 @@ class AdminApi:
         producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True, **stats}))
         self._control, self._writer = control, ControlWriter(producer, control)
         given = load_endpoints(self.settings.endpoints_file)
-        await define_given(given, control, self._writer, self.box, self.endpoint_settings.allow_private)
+        await define_given(given, control, self._writer, self.box, self.endpoint_settings.allowed_networks)
         self._groups = Groups(self.kafka.client(), self.kafka.events_topic)
-        self._send = HttpSend(64, allow_private=self.endpoint_settings.allow_private)
+        self._send = HttpSend(64, allowed=self.endpoint_settings.allowed_networks)
         try:
             yield
         finally:

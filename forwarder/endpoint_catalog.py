@@ -18,7 +18,7 @@ from kernel.control import ControlLog
 from webhooks.catalog import ENDPOINT, DefinitionUnreadable, decode
 from webhooks.endpoints import Endpoint
 from webhooks.secret_box import SecretBox, SecretUnreadable
-from webhooks.url_safety import UnsafeAddress, check_literal
+from webhooks.url_safety import AllowedNetworks, UnsafeAddress, check_literal
 
 log = structlog.get_logger()
 
@@ -27,13 +27,13 @@ class EndpointCatalog:
     """Decoded endpoint definitions by name; ``changed()`` yields each name whose definition changed."""
 
     def __init__(
-        self, control: ControlLog, box: SecretBox | None, metrics: ForwarderMetrics, allow_private: bool
+        self, control: ControlLog, box: SecretBox | None, metrics: ForwarderMetrics, allowed: AllowedNetworks
     ) -> None:
         self.endpoints: dict[str, Endpoint] = {}
         self.versions: dict[str, int] = {}
         self._box = box
         self._metrics = metrics
-        self._allow_private = allow_private
+        self._allowed = allowed
         self._changes: asyncio.Queue[str] = asyncio.Queue()
         for name, record in control.under(ENDPOINT).items():
             self._take(name, record)
@@ -60,10 +60,9 @@ class EndpointCatalog:
             if self._box is None:
                 raise SecretUnreadable("MERLIN_ENDPOINTS_SECRET_KEYS is empty: no secret can be opened")
             endpoint = decode(name, record, self._box)
-            if not self._allow_private:
-                # A name is checked whenever it is resolved (url_safety.PublicResolver); a literal
-                # address never is, so here.
-                check_literal(endpoint.url.host or "")
+            # A name is checked whenever it is resolved (url_safety.addresses); a literal address
+            # never is, so here.
+            check_literal(endpoint.url.host or "", self._allowed)
         except (DefinitionUnreadable, SecretUnreadable, UnsafeAddress) as exc:
             self._metrics.definitions_refused.labels(name).inc()
             log.error(

@@ -162,7 +162,7 @@ class Forwarder:
             client=self.metrics.kafka.config("consumer:settings", self.kafka.statistics_interval_ms),
         )  # fmt: skip
         health = Health(self.metrics, settings.poll_timeout, store.ping, lambda: producer.ready(topic))
-        send = HttpSend(allow_private=self.endpoint_settings.allow_private)
+        send = HttpSend(allowed=self.endpoint_settings.allowed_networks)
         try:
             async with contextlib.AsyncExitStack() as operations:
                 if settings.metrics_port:
@@ -227,9 +227,9 @@ class Forwarder:
         # An endpoint defined before the settings topic knew when (no added_at) starts from now.
         first_run = datetime.now(UTC)
         box = self.endpoint_settings.box() if self.endpoint_settings.keyed else None
-        allow_private = self.endpoint_settings.allow_private
-        await define_given(self.endpoints, control, writer, box, allow_private)
-        catalog = EndpointCatalog(control, box, self.metrics, allow_private)
+        allowed = self.endpoint_settings.allowed_networks
+        await define_given(self.endpoints, control, writer, box, allowed)
+        catalog = EndpointCatalog(control, box, self.metrics, allowed)
         await self._configure_groups([None])  # each endpoint's, as its flow starts
         controls = Controls(control, writer, self.instance, self.metrics)
         operations.push_async_callback(controls.close)

@@ -83,7 +83,7 @@ async def run_dev() -> int:
     if not env.get("MERLIN_ENDPOINTS_SECRET_KEYS"):
         env["MERLIN_ENDPOINTS_SECRET_KEYS"] = kept_secret(kept.endpoint_keys, new_key)
     # Development: endpoints on this machine (a local receiver) are allowed.
-    env.setdefault("MERLIN_ENDPOINTS_ALLOW_PRIVATE", "true")
+    env.setdefault("MERLIN_ENDPOINTS_ALLOW_NETWORKS", "127.0.0.0/8,::1/128")
     topics = KafkaSettings(bootstrap_servers=status.bootstrap)
     for line in (await ensure_topics(topics)).lines():
         print(line)

@@ -8,7 +8,7 @@ about 14 µs: delivery is the forwarder's hottest loop (decision 0013).
 
 What it keeps of a general client: TLS with the system's trust store and the
 host name checked; every address a name resolves to checked on each new
-connection unless private ones are allowed (``url_safety``); one timeout over
+connection, inner ones only in the networks allowed (``url_safety``); one timeout over
 the whole call (resolving, connecting, sending, answering); answers read to
 their end before a connection is used again, or the connection closed; a call
 on a kept connection that closes before any byte of an answer made once more on
@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 import httptools
 
 from domain.errors import MerlinError
-from webhooks.url_safety import UnsafeAddress, addresses
+from webhooks.url_safety import NO_INNER_NETWORKS, AllowedNetworks, UnsafeAddress, addresses
 
 # What is read of an endpoint's answer: its status and headers are what count; a body past this
 # is not read (the connection is closed rather than drained into memory).
@@ -226,18 +226,18 @@ class _Connection(asyncio.Protocol):
 
 
 class HttpSend:
-    """POSTs over kept-alive HTTP/1.1 connections; never to inner addresses unless ``allow_private``."""
+    """POSTs over kept-alive HTTP/1.1 connections; to inner addresses only in the networks ``allowed``."""
 
     def __init__(
         self,
         connections: int = 0,
-        allow_private: bool = False,
+        allowed: AllowedNetworks = NO_INNER_NETWORKS,
         tls: ssl.SSLContext | None = None,
         keepalive: float = 15.0,
     ) -> None:
         # Each endpoint's dispatcher bounds its own calls in flight; 0 here means no other bound.
         self._limit = asyncio.Semaphore(connections) if connections else None
-        self._allow_private = allow_private
+        self._allowed = allowed
         self._tls = tls or ssl.create_default_context()
         self._keepalive = keepalive
         self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
@@ -316,7 +316,7 @@ class HttpSend:
     async def _connect(self, way: Target) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            found = await addresses(way.host, way.port, self._allow_private)
+            found = await addresses(way.host, way.port, self._allowed)
         except UnsafeAddress as exc:
             raise CallFailed(f"refused: {exc}") from None
         except OSError as exc:

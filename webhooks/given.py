@@ -17,7 +17,7 @@ from kernel.errors import InfrastructureError
 from webhooks.catalog import ENDPOINT, DefinitionUnreadable, comparable, decode, encode, merged
 from webhooks.endpoints import Endpoint, EndpointSpec
 from webhooks.secret_box import SecretBox, SecretUnreadable
-from webhooks.url_safety import UnsafeAddress, check_url
+from webhooks.url_safety import AllowedNetworks, UnsafeAddress, check_url
 
 log = structlog.get_logger()
 
@@ -27,7 +27,7 @@ async def define_given(
     control: ControlLog,
     writer: ControlWriter,
     box: SecretBox | None,
-    allow_private: bool,
+    allowed: AllowedNetworks,
 ) -> None:
     """Define ``given`` in the settings topic that ``control`` follows (see the module)."""
     if not given:
@@ -40,7 +40,7 @@ async def define_given(
     now = datetime.now(UTC)
     for endpoint in given:
         try:
-            await check_url(endpoint.url, allow_private)
+            await check_url(endpoint.url, allowed)
         except UnsafeAddress as exc:
             raise InfrastructureError(f"endpoint {endpoint.name}: {exc}") from None
         record = control.values.get(key(ENDPOINT, endpoint.name))

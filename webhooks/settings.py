@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from webhooks.secret_box import SecretBox
+from webhooks.url_safety import AllowedNetworks
 
 
 class EndpointsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MERLIN_ENDPOINTS_", extra="ignore")
 
-    # Endpoints may point at loopback, private and link-local addresses (development, tests).
+    # Inner networks endpoints may reach besides public addresses, e.g. 10.0.0.0/8,127.0.0.0/8.
+    # Link-local and cloud metadata addresses only by a network inside them (webhooks.url_safety).
+    allow_networks: str = ""
+    # Every inner network at once (0.0.0.0/0,::/0): still never link-local or metadata addresses.
     allow_private: bool = False
     # Fernet keys, comma-separated: the first seals endpoint secrets in the settings topic, all open.
     secret_keys: SecretStr = SecretStr("")
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        AllowedNetworks.parse(value)
+        return value
+
+    @property
+    def allowed_networks(self) -> AllowedNetworks:
+        """What endpoints may reach besides public addresses."""
+        listed = AllowedNetworks.parse(self.allow_networks)
+        if self.allow_private:
+            return AllowedNetworks((*listed.networks, *AllowedNetworks.parse("0.0.0.0/0,::/0").networks))
+        return listed
 
     @property
     def keys(self) -> list[str]:

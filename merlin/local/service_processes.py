@@ -169,7 +169,7 @@ class Services:
             "MERLIN_AUTH_JWT_SECRET": self.auth_secret,
             "MERLIN_ENDPOINTS_SECRET_KEYS": self.endpoint_keys,
             # Tests and benchmarks call downstreams on this machine.
-            "MERLIN_ENDPOINTS_ALLOW_PRIVATE": "true",
+            "MERLIN_ENDPOINTS_ALLOW_NETWORKS": "127.0.0.0/8,::1/128",
         }
         if self.store_schema:
             env["MERLIN_READ_STORE_DB_SCHEMA"] = self.store_schema

@@ -168,18 +168,20 @@ async def test_a_secret_rotated_under_traffic_verifies_with_the_old_or_the_new_t
 
 
 @pytest.mark.parametrize(
-    ("url", "reason"),
+    ("networks", "url", "reason"),
     [
-        ("http://169.254.169.254/latest/meta-data", "link-local"),
-        ("http://127.0.0.1:9/", "loopback"),
-        ("http://[::ffff:127.0.0.1]/", "loopback"),
-        ("http://localhost:8080/hooks", "resolves to"),
+        # A list that holds every IPv4 address still keeps the metadata service out.
+        ("0.0.0.0/0", "http://169.254.169.254/latest/meta-data", "a cloud metadata service"),
+        ("127.0.0.0/8", "http://10.0.0.1/", "private, outside MERLIN_ENDPOINTS_ALLOW_NETWORKS (127.0.0.0/8)"),
+        ("", "http://127.0.0.1:9/", "loopback"),
+        ("", "http://[::ffff:127.0.0.1]/", "loopback"),
+        ("", "http://localhost:8080/hooks", "resolves to"),
     ],
 )
 async def test_an_endpoint_on_an_inner_address_is_refused_with_its_reason(
-    sqlite_services: Services, url: str, reason: str
+    sqlite_services: Services, networks: str, url: str, reason: str
 ) -> None:
-    async with admin_client(sqlite_services, MERLIN_ENDPOINTS_ALLOW_PRIVATE="false") as admin:
+    async with admin_client(sqlite_services, MERLIN_ENDPOINTS_ALLOW_NETWORKS=networks) as admin:
         answer = await admin.put("/v1/admin/endpoints/inner", json={"url": url, "secret": SECRET})
         assert answer.status_code == 422, answer.text
         (error,) = answer.json()["errors"]

@@ -20,6 +20,7 @@ from kernel.settings import KafkaSettings
 from webhooks.catalog import ENDPOINT, DefinitionUnreadable, check_record, decode, encode, shown
 from webhooks.endpoints import Endpoint
 from webhooks.secret_box import SecretBox, SecretUnreadable, new_key
+from webhooks.url_safety import NO_INNER_NETWORKS
 
 SECRET = "whsec_" + "A" * 32
 BOX = SecretBox([new_key()])
@@ -84,7 +85,7 @@ def _readers() -> tuple[ControlLog, list[tuple[str, str]]]:
         KafkaSettings(), shapes={ENDPOINT: check_record}, skipped=lambda *what: skipped.append(what)
     )
     metrics = ForwarderMetrics()
-    EndpointCatalog(control, BOX, metrics, allow_private=False)
+    EndpointCatalog(control, BOX, metrics, NO_INNER_NETWORKS)
     Controls(control, ControlWriter(cast(AsyncProducer, Producer()), control), "worker-1", metrics)
     return control, skipped
 

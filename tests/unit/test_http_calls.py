@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from webhooks.calls import ANSWER_BODY_CAP, CallFailed, HttpSend
+from webhooks.url_safety import LOOPBACK
 
 pytestmark = pytest.mark.every_loop
 
@@ -99,7 +100,7 @@ async def serving(answer: Answer, tls: ssl.SSLContext | None = None) -> AsyncIte
 @pytest.fixture
 async def send() -> AsyncIterator[HttpSend]:
     """A client that may call this machine, closed after the test."""
-    client = HttpSend(allow_private=True)
+    client = HttpSend(allowed=LOOPBACK)
     yield client
     await client.close()
 
@@ -252,7 +253,7 @@ async def test_a_refused_connection_fails_the_call(send: HttpSend) -> None:
 
 
 async def test_inner_addresses_are_refused_before_connecting_unless_allowed() -> None:
-    send = HttpSend(allow_private=False)
+    send = HttpSend()
     async with serving(always(OK)) as server:
         for host in ("127.0.0.1", "localhost"):
             with pytest.raises(CallFailed, match=r"refused: .*loopback"):
@@ -262,7 +263,7 @@ async def test_inner_addresses_are_refused_before_connecting_unless_allowed() ->
 
 
 async def test_calls_beyond_the_connection_bound_wait_for_one() -> None:
-    send = HttpSend(connections=1, allow_private=True)
+    send = HttpSend(connections=1, allowed=LOOPBACK)
     async with serving(always(OK)) as server:
         url = f"http://127.0.0.1:{server.port}/"
         answers = await asyncio.gather(*(send(url, b"{}", {}, 5.0) for _ in range(5)))
@@ -315,11 +316,11 @@ async def test_tls_calls_check_the_certificate_and_the_host_name(tmp_path: Path)
     served.load_cert_chain(cert, key)
     trusting = ssl.create_default_context(cafile=str(cert))
     async with serving(always(OK), tls=served) as server:
-        untrusted = HttpSend(allow_private=True)
+        untrusted = HttpSend(allowed=LOOPBACK)
         with pytest.raises(CallFailed, match="certificate verify failed"):
             await untrusted(f"https://localhost:{server.port}/", b"{}", {}, 5.0)
         await untrusted.close()
-        trusted = HttpSend(allow_private=True, tls=trusting)
+        trusted = HttpSend(allowed=LOOPBACK, tls=trusting)
         answer = await trusted(f"https://localhost:{server.port}/hooks", b"{}", {}, 5.0)
         again = await trusted(f"https://localhost:{server.port}/hooks", b"{}", {}, 5.0)
         with pytest.raises(CallFailed, match="certificate verify failed"):
