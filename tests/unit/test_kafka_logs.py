@@ -8,7 +8,9 @@ import socket
 
 import orjson
 import pytest
+import structlog
 
+from kernel import logs
 from kernel.logs import KAFKA_LOGGER, configure_logging
 from kernel.producer import AsyncProducer
 
@@ -43,12 +45,17 @@ async def test_a_producer_that_cannot_connect_says_so_through_python_logging() -
 def test_structured_lines_name_their_logger(capsys: pytest.CaptureFixture[str]) -> None:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    # configure_logging writes to this test's captured stderr, closed once it ends: what it set up
+    # goes back as it was, or a later test in this process logs to a closed file.
+    config, access = structlog.get_config(), logs._access
     try:
         configure_logging("forwarder")
         KAFKA_LOGGER.error("FAIL [rdkafka#producer-1]: Connect to ipv4#127.0.0.1:1 failed")
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        structlog.configure(**config)
+        logs._access = access
     line = orjson.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert (line["logger"], line["level"], line["service"]) == ("librdkafka", "error", "forwarder")
     assert line["event"].startswith("FAIL [rdkafka#producer-1]")
