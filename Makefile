@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 COMPOSE := .cache/compose/bin/docker-compose
 PROMTOOL := $(or $(shell command -v promtool),/usr/bin/promtool)
 
-.PHONY: setup infra run check test lint unit faults bench bench-peers clean stop
+.PHONY: setup infra run check test lint unit faults bench bench-peers clean stop lock
 
 setup: $(STAMP)
 
@@ -23,6 +23,27 @@ $(COMPOSE):
 	.cache/compose/bin/pip install -q "cython<3" wheel setuptools
 	.cache/compose/bin/pip install -q --no-build-isolation "pyyaml==5.4.1"
 	.cache/compose/bin/pip install -q "docker-compose==1.29.2"
+
+# The image's dependencies, pinned with their hashes, from pyproject's [project] dependencies: run
+# after changing those (a unit test fails until the lock satisfies them again). uv rather than
+# pip-compile or `pip lock`: those resolve for the interpreter that runs them, uv for the image's
+# platform (the Dockerfile's CPython on x86_64 Linux) from any machine. The hashes cover every
+# file of each pinned release, so an arm64 build checks its wheels too. Pins that still fit
+# pyproject are kept; `make lock LOCK_FLAGS=--upgrade` takes the newest releases instead.
+LOCK := docker/requirements.lock
+LOCK_VENV := .cache/lock
+LOCK_FLAGS ?=
+# The image's Python, major.minor, from the Dockerfile's base.
+IMAGE_PYTHON := $(shell sed -n 's/^FROM python:\([0-9]*\.[0-9]*\).*/\1/p' docker/Dockerfile | head -n 1)
+
+lock: $(LOCK_VENV)/bin/uv
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --quiet --generate-hashes \
+	  --python-version $(IMAGE_PYTHON) --python-platform x86_64-manylinux_2_28 \
+	  --custom-compile-command "make lock" --output-file $(LOCK) $(LOCK_FLAGS)
+
+$(LOCK_VENV)/bin/uv:
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q "uv==0.13.8"
 
 # promtool checks and unit-tests the alert rules, and a real Prometheus scrapes a live merlin in the
 # tests: Debian's package, installed when missing (as root). Where an init system runs, its postinst

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings
 from domain.errors import MerlinError
 from merlin.admin_client import add_endpoints_parser
 from merlin.kafka_access import add_acls_parser
+from merlin.probe import add_probe_parser
 from merlin.tokens import add_token_parser
 
 if TYPE_CHECKING:
@@ -203,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_endpoints_parser(commands)
     add_token_parser(commands)
     add_acls_parser(commands)
+    add_probe_parser(commands)
     store = commands.add_parser(
         "rebuild",
         help="project the whole log into a new read store, with progress, delivering nothing",

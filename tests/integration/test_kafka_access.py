@@ -70,6 +70,8 @@ def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured
     env = {**example_env(), "KAFKA_ADMIN_PASSWORD": admin_password}
     compose = rendered(env, tmp_path_factory.mktemp("compose"))
     properties = broker_properties(compose["services"]["kafka-1"]["environment"])
+    # The container's volume; this broker keeps its log in its own state folder.
+    assert properties.pop("log.dirs"), "the compose file names the brokers' log dir"
     # Below the ephemeral range, so no client's socket holds it (or the controller's, port + 1).
     port = int(os.environ.get("MERLIN_TEST_SECURED_KAFKA_PORT", "19192"))
     local = {
