@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kernel.settings import PROJECT_ROOT
+from tests import PROJECT_ROOT
 
 DOCKER = PROJECT_ROOT / "docker"
 # Installed by `make test` (a PyPI package): it validates and renders, it runs nothing.
