@@ -10,9 +10,12 @@ PROMTOOL := $(or $(shell command -v promtool),/usr/bin/promtool)
 
 setup: $(STAMP)
 
+# An install from before the distribution was named merlin-chat goes first: it claims the same
+# packages and the `merlin` command, and uninstalled later it would take the command with it.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip uninstall -q -y merlin 2>/dev/null
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 

@@ -16,6 +16,7 @@ from merlin.admin_client import add_endpoints_parser
 from merlin.kafka_access import add_acls_parser
 from merlin.probe import add_probe_parser
 from merlin.tokens import add_token_parser
+from merlin.version import VersionAction
 
 if TYPE_CHECKING:
     from merlin.local import LocalKafkaCluster
@@ -47,7 +48,7 @@ def _kafka(arguments: argparse.Namespace) -> int:
     elif action == "start":
         print(kafka.start().describe())
     elif action == "stop":
-        print("kafka: stopped" if kafka.stop() else "kafka: was not running (from this checkout)")
+        print("kafka: stopped" if kafka.stop() else "kafka: was not running (from this merlin)")
     else:
         status = kafka.status()
         print(status.describe())
@@ -83,7 +84,7 @@ def _postgres(arguments: argparse.Namespace) -> int:
         print(status.describe())
         print(f"postgres: databases {', '.join(postgres.settings.postgres_databases)}")
     elif action == "stop":
-        print("postgres: stopped" if postgres.stop() else "postgres: was not running (from this checkout)")
+        print("postgres: stopped" if postgres.stop() else "postgres: was not running (from this merlin)")
     else:
         status = postgres.status()
         print(status.describe())
@@ -159,6 +160,7 @@ def _rebuild(options: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``merlin``."""
     parser = argparse.ArgumentParser(prog="merlin", description=__doc__)
+    parser.add_argument("--version", action=VersionAction)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, summary in (
         ("write-api", "serve the write API (MERLIN_WRITE_API_*)"),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kernel.settings import PROJECT_ROOT
+from kernel.state_dirs import default_var_dir
 
-DEFAULT_URL = f"sqlite+aiosqlite:///{PROJECT_ROOT / 'var' / 'merlin.db'}"
+DEFAULT_URL = f"sqlite+aiosqlite:///{default_var_dir() / 'merlin.db'}"
 
 
 class ReadStoreSettings(BaseSettings):

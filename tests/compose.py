@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kernel.settings import PROJECT_ROOT
+from tests import PROJECT_ROOT
 from webhooks.secret_box import new_key
 
 DOCKER = PROJECT_ROOT / "docker"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kernel.settings import PROJECT_ROOT
+from tests import PROJECT_ROOT
 
 OBSERVABILITY = PROJECT_ROOT / "docker" / "observability"
 DASHBOARD = OBSERVABILITY / "grafana" / "merlin.json"

@@ -1,9 +1,10 @@
 """Apache Kafka on this machine from Maven jars: one KRaft node, or a cluster of them.
 
 Each node is a combined controller + broker. Maven resolves the classpath from
-``docker/kafka-local/pom.xml`` into a cache keyed by the pom's content, so a
-second start needs no network. ``LocalKafkaCluster`` runs several nodes that
-form one controller quorum, so replication factor 3 needs no Docker.
+``merlin/local/kafka_broker/pom.xml`` (package data, installed with merlin) into
+a cache keyed by the pom's content, so a second start needs no network.
+``LocalKafkaCluster`` runs several nodes that form one controller quorum, so
+replication factor 3 needs no Docker.
 """
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from importlib.resources import as_file, files
 from pathlib import Path
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from kernel.errors import InfrastructureError, ToolMissing
-from kernel.settings import PROJECT_ROOT, ClientConfig, KafkaSettings
+from kernel.settings import ClientConfig, KafkaSettings
 from merlin.local import processes
 from merlin.local.settings import LocalSettings
 
-POM_DIR = PROJECT_ROOT / "docker" / "kafka-local"
+# The broker's classpath for Maven (pom.xml) and its logging (log4j2.yaml), shipped as package data.
+BROKER_FILES = files("merlin.local") / "kafka_broker"
 _MARKER = "kafka.Kafka"
 _MIN_JAVA = 17
 _HOST = "127.0.0.1"
@@ -40,13 +43,13 @@ class KafkaStatus:
     running: bool
     bootstrap: str
     pid: int | None
-    managed: bool  # started by this checkout, rather than found answering on the port
+    managed: bool  # started by this merlin (a pid file in its var dir), not found answering on the port
 
     def describe(self) -> str:
         """One line for an operator."""
         if not self.running:
             return f"kafka: not running (would listen on {self.bootstrap})"
-        owner = f"pid {self.pid}" if self.managed else "not started by this checkout"
+        owner = f"pid {self.pid}" if self.managed else "not started by this merlin"
         return f"kafka: running at {self.bootstrap} ({owner})"
 
 
@@ -87,7 +90,7 @@ class LocalKafka:
 
     @property
     def libs_dir(self) -> Path:
-        digest = hashlib.sha256((POM_DIR / "pom.xml").read_bytes()).hexdigest()[:12]
+        digest = hashlib.sha256((BROKER_FILES / "pom.xml").read_bytes()).hexdigest()[:12]
         return self.settings.cache_dir / "kafka" / digest / "libs"
 
     def fetch(self) -> Path:
@@ -103,12 +106,13 @@ class LocalKafka:
             )
         staging = libs.with_name("libs.partial")
         shutil.rmtree(staging, ignore_errors=True)
-        command = [
-            mvn, "-B", "-q", "-f", str(POM_DIR / "pom.xml"),
-            "dependency:copy-dependencies", "-DincludeScope=runtime",
-            f"-DoutputDirectory={staging}",
-        ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        with as_file(BROKER_FILES / "pom.xml") as pom:
+            command = [
+                mvn, "-B", "-q", "-f", str(pom),
+                "dependency:copy-dependencies", "-DincludeScope=runtime",
+                f"-DoutputDirectory={staging}",
+            ]  # fmt: skip
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise InfrastructureError(
                 "Maven could not fetch the Kafka jars:\n" + (result.stdout + result.stderr)[-3000:]
@@ -119,7 +123,7 @@ class LocalKafka:
         return libs
 
     def status(self) -> KafkaStatus:
-        """Whether a broker answers on the port, and whether this checkout started it."""
+        """Whether a broker answers on the port, and whether this merlin started it."""
         pid = processes.read_pid(self.pid_file)
         managed = pid is not None and processes.is_running(pid, _MARKER)
         running = (
@@ -143,17 +147,21 @@ class LocalKafka:
             return pid  # started earlier but not answering yet: wait for it rather than start twice
         if processes.port_open(_HOST, self.port):
             raise InfrastructureError(
-                f"port {self.port} is taken by something that is not a Kafka broker of this checkout; "
+                f"port {self.port} is taken by something that is not a Kafka broker of this merlin; "
                 "stop it, or set MERLIN_LOCAL_KAFKA_PORT to another port"
             )
         java = _java()
         libs = self.fetch()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         properties = self._write_properties()
+        # Copied beside server.properties: the broker outlives this process, and with it the
+        # temporary file that as_file makes of a resource merlin does not have on disk.
+        logging_config = self.state_dir / "log4j2.yaml"
+        logging_config.write_bytes((BROKER_FILES / "log4j2.yaml").read_bytes())
         jvm = [
             java, f"-Xms{self.settings.kafka_heap}", f"-Xmx{self.settings.kafka_heap}",
             "-XX:+UseG1GC", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={POM_DIR / 'log4j2.yaml'}",
+            f"-Dlog4j2.configurationFile={logging_config}",
             "-cp", f"{libs}/*",
         ]  # fmt: skip
         if not (self.state_dir / "data" / "meta.properties").exists():
@@ -177,7 +185,7 @@ class LocalKafka:
         return pid
 
     def kill(self) -> bool:
-        """SIGKILL the broker this checkout started (a crash, for fault tests); False when none ran."""
+        """SIGKILL the broker this merlin started (a crash, for fault tests); False when none ran."""
         pid = processes.read_pid(self.pid_file)
         if pid is None or not processes.is_running(pid, _MARKER):
             return False
@@ -187,7 +195,7 @@ class LocalKafka:
         return True
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Stop the broker this checkout started; False when none was running."""
+        """Stop the broker this merlin started; False when none was running."""
         pid = self.running_pid()
         if pid is not None:
             processes.terminate(pid, _MARKER, timeout)
@@ -312,7 +320,7 @@ class LocalKafkaCluster:
         return next(node for node in self.nodes if node.node_id == leader)
 
     def reset(self) -> None:
-        """Kill every node this checkout started and remove the cluster's state.
+        """Kill every node this merlin started and remove the cluster's state.
 
         Killed, not stopped: the state goes anyway, and a controlled shutdown of the last nodes
         of a quorum waits for the others (half a minute for three).
@@ -327,7 +335,7 @@ class LocalKafkaCluster:
         return [node.status() if pid is None else node.wait_ready(pid) for node, pid in launched]
 
     def stop(self, timeout: float = 30.0) -> list[bool]:
-        """Stop every node this checkout started, all at once.
+        """Stop every node this merlin started, all at once.
 
         One at a time, the last nodes would each wait out ``timeout`` for a quorum that their
         stopped peers can no longer form (5 s for two nodes at once, against 35 s).

@@ -20,7 +20,7 @@ class KeptFiles:
 
     @classmethod
     def configured(cls) -> KeptFiles:
-        """Under ``MERLIN_LOCAL_VAR_DIR`` (the checkout's ``var/`` by default)."""
+        """Under ``MERLIN_LOCAL_VAR_DIR`` (``kernel.state_dirs.default_var_dir()`` by default)."""
         return cls(LocalSettings().var_dir)
 
     @property

@@ -39,7 +39,7 @@ class PostgresStatus:
         """One line for an operator."""
         if not self.running:
             return f"postgres: not running (would listen on {_HOST}:{self.port})"
-        owner = "" if self.managed else ", not started by this checkout"
+        owner = "" if self.managed else ", not started by this merlin"
         return f"postgres: running at {_HOST}:{self.port} as user {self.user}{owner}"
 
 
@@ -90,7 +90,7 @@ class LocalPostgres:
         return current
 
     def stop(self) -> bool:
-        """Stop the cluster this checkout runs; False when it was not running."""
+        """Stop the cluster this merlin runs; False when it was not running."""
         if not (self.data_dir / "postmaster.pid").exists() or not self._ctl_status():
             return False
         self._run(self._bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop")

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kernel.settings import PROJECT_ROOT
+from kernel.state_dirs import default_cache_dir, default_var_dir
 
 
 class LocalSettings(BaseSettings):
@@ -15,8 +15,8 @@ class LocalSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MERLIN_LOCAL_", extra="ignore")
 
-    cache_dir: Path = PROJECT_ROOT / ".cache"
-    var_dir: Path = PROJECT_ROOT / "var"
+    cache_dir: Path = default_cache_dir()
+    var_dir: Path = default_var_dir()
     kafka_port: int = Field(default=9092, ge=1, le=65535)
     kafka_heap: str = "768m"
     kafka_start_timeout: float = Field(default=90.0, gt=0)

@@ -24,12 +24,13 @@ from pydantic import AliasChoices
 from admin_api.settings import AdminApiSettings
 from forwarder.settings import ForwarderSettings
 from kernel.auth import AuthSettings
-from kernel.settings import PROJECT_ROOT, KafkaSettings
+from kernel.settings import KafkaSettings
 from merlin.cli import build_parser
 from merlin.kafka_access import AccessSettings
 from merlin.local.settings import LocalSettings
 from read_api.settings import ReadApiSettings
 from read_store.settings import ReadStoreSettings
+from tests import PROJECT_ROOT
 from tests.compose import DOCKER, broker_properties, build_context, example_env, filled_env, render, rendered
 from tests.observability import SCRAPE_CONFIG
 from webhooks.settings import EndpointsSettings

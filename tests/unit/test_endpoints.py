@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from kernel.errors import InfrastructureError
-from kernel.settings import PROJECT_ROOT
+from tests import PROJECT_ROOT
 from webhooks.endpoints import MAX_BUFFER, EndpointSpec, load_endpoints
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel.settings import PROJECT_ROOT
 from merlin.local.kept_secrets import KeptFiles, kept_secret
+from tests import PROJECT_ROOT
 
 
 def test_kept_secrets_follow_the_var_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
