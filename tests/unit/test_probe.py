@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from kernel.settings import PROJECT_ROOT
 from merlin.cli import main as merlin
 from merlin.probe import Running, main_process, probe, running
+from tests import PROJECT_ROOT
 
 
 class _Readiness(ThreadingHTTPServer):
