@@ -70,21 +70,21 @@ def test_a_cluster_id_that_starts_with_a_dash_formats_and_the_broker_runs(tmp_pa
 
 
 def test_stop_and_status_find_a_cluster_without_being_told_its_size(tmp_path: Path) -> None:
-    # Below the ephemeral range, so no client's socket holds a node's port or its controller's.
-    env = {**os.environ, "MERLIN_LOCAL_KAFKA_PORT": "19492", "MERLIN_LOCAL_VAR_DIR": str(tmp_path)}
+    # Below the ephemeral range and apart from the other tests' brokers (19092, 19392, 19492).
+    env = {**os.environ, "MERLIN_LOCAL_KAFKA_PORT": "19592", "MERLIN_LOCAL_VAR_DIR": str(tmp_path)}
     started = _merlin("kafka", "start", "--brokers", "2", env=env)
     try:
         assert started.returncode == 0, started.stderr
         status = _merlin("kafka", "status", env=env)
         assert status.returncode == 0, status.stderr
-        assert "node 1: kafka: running at 127.0.0.1:19492 (pid" in status.stdout
-        assert "node 2: kafka: running at 127.0.0.1:19494 (pid" in status.stdout
+        assert "node 1: kafka: running at 127.0.0.1:19592 (pid" in status.stdout
+        assert "node 2: kafka: running at 127.0.0.1:19594 (pid" in status.stdout
         stopped = _merlin("kafka", "stop", env=env)
         assert stopped.returncode == 0, stopped.stderr
         assert "kafka: stopped 2 of 2 brokers" in stopped.stdout
         after = _merlin("kafka", "status", env=env)
         assert after.returncode == 3
-        assert "kafka: not running (would listen on 127.0.0.1:19492)" in after.stdout
+        assert "kafka: not running (would listen on 127.0.0.1:19592)" in after.stdout
     finally:
         _merlin("kafka", "stop", "--brokers", "2", env=env)
 
