@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 COMPOSE := .cache/compose/bin/docker-compose
 PROMTOOL := $(or $(shell command -v promtool),/usr/bin/promtool)
 
-.PHONY: setup infra run check test lint unit faults bench bench-peers clean stop lock
+.PHONY: setup infra run check test lint unit faults bench bench-peers clean stop lock chart-tools
 
 setup: $(STAMP)
 
@@ -59,6 +59,61 @@ $(PROMTOOL):
 	  if [ "$$pid" -gt 0 ] 2>/dev/null; then kill "$$pid" && echo "stopped prometheus (pid $$pid)"; fi; \
 	done
 
+# The Helm chart (deploy/helm/merlin) is checked by rendering, as no cluster runs here: helm lints and
+# renders it and kubeconform validates what it renders. Both are built once from the Go module proxy,
+# each version in a folder of its own so that a new version is built anew. kubeconform's Kubernetes
+# schemas are made from the API's OpenAPI spec in the k8s.io/kubernetes module, the release whose client
+# libraries this helm is built on; the ServiceMonitor's from prometheus-operator's CRD, by kubeconform's
+# own converter (tests/kube_tools.py reads these versions).
+GO := $(or $(shell command -v go),/usr/local/go/bin/go)
+# -trimpath keeps this folder's path out of what Go compiles, so that a clone elsewhere (CI's) finds
+# the packages in Go's build cache instead of compiling helm again (about ten minutes on two cores).
+GO_ENV := GOPATH=$(CURDIR)/.cache/go/path GOMODCACHE=$(CURDIR)/.cache/go/mod GOFLAGS="-modcacherw -trimpath"
+HELM_VERSION := v4.3.2
+KUBECONFORM_VERSION := v0.8.0
+KUBERNETES_VERSION := v1.37.2
+PROMETHEUS_OPERATOR_VERSION := v0.85.0
+HELM := .cache/go/bin/helm-$(HELM_VERSION)/helm
+KUBECONFORM := .cache/go/bin/kubeconform-$(KUBECONFORM_VERSION)/kubeconform
+KUBE_SCHEMAS := .cache/kube-schemas/$(KUBERNETES_VERSION)-standalone-strict/.complete
+CRD_SCHEMAS := .cache/kube-schemas/prometheus-operator-$(PROMETHEUS_OPERATOR_VERSION)/.complete
+GO_MODULE_DIR = $$($(GO_ENV) $(GO) mod download -json $(1) | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+
+$(HELM):
+	GOBIN=$(CURDIR)/$(@D) $(GO_ENV) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+
+$(KUBECONFORM):
+	GOBIN=$(CURDIR)/$(@D) $(GO_ENV) $(GO) install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+
+$(KUBE_SCHEMAS): tests/kube_tools.py | $(STAMP)
+	rm -rf $(@D)
+	$(BIN)/python -m tests.kube_tools schemas \
+	  "$(call GO_MODULE_DIR,k8s.io/kubernetes@$(KUBERNETES_VERSION))/api/openapi-spec/swagger.json" $(@D)
+	touch $@
+
+$(CRD_SCHEMAS): | $(STAMP)
+	rm -rf $(@D) && mkdir -p $(@D)
+	cd $(@D) && FILENAME_FORMAT='{kind}-{group}-{version}' $(abspath $(BIN))/python \
+	  "$(call GO_MODULE_DIR,github.com/yannh/kubeconform@$(KUBECONFORM_VERSION))/scripts/openapi2jsonschema.py" \
+	  "$(call GO_MODULE_DIR,github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION))/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"
+	touch $@
+
+# No registry serves Strimzi's CRDs as YAML (its Maven jars hold only classes), so its KafkaTopic and
+# KafkaUser are checked with the validators an npm package generates from them
+# (tests/strimzi_validate.mjs). The package asks for Node.js 22; it runs on this machine's 20.
+STRIMZI_MODELS_VERSION := 1.0.1
+STRIMZI_MODELS := .cache/npm/strimzi-models-$(STRIMZI_MODELS_VERSION)/.complete
+
+$(STRIMZI_MODELS):
+	rm -rf $(@D) && mkdir -p $(@D)
+	npm install --prefix $(@D) --no-audit --no-fund --loglevel=error \
+	  @kubernetes-models/strimzi-kafka-operator@$(STRIMZI_MODELS_VERSION)
+	touch $@
+
+# What the chart's tests need: `make chart-tools` alone, or as part of `make unit` and `make test`.
+CHART_TOOLS := $(HELM) $(KUBECONFORM) $(KUBE_SCHEMAS) $(CRD_SCHEMAS) $(STRIMZI_MODELS)
+chart-tools: $(CHART_TOOLS)
+
 # A real Kafka broker (jars from Maven Central, cached in .cache/) and a real
 # PostgreSQL (Debian's package, installed when missing) on 127.0.0.1.
 infra: setup
@@ -76,7 +131,7 @@ lint: setup
 	$(BIN)/lint-imports
 
 # The unit tests on every core: no broker, no database.
-unit: setup $(COMPOSE) $(PROMTOOL)
+unit: setup $(COMPOSE) $(PROMTOOL) $(CHART_TOOLS)
 	$(BIN)/pytest -m "not integration" -n auto
 
 # The inner loop: lint, types, import contracts and the unit tests (under two minutes).
@@ -87,7 +142,7 @@ check: lint unit
 # broker (started once for its tests, on fixed ports) is in one worker. The fault scenarios'
 # three-node cluster then starts on a quiet machine, alone: beside the rest it times out.
 # pytest exits 5 when it collects nothing, which fails this target as it should.
-test: infra lint $(COMPOSE) $(PROMTOOL)
+test: infra lint $(COMPOSE) $(PROMTOOL) $(CHART_TOOLS)
 	$(BIN)/pytest -n 3 --dist loadfile -m "not faults"
 	$(BIN)/pytest -m faults
 
