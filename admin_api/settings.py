@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,19 +20,13 @@ class AdminApiSettings(BaseSettings):
     # (with workers, served by their parent for all of them); port 0 turns it off.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9105, ge=0, le=65535)
-    # Every call but /healthz and /readyz carries ``Authorization: Bearer <token>``.
-    token: SecretStr | None = Field(
-        default=None, min_length=16, validation_alias=AliasChoices("MERLIN_ADMIN_TOKEN", "token")
-    )
+    # Every call but /healthz and /readyz carries ``Authorization: Bearer <token>``. Each of these
+    # fields has one name, never its own as well: a choice of "token" would read a TOKEN variable.
+    token: SecretStr | None = Field(default=None, min_length=16, validation_alias="MERLIN_ADMIN_TOKEN")
     # The forwarder's group and endpoints: the same variables the forwarder reads.
-    forwarder_group: str = Field(
-        default="merlin-forwarder",
-        validation_alias=AliasChoices("MERLIN_FORWARDER_GROUP_ID", "forwarder_group"),
-    )
+    forwarder_group: str = Field(default="merlin-forwarder", validation_alias="MERLIN_FORWARDER_GROUP_ID")
     # Defined in the settings topic at start, as the forwarder does (``webhooks.given``).
-    endpoints_file: Path | None = Field(
-        default=None, validation_alias=AliasChoices("MERLIN_ENDPOINTS_FILE", "endpoints_file")
-    )
+    endpoints_file: Path | None = Field(default=None, validation_alias="MERLIN_ENDPOINTS_FILE")
     # How long a rewind waits for the endpoint's forwarders to leave its group (static members
     # stay until their session times out).
     rewind_wait_seconds: float = Field(default=30.0, gt=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from forwarder.supervisor import BackoffPolicy
@@ -49,9 +49,8 @@ class ForwarderSettings(BaseSettings):
     # groups, each its own interpreter, so every core works; more than a group's partitions idle.
     processes: int = Field(default=1, ge=1, le=64)
     # Downstream endpoints (TOML or YAML); none when unset.
-    endpoints_file: Path | None = Field(
-        default=None, validation_alias=AliasChoices("MERLIN_ENDPOINTS_FILE", "endpoints_file")
-    )
+    # One name, never the field's own as well: a choice of "endpoints_file" would read ENDPOINTS_FILE.
+    endpoints_file: Path | None = Field(default=None, validation_alias="MERLIN_ENDPOINTS_FILE")
     # The settings subscription checks itself: every settings_ping_every s the worker writes a ping
     # to itself through the settings topic; one not read back within settings_ping_within s renews
     # the worker's reader of that topic (/readyz says "stalled" until a ping comes back).

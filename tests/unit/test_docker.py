@@ -19,7 +19,6 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-from pydantic import AliasChoices
 
 from admin_api.settings import AdminApiSettings
 from forwarder.settings import ForwarderSettings
@@ -57,10 +56,8 @@ def known_variables() -> set[str]:
         for name, field in settings.model_fields.items():
             names.add(f"{prefix}{name}".upper())
             # A field read under a variable of its own, such as MERLIN_ADMIN_TOKEN.
-            if isinstance(field.validation_alias, AliasChoices):
-                names.update(
-                    choice.upper() for choice in field.validation_alias.choices if isinstance(choice, str)
-                )
+            if isinstance(field.validation_alias, str):
+                names.add(field.validation_alias.upper())
     return names
 
 
