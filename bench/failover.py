@@ -30,7 +30,7 @@ _AFTER_KILL_SECONDS = 15.0
 
 @asynccontextmanager
 async def _cluster() -> AsyncIterator[LocalKafkaCluster]:
-    cluster = LocalKafkaCluster(3, port=int(os.environ.get("MERLIN_BENCH_CLUSTER_PORT", "29092")))
+    cluster = LocalKafkaCluster(3, port=int(os.environ.get("BENCH_CLUSTER_PORT", "29092")))
     await asyncio.to_thread(cluster.reset)
     await asyncio.to_thread(cluster.start)
     try:

@@ -101,7 +101,8 @@ class NullAppender:
 def serve_http(port: int) -> None:
     import uvicorn
 
-    from kernel.http.edge import EdgeSettings, guarded_protocol
+    from kernel.http.edge import guarded_protocol
+    from kernel.http.edge_settings import EdgeSettings
     from write_api.app import create_app
     from write_api.settings import WriteApiSettings
 

@@ -47,20 +47,41 @@ _MIN_SECRET = 32
 
 
 class AuthSettings(BaseSettings):
-    """How callers are authenticated (``MERLIN_AUTH_*``)."""
+    """How callers are authenticated (``MERLIN_AUTH_*``): set the secret or the URL, or disable it."""
 
     model_config = SettingsConfigDict(env_prefix="MERLIN_AUTH_", extra="ignore")
 
-    jwt_secret: SecretStr | None = None
-    jwks_url: HttpUrl | None = None
-    audience: str = Field(default="merlin", min_length=1)
-    issuer: str = Field(default="merlin", min_length=1)
-    leeway_seconds: float = Field(default=30.0, ge=0, le=300)
-    jwks_refresh_seconds: float = Field(default=30.0, ge=0)
-    # A token whose ``exp`` is further than this from now is refused; unset, any lifetime is accepted.
-    max_token_lifetime_seconds: float | None = Field(default=None, gt=0)
-    # For deployments that authenticate at a gateway: every caller may do everything.
-    disabled: bool = False
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="Verify callers' HS256 tokens with this shared secret, at least 32 characters "
+        "(`merlin dev`: kept in `var/auth.secret`).",
+    )
+    jwks_url: HttpUrl | None = Field(
+        default=None,
+        description="Or verify RS256, ES256 and EdDSA tokens with the keys published at this URL.",
+    )
+    audience: str = Field(default="merlin", min_length=1, description="The `aud` every token must carry.")
+    issuer: str = Field(default="merlin", min_length=1, description="The `iss` every token must carry.")
+    leeway_seconds: float = Field(
+        default=30.0, ge=0, le=300, description="Clock skew forgiven on a token's `exp`."
+    )
+    jwks_refresh_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="At most one fetch of the keys per this many seconds when a token names an unknown "
+        "`kid`.",
+    )
+    max_token_lifetime_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="A token whose `exp` (a number, never a string) is further than this from now is "
+        "refused; unset, any lifetime is accepted.",
+    )
+    disabled: bool = Field(
+        default=False,
+        description="No authentication, for deployments that authenticate at a gateway: every caller may "
+        "do everything (logged loudly).",
+    )
 
     @field_validator("jwt_secret", "jwks_url", mode="before")
     @classmethod

@@ -15,26 +15,67 @@ class KafkaSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MERLIN_KAFKA_", extra="ignore")
 
-    bootstrap_servers: str = "127.0.0.1:9092"
-    events_topic: str = "merlin.message-events"
-    dead_letter_topic: str = "merlin.message-events.dlq"
-    settings_topic: str = "merlin.settings"
-    partitions: int = Field(default=6, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
-    # Replicas that must have a write before it is acknowledged; default min(2, replication).
-    min_insync_replicas: int | None = Field(default=None, ge=1)
-    # The events and dead-letter topics are the system of record: kept for ever by default.
-    retention_ms: int = Field(default=-1, ge=-1)
-    retention_bytes: int = Field(default=-1, ge=-1)
-    # Who this service is to the broker: SASL/SCRAM (or PLAIN) over plaintext or TLS.
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    # Extra librdkafka properties, e.g. for TLS: MERLIN_KAFKA_CLIENT_CONFIG='{"ssl.ca.location": "/ca.pem"}'
-    client_config: dict[str, str] = Field(default_factory=dict)
-    # How often each long-lived client reports librdkafka's statistics (kernel.kafka_stats); 0: never.
-    statistics_interval_ms: int = Field(default=15_000, ge=0)
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        description="The brokers every Kafka client of merlin starts from: `host:port`, comma-separated.",
+    )
+    events_topic: str = Field(
+        default="merlin.message-events", description="The events topic, the system of record (key: the room)."
+    )
+    dead_letter_topic: str = Field(
+        default="merlin.message-events.dlq", description="Poison events and events an endpoint never took."
+    )
+    settings_topic: str = Field(
+        default="merlin.settings", description="Live settings, endpoints and operators' controls (compacted)."
+    )
+    partitions: int = Field(
+        default=6, ge=1, description="Partitions of the topics `merlin topics create` makes."
+    )
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replicas of the topics merlin creates: 3 on a cluster of three brokers or more "
+        "(`merlin topics create` warns).",
+    )
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="Replicas that must have a write before it is acknowledged; unset, "
+        "min(2, `MERLIN_KAFKA_REPLICATION_FACTOR`).",
+    )
+    retention_ms: int = Field(
+        default=-1,
+        ge=-1,
+        description="How long the events and dead-letter topics keep a record; -1: for ever, as the system "
+        "of record must.",
+    )
+    retention_bytes: int = Field(
+        default=-1, ge=-1, description="How much of each partition of those topics is kept; -1: all of it."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How this service reaches the brokers: plaintext or TLS, with SASL or not.",
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512", description="The SASL mechanism of the `SASL_*` protocols."
+    )
+    sasl_username: str | None = Field(
+        default=None,
+        description="This service's Kafka user, required with `SASL_*` (`merlin acls apply` makes one per "
+        "service).",
+    )
+    sasl_password: SecretStr | None = Field(default=None, description="The password of that user.")
+    client_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties as a JSON object, e.g. TLS files: "
+        '`{"ssl.ca.location": "/ca.pem"}`.',
+    )
+    statistics_interval_ms: int = Field(
+        default=15_000,
+        ge=0,
+        description="How often each long-lived client reports librdkafka's statistics (the `merlin_kafka_*` "
+        "gauges); 0: never.",
+    )
 
     @property
     def min_insync(self) -> int:
@@ -91,9 +132,14 @@ class LoggingSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MERLIN_LOG_", extra="ignore")
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # One line per HTTP request (route, method, status, duration, caller, request id).
-    access: bool = True
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Every service's log level (in any case)."
+    )
+    access: bool = Field(
+        default=True,
+        description="One line per HTTP request in the APIs: route, method, status, `duration_ms`, `sub`, "
+        "`request_id`.",
+    )
 
     @field_validator("level", mode="before")
     @classmethod

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsError
 
 from domain.errors import MerlinError
 from merlin.admin_client import add_endpoints_parser
 from merlin.kafka_access import add_acls_parser
 from merlin.probe import add_probe_parser
+from merlin.settings_command import add_config_parser
 from merlin.tokens import add_token_parser
 from merlin.version import VersionAction
 
@@ -207,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_token_parser(commands)
     add_acls_parser(commands)
     add_probe_parser(commands)
+    add_config_parser(commands)
     store = commands.add_parser(
         "rebuild",
         help="project the whole log into a new read store, with progress, delivering nothing",
@@ -229,11 +232,13 @@ def _setting_errors(exc: ValidationError) -> list[str]:
     prefix = str(found[0].model_config.get("env_prefix", "")) if found else ""
     lines = []
     for error in exc.errors(include_url=False):
-        field = ".".join(str(part) for part in error["loc"])
+        field = str(error["loc"][0]) if error["loc"] else ""
         name = field.upper() if field.upper().startswith("MERLIN_") else f"{prefix}{field}".upper()
+        # An item of a list or an object keeps its own case: MERLIN_KAFKA_CLIENT_CONFIG["ssl.ca.location"].
+        name += "".join(f"[{part}]" if isinstance(part, int) else f'["{part}"]' for part in error["loc"][1:])
         given = error.get("input")
         # Never echo a secret back, nor the whole settings of a model-level error.
-        hidden = not field or any(word in name for word in ("SECRET", "TOKEN", "PASSWORD", "KEY"))
+        hidden = not field or any(word in name.upper() for word in ("SECRET", "TOKEN", "PASSWORD", "KEY"))
         lines.append(
             f"{name if field else exc.title}: {error['msg']}" + ("" if hidden else f" (got {given!r})")
         )
@@ -244,10 +249,41 @@ def _all_settings(base: type[BaseSettings]) -> list[type[BaseSettings]]:
     return [cls for sub in base.__subclasses__() for cls in (sub, *_all_settings(sub))]
 
 
+def _refusals(arguments: argparse.Namespace) -> list[str]:
+    """Why the environment cannot run this command: a ``MERLIN_*`` variable merlin does not read, and
+    every bad value of the settings the command reads, all at once, before anything starts."""
+    from merlin.settings_registry import READ_BY, unknown_variables
+
+    lines = unknown_variables(os.environ)
+    for settings in READ_BY.get(getattr(arguments, "reads", arguments.command), ()):
+        try:
+            settings()
+        except ValidationError as exc:
+            lines += _setting_errors(exc)
+        except SettingsError:
+            lines += _undecodable([settings])
+    return list(dict.fromkeys(lines))  # a variable two classes read is one mistake
+
+
+def _undecodable(settings: Sequence[type[BaseSettings]] | None = None) -> list[str]:
+    from merlin.settings_registry import SETTINGS, undecodable
+
+    return undecodable(SETTINGS if settings is None else settings)
+
+
+def _errors(lines: list[str]) -> int:
+    for line in lines:
+        print(f"merlin: error: {line}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``merlin``; errors merlin understands are one line on stderr, not a traceback."""
     arguments = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = arguments.handler
+    refused = _refusals(arguments)
+    if refused:
+        return _errors(refused)
     try:
         return handler(arguments)
     except MerlinError as exc:
@@ -257,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in _setting_errors(exc):
             print(f"merlin: error: {line}", file=sys.stderr)
         return 2
+    except SettingsError as exc:
+        return _errors(_undecodable() or [str(exc)])
     except KeyboardInterrupt:
         return 130
 

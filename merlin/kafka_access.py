@@ -27,7 +27,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     UserScramCredentialAlteration,
     UserScramCredentialUpsertion,
 )
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.errors import MerlinError
@@ -42,18 +42,19 @@ _SERVICES = ("write_api", "read_api", "forwarder", "admin_api")
 
 
 class AccessSettings(BaseSettings):
-    """The services' users on the broker and their passwords (``MERLIN_ACCESS_*``)."""
+    """The services' users on the broker and their passwords, which ``merlin acls apply`` sets
+    (``MERLIN_ACCESS_*``)."""
 
     model_config = SettingsConfigDict(env_prefix="MERLIN_ACCESS_", extra="ignore")
 
-    write_api_user: str = "merlin-write-api"
-    write_api_password: SecretStr | None = None
-    read_api_user: str = "merlin-read-api"
-    read_api_password: SecretStr | None = None
-    forwarder_user: str = "merlin-forwarder"
-    forwarder_password: SecretStr | None = None
-    admin_api_user: str = "merlin-admin-api"
-    admin_api_password: SecretStr | None = None
+    write_api_user: str = Field(default="merlin-write-api", description="The write API's user on the broker.")
+    write_api_password: SecretStr | None = Field(default=None, description="Its password.")
+    read_api_user: str = Field(default="merlin-read-api", description="The read API's user on the broker.")
+    read_api_password: SecretStr | None = Field(default=None, description="Its password.")
+    forwarder_user: str = Field(default="merlin-forwarder", description="The forwarders' user on the broker.")
+    forwarder_password: SecretStr | None = Field(default=None, description="Its password.")
+    admin_api_user: str = Field(default="merlin-admin-api", description="The admin API's user on the broker.")
+    admin_api_password: SecretStr | None = Field(default=None, description="Its password.")
 
     def users(self) -> dict[str, str]:
         """The user of each service, by service."""

@@ -60,7 +60,8 @@ def _serve_http(
         return
     import uvicorn
 
-    from kernel.http.edge import EdgeSettings, guarded_protocol
+    from kernel.http.edge import guarded_protocol
+    from kernel.http.edge_settings import EdgeSettings
 
     app = build()
     config = uvicorn.Config(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from webhooks.secret_box import SecretBox
@@ -10,15 +10,27 @@ from webhooks.url_safety import AllowedNetworks
 
 
 class EndpointsSettings(BaseSettings):
+    """How endpoints are checked and their secrets sealed (``MERLIN_ENDPOINTS_*``)."""
+
     model_config = SettingsConfigDict(env_prefix="MERLIN_ENDPOINTS_", extra="ignore")
 
-    # Inner networks endpoints may reach besides public addresses, e.g. 10.0.0.0/8,127.0.0.0/8.
-    # Link-local and cloud metadata addresses only by a network inside them (webhooks.url_safety).
-    allow_networks: str = ""
-    # Every inner network at once (0.0.0.0/0,::/0): still never link-local or metadata addresses.
-    allow_private: bool = False
-    # Fernet keys, comma-separated: the first seals endpoint secrets in the settings topic, all open.
-    secret_keys: SecretStr = SecretStr("")
+    allow_networks: str = Field(
+        default="",
+        description="Inner networks endpoints may reach besides public addresses, comma-separated, e.g. "
+        "`10.0.0.0/8,127.0.0.0/8`; link-local and cloud metadata addresses only by a network inside them "
+        "(`merlin dev` and the tests: loopback, `127.0.0.0/8,::1/128`).",
+    )
+    allow_private: bool = Field(
+        default=False,
+        description="Every inner network at once (`0.0.0.0/0,::/0`): still never link-local or metadata "
+        "addresses.",
+    )
+    secret_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="Fernet keys, comma-separated: the first seals endpoint secrets in the settings topic, "
+        "every one opens them; the admin API and the forwarder need them (`merlin dev`: kept in "
+        "`var/endpoints.keys`).",
+    )
 
     @field_validator("allow_networks")
     @classmethod

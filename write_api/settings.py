@@ -7,21 +7,45 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class WriteApiSettings(BaseSettings):
+    """The write API (``MERLIN_WRITE_API_*``)."""
+
     model_config = SettingsConfigDict(env_prefix="MERLIN_WRITE_API_", extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8081, ge=0, le=65535)
-    # Worker processes sharing the listening socket (`--workers N`), each its own interpreter.
-    workers: int = Field(default=1, ge=1, le=64)
-    # Prometheus's /metrics, /healthz and /readyz, without a token, on http://metrics_host:metrics_port
-    # (with workers, served by their parent for all of them); port 0 turns it off.
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = Field(default=9103, ge=0, le=65535)
-    max_body_bytes: int = Field(default=64 * 1024, ge=256)
-    # How long a write may wait for the broker before the client gets a 503. Longer than a
-    # dead broker takes to be fenced (broker.session.timeout.ms, 9 s) plus a leader election,
-    # so a broker crash delays writes instead of failing them.
-    delivery_timeout_ms: int = Field(default=20_000, ge=100)
-    linger_ms: float = Field(default=1.0, ge=0)
-    queue_max_messages: int = Field(default=100_000, ge=1)
-    retry_after_seconds: int = Field(default=2, ge=1)
+    host: str = Field(default="127.0.0.1", description="Where the write API listens.")
+    port: int = Field(default=8081, ge=0, le=65535, description="The write API's port.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes accepting on its socket (`--workers N`), each its own interpreter.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Where `/metrics` (Prometheus), `/healthz` and `/readyz` answer without a token; with "
+        "workers, their parent answers for all of them. Keep it on an internal address.",
+    )
+    metrics_port: int = Field(
+        default=9103, ge=0, le=65535, description="Their port; 0 turns that listener off."
+    )
+    max_body_bytes: int = Field(default=64 * 1024, ge=256, description="A larger request body is `413`.")
+    delivery_timeout_ms: int = Field(
+        default=20_000,
+        ge=100,
+        description="How long a write may wait for the broker before the client gets `503`. Longer than a "
+        "dead broker takes to be fenced (the brokers' `broker.session.timeout.ms`, 9 s) plus a leader "
+        "election, so a broker crash delays writes instead of failing them.",
+    )
+    linger_ms: float = Field(
+        default=1.0,
+        ge=0,
+        description="How long the producer gathers writes into one batch (librdkafka's `linger.ms`).",
+    )
+    queue_max_messages: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most writes waiting in the producer for the broker; past it, `503` "
+        "(librdkafka's `queue.buffering.max.messages`).",
+    )
+    retry_after_seconds: int = Field(
+        default=2, ge=1, description="The `Retry-After` of the write API's `503`s (the broker unavailable)."
+    )

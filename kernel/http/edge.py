@@ -30,25 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from kernel.http.edge_settings import EdgeSettings
 from kernel.http.responses import PROBLEM_TYPE_BASE
-
-
-class EdgeSettings(BaseSettings):
-    """Limits of every API's HTTP listener (``MERLIN_HTTP_*``)."""
-
-    model_config = SettingsConfigDict(env_prefix="MERLIN_HTTP_", extra="ignore")
-
-    max_head_bytes: int = Field(default=16 * 1024, ge=1024)
-    max_headers: int = Field(default=100, ge=8)
-    head_timeout_seconds: float = Field(default=10.0, gt=0)
-    body_timeout_seconds: float = Field(default=30.0, gt=0)
-    max_connections: int = Field(default=2048, ge=1)
-    retry_after_seconds: int = Field(default=1, ge=1)
-
 
 _LINGER_SECONDS = 2.0
 _BLANK_LINE = b"\r\n\r\n"  # ends a head, and a chunked body

@@ -20,8 +20,13 @@ class RateLimitSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MERLIN_RATE_LIMIT_", extra="ignore")
 
-    per_second: float = Field(default=1000.0, ge=0)
-    burst: int = Field(default=2000, ge=1)
+    per_second: float = Field(
+        default=1000.0,
+        ge=0,
+        description="Requests a second each caller (the token's `sub`) may make of each API process on "
+        "average; past it, `429` with `Retry-After`; 0 turns limiting off.",
+    )
+    burst: int = Field(default=2000, ge=1, description="Requests a caller may make at once.")
 
 
 class RateLimiter:

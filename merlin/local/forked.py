@@ -24,7 +24,8 @@ from multiprocessing.context import ForkServerContext, ForkServerProcess
 
 # What every service imports before it runs: the fork server holds them, its children share them.
 _PRELOAD = [
-    "merlin.cli", "merlin.services", "write_api.app", "read_api.app", "admin_api.app", "forwarder.worker",
+    "merlin.cli", "merlin.services", "merlin.settings_registry", "write_api.app", "read_api.app",
+    "admin_api.app", "forwarder.worker",
 ]  # fmt: skip
 
 

@@ -15,13 +15,37 @@ class LocalSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MERLIN_LOCAL_", extra="ignore")
 
-    cache_dir: Path = default_cache_dir()
-    var_dir: Path = default_var_dir()
-    kafka_port: int = Field(default=9092, ge=1, le=65535)
-    kafka_heap: str = "768m"
-    kafka_start_timeout: float = Field(default=90.0, gt=0)
-    postgres_port: int = Field(default=55432, ge=1, le=65535)
-    postgres_user: str = "merlin"
-    postgres_databases: list[str] = ["merlin", "merlin_test"]
-    # Where the cluster lives; by default under var/, or postgres' home when run as root.
-    postgres_data_dir: Path | None = None
+    cache_dir: Path = Field(
+        default=default_cache_dir(),
+        description="Downloads (the broker's jars): a checkout's `.cache/`; installed, "
+        "`$XDG_CACHE_HOME/merlin` (`~/.cache/merlin`).",
+    )
+    var_dir: Path = Field(
+        default=default_var_dir(),
+        description="The local servers' data and logs, and the secrets `merlin dev` keeps: a checkout's "
+        "`var/`; installed, `$XDG_DATA_HOME/merlin` (`~/.local/share/merlin`).",
+    )
+    kafka_port: int = Field(
+        default=9092,
+        ge=1,
+        le=65535,
+        description="The local broker's port (its controller takes the next one; a cluster's node i, this "
+        "+ 2i).",
+    )
+    kafka_heap: str = Field(default="768m", description="The local broker's Java heap.")
+    kafka_start_timeout: float = Field(
+        default=90.0, gt=0, description="How long (s) `merlin kafka start` waits for the broker to answer."
+    )
+    postgres_port: int = Field(default=55432, ge=1, le=65535, description="The local PostgreSQL's port.")
+    postgres_user: str = Field(
+        default="merlin", description="The local PostgreSQL's user, trusted on loopback."
+    )
+    postgres_databases: list[str] = Field(
+        default=["merlin", "merlin_test"],
+        description="The databases `merlin postgres start` creates.",
+    )
+    postgres_data_dir: Path | None = Field(
+        default=None,
+        description="Where the local PostgreSQL cluster lives; unset, under the var directory, or in "
+        "postgres' home when merlin runs as root.",
+    )

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.faults
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalKafkaCluster]:
     """Three KRaft nodes, each broker and voter, started from an empty state and removed after."""
-    cluster = LocalKafkaCluster(3, port=int(os.environ.get("MERLIN_TEST_CLUSTER_PORT", "19092")))
+    cluster = LocalKafkaCluster(3, port=int(os.environ.get("TEST_CLUSTER_PORT", "19092")))
     cluster.reset()
     cluster.start()
     yield cluster
@@ -179,7 +179,7 @@ async def _acked_after(load: Load, moment: float) -> bool | None:
 @pytest.fixture(scope="module")
 def own_postgres() -> Iterator[LocalPostgres]:
     """A PostgreSQL server of this module's own, so stopping it touches no other test."""
-    server = LocalPostgres(port=int(os.environ.get("MERLIN_TEST_OUTAGE_POSTGRES_PORT", "25442")))
+    server = LocalPostgres(port=int(os.environ.get("TEST_OUTAGE_POSTGRES_PORT", "25442")))
     server.start()
     yield server
     server.stop()

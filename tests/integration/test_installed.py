@@ -34,7 +34,7 @@ from tests import PROJECT_ROOT
 PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
 SHIPPED = [name.rstrip("*") for name in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]]
 # Fixed, below the ephemeral range (no client's socket holds it or the controller's, port + 1).
-KAFKA_PORT = int(os.environ.get("MERLIN_TEST_INSTALLED_KAFKA_PORT", "19492"))
+KAFKA_PORT = int(os.environ.get("TEST_INSTALLED_KAFKA_PORT", "19492"))
 # Where the README's session runs against; the test gives each service a free port instead.
 README_HOSTS = {"write": "localhost:8081", "read": "localhost:8082"}
 MARK = "--- end of answer ---"

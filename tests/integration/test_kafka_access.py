@@ -73,7 +73,7 @@ def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured
     # The container's volume; this broker keeps its log in its own state folder.
     assert properties.pop("log.dirs"), "the compose file names the brokers' log dir"
     # Below the ephemeral range, so no client's socket holds it (or the controller's, port + 1).
-    port = int(os.environ.get("MERLIN_TEST_SECURED_KAFKA_PORT", "19192"))
+    port = int(os.environ.get("TEST_SECURED_KAFKA_PORT", "19192"))
     local = {
         "node.id": "1",
         "listeners": f"BROKER://127.0.0.1:{port},CONTROLLER://127.0.0.1:{port + 1}",

@@ -58,7 +58,7 @@ def test_a_missing_java_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None
 def test_a_cluster_id_that_starts_with_a_dash_formats_and_the_broker_runs(tmp_path: Path) -> None:
     # Base64 of random bytes starts with "-" one time in 64; Kafka's own tool took it for an option.
     # Below the ephemeral range, so no client's socket holds it (or the controller's, port + 1).
-    port = int(os.environ.get("MERLIN_TEST_DASHED_KAFKA_PORT", "19392"))
+    port = int(os.environ.get("TEST_DASHED_KAFKA_PORT", "19392"))
     broker = LocalKafka(
         LocalSettings(var_dir=tmp_path), port, cluster_id="-" + "A" * 21, state_dir=tmp_path / "kafka"
     )

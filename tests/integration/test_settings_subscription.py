@@ -31,7 +31,7 @@ from tests.integration.test_live_endpoints import FAST_RETRY, ROOMS, admin_clien
 from tests.stalling_proxy import StallingProxy
 
 # Below the ephemeral range: the broker, its controller, the listener behind the relay, the relay.
-PORT = int(os.environ.get("MERLIN_TEST_PROXIED_KAFKA_PORT", "19292"))
+PORT = int(os.environ.get("TEST_PROXIED_KAFKA_PORT", "19292"))
 RELAY = PORT + 3
 EVERY, WITHIN = 0.5, 2.0
 

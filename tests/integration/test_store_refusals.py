@@ -133,7 +133,7 @@ async def test_a_record_the_store_refuses_is_isolated_and_both_stores_agree(
 def own_postgres() -> Iterator[LocalPostgres]:
     """A PostgreSQL server of this module's own: stopping the shared one would fail whatever other
     test uses it meanwhile (the suite runs on several workers)."""
-    server = LocalPostgres(port=int(os.environ.get("MERLIN_TEST_REFUSALS_POSTGRES_PORT", "25443")))
+    server = LocalPostgres(port=int(os.environ.get("TEST_REFUSALS_POSTGRES_PORT", "25443")))
     server.start()
     yield server
     server.stop()

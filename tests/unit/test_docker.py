@@ -19,49 +19,19 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-from pydantic import AliasChoices
 
 from admin_api.settings import AdminApiSettings
 from forwarder.settings import ForwarderSettings
-from kernel.auth import AuthSettings
 from kernel.settings import KafkaSettings
 from merlin.cli import build_parser
 from merlin.kafka_access import AccessSettings
-from merlin.local.settings import LocalSettings
+from merlin.settings_registry import known_names
 from read_api.settings import ReadApiSettings
 from read_store.settings import ReadStoreSettings
 from tests import PROJECT_ROOT
 from tests.compose import DOCKER, broker_properties, build_context, example_env, filled_env, render, rendered
 from tests.observability import SCRAPE_CONFIG
-from webhooks.settings import EndpointsSettings
 from write_api.settings import WriteApiSettings
-
-SETTINGS = (
-    KafkaSettings,
-    AccessSettings,
-    AdminApiSettings,
-    AuthSettings,
-    LocalSettings,
-    ReadStoreSettings,
-    ReadApiSettings,
-    WriteApiSettings,
-    ForwarderSettings,
-    EndpointsSettings,
-)
-
-
-def known_variables() -> set[str]:
-    names: set[str] = set()
-    for settings in SETTINGS:
-        prefix = settings.model_config.get("env_prefix", "")
-        for name, field in settings.model_fields.items():
-            names.add(f"{prefix}{name}".upper())
-            # A field read under a variable of its own, such as MERLIN_ADMIN_TOKEN.
-            if isinstance(field.validation_alias, AliasChoices):
-                names.update(
-                    choice.upper() for choice in field.validation_alias.choices if isinstance(choice, str)
-                )
-    return names
 
 
 def merlin_services() -> dict[str, dict[str, object]]:
@@ -93,7 +63,7 @@ def test_every_merlin_variable_in_the_deployment_is_a_setting() -> None:
     files = [DOCKER / "compose.yaml", DOCKER / "Dockerfile"]
     used = {name for path in files for name in re.findall(r"\bMERLIN_[A-Z_]+\b", path.read_text())}
     assert used, "the deployment configures merlin"
-    assert used <= known_variables(), used - known_variables()
+    assert used <= known_names(), used - known_names()
 
 
 def test_the_image_copies_every_package() -> None:

@@ -18,7 +18,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from kernel.http.edge import EdgeSettings, guarded_protocol
+from kernel.http.edge import guarded_protocol
+from kernel.http.edge_settings import EdgeSettings
 
 MAX_HEAD = 2048
 MAX_BODY = 8000  # the app answers 413 past it, from the head, before the body is read
