@@ -19,23 +19,17 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import AliasChoices
-from pydantic_settings import BaseSettings
 
 from admin_api.settings import AdminApiSettings
 from forwarder.settings import ForwarderSettings
-from kernel.auth import AuthSettings
-from kernel.http.edge import EdgeSettings
-from kernel.http.rate_limit import RateLimitSettings
-from kernel.settings import KafkaSettings, LoggingSettings
+from kernel.settings import KafkaSettings
 from kernel.topics import topic_plans
 from merlin.cli import build_parser
 from merlin.kafka_access import AccessSettings, grants
+from merlin.settings_registry import READ_BY, unknown_variables
 from read_api.settings import ReadApiSettings
-from read_store.settings import ReadStoreSettings
 from tests import PROJECT_ROOT
 from tests.kube_tools import cached, kind_schema, kubernetes_version, schema_file_name, schema_locations
-from webhooks.settings import EndpointsSettings
 from write_api.settings import WriteApiSettings
 
 CHART = PROJECT_ROOT / "deploy" / "helm" / "merlin"
@@ -247,28 +241,9 @@ def test_each_part_runs_a_command_merlin_understands(manifests: list[Manifest]) 
         assert parsed.command == args[0], part
 
 
-SETTINGS: list[type[BaseSettings]] = [
-    KafkaSettings, LoggingSettings, AccessSettings, AuthSettings, EdgeSettings, RateLimitSettings,
-    ReadStoreSettings, EndpointsSettings, WriteApiSettings, ReadApiSettings, AdminApiSettings,
-    ForwarderSettings,
-]  # fmt: skip
-
-
-def settings_variables() -> set[str]:
-    """Every variable merlin's settings read: prefix and field, and each alias."""
-    names: set[str] = set()
-    for settings in SETTINGS:
-        prefix = settings.model_config.get("env_prefix", "")
-        for field, info in settings.model_fields.items():
-            names.add(f"{prefix}{field}".upper())
-            if isinstance(info.validation_alias, AliasChoices):
-                names.update(str(choice).upper() for choice in info.validation_alias.choices)
-    return names
-
-
 def test_every_merlin_variable_the_chart_sets_is_a_setting(manifests: list[Manifest]) -> None:
     used = {name for w in workloads(manifests).values() for name in env(w) if name.startswith("MERLIN_")}
-    assert used - settings_variables() == set()
+    assert unknown_variables(dict.fromkeys(used, "")) == []
 
 
 def test_merlins_settings_accept_what_each_part_is_given(
@@ -285,7 +260,7 @@ def test_merlins_settings_accept_what_each_part_is_given(
                 patch.delenv(name)
             for name, value in variables.items():
                 patch.setenv(name, value)
-            for settings in SETTINGS:
+            for settings in READ_BY["all"]:
                 settings()  # raises on a value merlin refuses (a number printed 6.048e+08, bad JSON)
 
 
