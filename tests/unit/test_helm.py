@@ -41,9 +41,9 @@ Manifest = dict[str, Any]
 
 # Each API by its component label: its settings, their variables' prefix, its user's field in AccessSettings.
 APIS = {
-    "write-api": (WriteApiSettings, "MERLIN_WRITE_API", "write_api"),
-    "read-api": (ReadApiSettings, "MERLIN_READ_API", "read_api"),
-    "admin-api": (AdminApiSettings, "MERLIN_ADMIN_API", "admin_api"),
+    "write-api": (WriteApiSettings, "MERLIN_WRITE_API_", "write_api"),
+    "read-api": (ReadApiSettings, "MERLIN_READ_API_", "read_api"),
+    "admin-api": (AdminApiSettings, "MERLIN_ADMIN_API_", "admin_api"),
 }
 PARTS = (*APIS, "forwarder")
 SECRET_VARIABLES = re.compile(r"(_TOKEN|_SECRET|_SECRET_KEYS|_PASSWORD)$|^MERLIN_READ_STORE_URL$")
@@ -272,10 +272,10 @@ def test_the_listeners_answer_on_the_pods_address_at_the_ports_the_services_name
     for part, (settings, prefix, _user) in APIS.items():
         variables = plain_env(parts[part])
         ports = {port["name"]: port["containerPort"] for port in container(parts[part])["ports"]}
-        assert variables[f"{prefix}_HOST"] == variables[f"{prefix}_METRICS_HOST"] == "0.0.0.0"
+        assert variables[f"{prefix}HOST"] == variables[f"{prefix}METRICS_HOST"] == "0.0.0.0"
         assert ports == {
-            "http": int(variables[f"{prefix}_PORT"]),
-            "metrics": int(variables[f"{prefix}_METRICS_PORT"]),
+            "http": int(variables[f"{prefix}PORT"]),
+            "metrics": int(variables[f"{prefix}METRICS_PORT"]),
         }
         assert ports["metrics"] == settings.model_fields["metrics_port"].default
         (service_port,) = services[f"merlin-{part}"]["spec"]["ports"]
