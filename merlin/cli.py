@@ -297,6 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _errors(_undecodable() or [str(exc)])
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` or `grep -q` that stopped reading: not an error of merlin's, and
+        # Python's own flush at exit would fail again on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

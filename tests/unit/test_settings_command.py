@@ -308,3 +308,20 @@ def test_config_refuses_what_the_services_would(
         "merlin: error: MERLIN_LOG_LEVL is not a setting merlin knows; did you mean MERLIN_LOG_LEVEL?",
         "merlin: error: MERLIN_READ_API_MAX_PAGE_SIZE: Input should be greater than or equal to 1 (got '0')",
     ]
+
+
+def test_the_settings_piped_into_a_reader_that_stopped_end_quietly() -> None:
+    env = {name: value for name, value in os.environ.items() if not name.upper().startswith("MERLIN_")}
+    # `merlin config all | head -1` once head has gone: a pipe whose reading end is closed before
+    # merlin writes a line.
+    reading, writing = os.pipe()
+    os.close(reading)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "merlin.cli", "config", "all"],
+            env={**env, "PYTHONPATH": str(PROJECT_ROOT)},
+            stdout=writing, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(writing)
+    assert (done.returncode, done.stderr) == (141, "")
