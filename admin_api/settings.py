@@ -7,8 +7,10 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kernel.settings import ApiServing
 
-class AdminApiSettings(BaseSettings):
+
+class AdminApiSettings(ApiServing, BaseSettings):
     """The admin API (``MERLIN_ADMIN_API_*``, ``MERLIN_ADMIN_TOKEN``)."""
 
     model_config = SettingsConfigDict(env_prefix="MERLIN_ADMIN_API_", extra="ignore")
@@ -19,17 +21,6 @@ class AdminApiSettings(BaseSettings):
         "exposed.",
     )
     port: int = Field(default=8083, ge=0, le=65535, description="The admin API's port.")
-    workers: int = Field(
-        default=1,
-        ge=1,
-        le=64,
-        description="Processes accepting on its socket (`--workers N`), each its own interpreter.",
-    )
-    metrics_host: str = Field(
-        default="127.0.0.1",
-        description="Where `/metrics` (Prometheus), `/healthz` and `/readyz` answer without a token; with "
-        "workers, their parent answers for all of them. Keep it on an internal address.",
-    )
     metrics_port: int = Field(
         default=9105, ge=0, le=65535, description="Their port; 0 turns that listener off."
     )

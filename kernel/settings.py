@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, TypeAlias
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ClientConfig: TypeAlias = dict[str, str | int | float | bool]
@@ -145,3 +145,23 @@ class LoggingSettings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
+
+
+class ApiServing(BaseModel):
+    """What the settings of each HTTP API share: its worker processes and the listener beside them.
+
+    Fields only, read under each API's own prefix (``MERLIN_WRITE_API_WORKERS``…); not a settings
+    class of its own.
+    """
+
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes accepting on its socket (`--workers N`), each its own interpreter.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Where `/metrics` (Prometheus), `/healthz` and `/readyz` answer without a token; with "
+        "workers, their parent answers for all of them. Keep it on an internal address.",
+    )

@@ -5,25 +5,16 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kernel.settings import ApiServing
 
-class ReadApiSettings(BaseSettings):
+
+class ReadApiSettings(ApiServing, BaseSettings):
     """The read API (``MERLIN_READ_API_*``)."""
 
     model_config = SettingsConfigDict(env_prefix="MERLIN_READ_API_", extra="ignore")
 
     host: str = Field(default="127.0.0.1", description="Where the read API listens.")
     port: int = Field(default=8082, ge=0, le=65535, description="The read API's port.")
-    workers: int = Field(
-        default=1,
-        ge=1,
-        le=64,
-        description="Processes accepting on its socket (`--workers N`), each its own interpreter.",
-    )
-    metrics_host: str = Field(
-        default="127.0.0.1",
-        description="Where `/metrics` (Prometheus), `/healthz` and `/readyz` answer without a token; with "
-        "workers, their parent answers for all of them. Keep it on an internal address.",
-    )
     metrics_port: int = Field(
         default=9104, ge=0, le=65535, description="Their port; 0 turns that listener off."
     )
