@@ -585,6 +585,9 @@ def test_the_build_context_is_what_the_image_copies() -> None:
     context = build_context(PROJECT_ROOT)
     copied = _copied()
     assert "docker/requirements.lock" in copied
+    # What pyproject names for the wheel is in the build: its description and its licence files.
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    assert {project["readme"], *project["license-files"]} <= set(copied)
     for source in copied:
         path = PROJECT_ROOT / source
         assert path.exists(), source
@@ -605,6 +608,7 @@ def test_the_build_context_leaves_out_what_a_checkout_accumulates(tmp_path: Path
     wanted = {
         "pyproject.toml",
         "README.md",
+        "LICENSE",
         "docker/requirements.lock",
         "merlin/cli.py",
         "kernel/settings.py",
