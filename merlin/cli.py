@@ -238,7 +238,12 @@ def _setting_errors(exc: ValidationError) -> list[str]:
         name += "".join(f"[{part}]" if isinstance(part, int) else f'["{part}"]' for part in error["loc"][1:])
         given = error.get("input")
         # Never echo a secret back, nor the whole settings of a model-level error.
-        hidden = not field or any(word in name.upper() for word in ("SECRET", "TOKEN", "PASSWORD", "KEY"))
+        # Nor a whole JSON list or object given where another belongs: it may hold what the other would.
+        hidden = (
+            not field
+            or (len(error["loc"]) == 1 and isinstance(given, (dict, list)))
+            or any(word in name.upper() for word in ("SECRET", "TOKEN", "PASSWORD", "KEY"))
+        )
         lines.append(
             f"{name if field else exc.title}: {error['msg']}" + ("" if hidden else f" (got {given!r})")
         )

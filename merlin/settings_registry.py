@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
@@ -217,16 +217,26 @@ def masked(value: object) -> object:
     return value
 
 
+# A database URL's password as SQLAlchemy reads one: anything up to the "@", "/", "?" and "#" included,
+# which a general URL parser (urllib's) would take for the path, the query or the fragment.
+_USERINFO = re.compile(r"^(?P<start>[\w+.-]+://[^:/@?#]*:)(?P<password>[^@]*)@")
+
+
 def _without_password(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # not a URL after all: shown as it is
-        return url
-    if not password:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
+    """``url`` with the password of its user and every query parameter named like a secret masked."""
+    shown = _USERINFO.sub(lambda found: f"{found['start']}{MASK}@", url, count=1)
+    head, mark, query = shown.partition("?")
+    if not mark:
+        return shown
+    pairs = [pair.partition("=") for pair in query.split("&")]
+    return (
+        head
+        + "?"
+        + "&".join(
+            f"{key}{equals}{MASK if is_secret_name(key) and equals else value}"
+            for key, equals, value in pairs
+        )
+    )
 
 
 def is_secret_name(name: str) -> bool:

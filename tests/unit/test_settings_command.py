@@ -254,8 +254,42 @@ def test_config_masks_every_secret(
     assert values["MERLIN_AUTH_JWT_SECRET"] == values["MERLIN_ENDPOINTS_SECRET_KEYS"] == "**********"
     assert values["MERLIN_KAFKA_SASL_USERNAME"] == "merlin-forwarder"
     assert values["MERLIN_KAFKA_CLIENT_CONFIG"] == {"ssl.key.password": "**********", "acks": "all"}
-    assert values["MERLIN_READ_STORE_URL"] == "postgresql://merlin:***@db:5432/merlin"
+    assert values["MERLIN_READ_STORE_URL"] == "postgresql://merlin:**********@db:5432/merlin"
     assert values["MERLIN_ACCESS_WRITE_API_PASSWORD"] is None  # unset: nothing to hide
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # SQLAlchemy reads "/", "?" and "#" before the "@" as the password's, where urllib sees a path.
+        ("postgresql://merlin:s3cr/et@db:5432/merlin", "postgresql://merlin:**********@db:5432/merlin"),
+        ("postgresql://merlin:a?b#c@db/merlin", "postgresql://merlin:**********@db/merlin"),
+        (
+            "postgresql://merlin@db/merlin?password=hunter2&sslmode=require",
+            "postgresql://merlin@db/merlin?password=**********&sslmode=require",
+        ),
+        ("sqlite+aiosqlite:////srv/merlin.db", "sqlite+aiosqlite:////srv/merlin.db"),
+    ],
+)
+def test_a_store_urls_password_is_masked_however_it_is_written(
+    url: str, shown: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MERLIN_READ_STORE_URL", url)
+    document = json.loads(_config(capsys, "forwarder", "--json"))
+    (value,) = [row["value"] for row in document["settings"] if row["variable"] == "MERLIN_READ_STORE_URL"]
+    assert value == shown
+
+
+def test_a_json_setting_of_the_wrong_kind_is_not_echoed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A list where an object belongs may still hold what the object would have: a password.
+    monkeypatch.setenv("MERLIN_KAFKA_CLIENT_CONFIG", '["sasl.password=hunter2"]')
+    assert main(["write-api"]) == 2
+    lines = _errors(capsys)
+    assert lines
+    assert all("hunter2" not in line for line in lines)
+    assert lines[0].startswith("merlin: error: MERLIN_KAFKA_CLIENT_CONFIG: ")
 
 
 def test_config_json_is_for_machines(
