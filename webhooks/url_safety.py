@@ -39,10 +39,12 @@ _METADATA: tuple[Network, ...] = tuple(
     for text in ("169.254.169.254/32", "169.254.170.2/32", "fd00:ec2::254/128", "100.100.100.200/32",
                  "168.63.129.16/32")
 )  # fmt: skip
-# Opened only by a listed network inside one of them, never by a wider one around them.
+# Opened only by a listed network inside one of them, never by a wider one around them. Local-use
+# NAT64 with them: it may reach any IPv4 address, the metadata service's included.
 _GUARDED: tuple[Network, ...] = (
     ipaddress.ip_network("169.254.0.0/16"),
     ipaddress.ip_network("fe80::/10"),
+    _LOCAL_NAT64,
     *_METADATA,
 )
 

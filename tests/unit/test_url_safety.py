@@ -124,6 +124,10 @@ async def test_at_connect_time_an_inner_literal_is_refused_and_a_name_is_resolve
         ("::/0", "fe80::1", False),
         ("::/0", "::ffff:169.254.169.254", False),
         ("fe80::/64", "fe80::1", True),
+        # Local-use NAT64 may embed 169.254.169.254 anywhere: only a listed network inside it opens it.
+        ("::/0", "64:ff9b:1::a9fe:a9fe", False),
+        ("::/0", "64:ff9b:1:a9fe:a9fe::", False),
+        ("64:ff9b:1::/48", "64:ff9b:1::a00:1", True),
     ],
 )
 def test_inner_networks_are_allowed_by_name(listed: str, address: str, allowed: bool) -> None:
