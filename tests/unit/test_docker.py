@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -505,16 +506,38 @@ def _unsatisfied(dependencies: list[str], lock: str, environment: dict[str, str]
         (specifier,) = requirement.specifier
         pins[canonicalize_name(requirement.name)] = specifier.version
     missing = []
-    for text in dependencies:
+    wanted = list(dependencies)
+    for text in wanted:
         dependency = Requirement(text)
         if dependency.marker is not None and not dependency.marker.evaluate(environment):
             continue
+        # The image installs merlin with --no-deps: what an extra brings (uvicorn[standard]'s uvloop)
+        # comes from the lock alone, so it is checked as a dependency of its own.
+        wanted += _brought_by_extras(dependency, environment)
         pinned = pins.get(canonicalize_name(dependency.name))
         if pinned is None:
             missing.append(f"{dependency.name}: not in the lock")
         elif not dependency.specifier.contains(pinned, prereleases=True):
             missing.append(f"{dependency.name}: {pinned} is not {dependency.specifier}")
     return missing
+
+
+def _brought_by_extras(dependency: Requirement, environment: dict[str, str]) -> list[str]:
+    """The requirements ``dependency``'s extras add, as its installed metadata declares them."""
+    if not dependency.extras:
+        return []
+    brought = []
+    for text in importlib.metadata.requires(dependency.name) or []:
+        requirement = Requirement(text)
+        marker = requirement.marker
+        if marker is not None and any(
+            marker.evaluate({**environment, "extra": extra})
+            and not marker.evaluate({**environment, "extra": ""})
+            for extra in dependency.extras
+        ):
+            requirement.marker = None
+            brought.append(str(requirement))
+    return brought
 
 
 def test_the_lock_satisfies_pyprojects_dependencies() -> None:
@@ -528,6 +551,9 @@ def test_the_lock_check_sees_a_dependency_the_lock_does_not_satisfy() -> None:
     lock = LOCK.read_text()
     environment = _image_environment()
     assert _unsatisfied(["orjson>=3"], lock, environment) == []
+    # What an extra brings is required of the lock too.
+    without_uvloop = re.sub(r"^uvloop==.*?(?=^\S)", "", lock, flags=re.MULTILINE | re.DOTALL)
+    assert _unsatisfied(["uvicorn[standard]"], without_uvloop, environment) == ["uvloop: not in the lock"]
     assert _unsatisfied(["orjson>=999"], lock, environment) == [
         f"orjson: {_pin(lock, 'orjson')} is not >=999"
     ]
