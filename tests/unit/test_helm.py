@@ -350,18 +350,23 @@ def test_probes_ask_healthz_for_liveness_and_readyz_for_readiness(manifests: lis
     for part in PARTS:
         each = container(parts[part])
         ports = {port["name"]: port["containerPort"] for port in each["ports"]}
-        expected_port = "metrics-0" if part == "forwarder" else "http"
-        for probe, path in (
-            ("livenessProbe", "/healthz"),
-            ("startupProbe", "/healthz"),
-            ("readinessProbe", "/readyz"),
+        # An API's liveness asks its metrics listener: past MERLIN_HTTP_MAX_CONNECTIONS the http port answers
+        # 503 to every new connection, and kubelet would restart an overloaded, healthy pod. Readiness asks
+        # the http port: whether the pod can take traffic. The forwarder's first process has one listener.
+        alive_port, ready_port = ("metrics-0", "metrics-0") if part == "forwarder" else ("metrics", "http")
+        for probe, path, port in (
+            ("livenessProbe", "/healthz", alive_port),
+            ("startupProbe", "/healthz", alive_port),
+            ("readinessProbe", "/readyz", ready_port),
         ):
             check = each[probe]["httpGet"]
-            assert (check["path"], check["port"]) == (path, expected_port), (part, probe)
-        # The forwarder's first process answers on its listener, 9102.
-        assert ports[expected_port] == (
-            9102 if part == "forwarder" else APIS[part][0].model_fields["port"].default
-        )
+            assert (check["path"], check["port"]) == (path, port), (part, probe)
+        if part == "forwarder":
+            assert ports["metrics-0"] == 9102
+        else:
+            settings = APIS[part][0].model_fields
+            assert ports["http"] == settings["port"].default
+            assert ports["metrics"] == settings["metrics_port"].default
 
 
 # --- secrets -------------------------------------------------------------------------------------

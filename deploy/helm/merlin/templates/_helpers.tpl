@@ -250,9 +250,11 @@ seccompProfile:
 {{- end }}
 {{- end }}
 
-{{/* Liveness, readiness and start-up on a port of the container: (dict "root" $ "port" NAME). */}}
+{{/* Liveness and start-up on a port of the container, readiness on the same or another:
+(dict "root" $ "port" NAME "readinessPort" NAME). */}}
 {{- define "merlin.probes" -}}
 {{- $probes := .root.Values.probes -}}
+{{- $readinessPort := .readinessPort | default .port -}}
 startupProbe:
   httpGet: {path: {{ $probes.liveness.path }}, port: {{ .port }}}
   periodSeconds: {{ $probes.startup.periodSeconds }}
@@ -264,7 +266,7 @@ livenessProbe:
   timeoutSeconds: {{ $probes.liveness.timeoutSeconds }}
   failureThreshold: {{ $probes.liveness.failureThreshold }}
 readinessProbe:
-  httpGet: {path: {{ $probes.readiness.path }}, port: {{ .port }}}
+  httpGet: {path: {{ $probes.readiness.path }}, port: {{ $readinessPort }}}
   periodSeconds: {{ $probes.readiness.periodSeconds }}
   timeoutSeconds: {{ $probes.readiness.timeoutSeconds }}
   failureThreshold: {{ $probes.readiness.failureThreshold }}
