@@ -46,7 +46,11 @@ APIS = {
     "admin-api": (AdminApiSettings, "MERLIN_ADMIN_API_", "admin_api"),
 }
 PARTS = (*APIS, "forwarder")
-SECRET_VARIABLES = re.compile(r"(_TOKEN|_SECRET|_SECRET_KEYS|_PASSWORD)$|^MERLIN_READ_STORE_URL$")
+# Variables that hold a secret: never written in a manifest, read from the Secret. (A
+# MERLIN_KAFKA_CLIENT_CONFIG may be written: the values schema refuses its secret properties.)
+SECRET_VARIABLES = re.compile(
+    r"(_TOKEN|_SECRET|_PASSWORD|_KEY|_KEYS)$|^MERLIN_READ_STORE_URL$|^OTEL_EXPORTER_OTLP_([A-Z]+_)?HEADERS$"
+)
 
 
 def tool(variable: str) -> Path:
@@ -191,12 +195,65 @@ def test_kubeconform_refuses_what_the_api_would(
         # (helm names a random place for a refused property name; the name itself is right)
         ("env.MERLIN_ADMIN_TOKEN=an-admin-token-inline", "invalid propertyName 'MERLIN_ADMIN_TOKEN'"),
         ("forwarder.env.MERLIN_KAFKA_SASL_PASSWORD=x", "invalid propertyName 'MERLIN_KAFKA_SASL_PASSWORD'"),
+        ("writeApi.env.MERLIN_KAFKA_SASL_PASSWORD=x", "invalid propertyName 'MERLIN_KAFKA_SASL_PASSWORD'"),
+        (
+            "readApi.env.MERLIN_READ_STORE_URL=postgresql://m:pw@db/m",
+            "invalid propertyName 'MERLIN_READ_STORE_URL'",
+        ),
+        # Settings that may carry a secret, whatever their name says.
+        (
+            "env.OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer abc",
+            "invalid propertyName 'OTEL_EXPORTER_OTLP_HEADERS'",
+        ),
+        (
+            "env.OTEL_EXPORTER_OTLP_TRACES_HEADERS=x",
+            "invalid propertyName 'OTEL_EXPORTER_OTLP_TRACES_HEADERS'",
+        ),
+        ("adminApi.env.MERLIN_KAFKA_CLIENT_CONFIG={}", "invalid propertyName 'MERLIN_KAFKA_CLIENT_CONFIG'"),
+        ("env.MERLIN_ENDPOINTS_SECRET_KEYS=x", "invalid propertyName 'MERLIN_ENDPOINTS_SECRET_KEYS'"),
+        ("env.MERLIN_SIGNING_KEYS=x", "invalid propertyName 'MERLIN_SIGNING_KEYS'"),
+        ("env.MERLIN_SIGNING_KEY=x", "invalid propertyName 'MERLIN_SIGNING_KEY'"),
+        # librdkafka's passwords, secrets and keys: MERLIN_KAFKA_CLIENT_CONFIG is written inline.
+        (r"kafka.clientConfig.ssl\.key\.password=hunter2", "invalid propertyName 'ssl.key.password'"),
+        (r"kafka.clientConfig.ssl\.key\.pem=x", "invalid propertyName 'ssl.key.pem'"),
+        (r"kafka.clientConfig.ssl\.keystore\.location=x", "invalid propertyName 'ssl.keystore.location'"),
+        (r"kafka.clientConfig.ssl\.keystore\.password=x", "invalid propertyName 'ssl.keystore.password'"),
+        (r"kafka.clientConfig.sasl\.password=x", "invalid propertyName 'sasl.password'"),
+        (
+            r"kafka.clientConfig.sasl\.oauthbearer\.client\.secret=x",
+            "invalid propertyName 'sasl.oauthbearer.client.secret'",
+        ),
+        (r"kafka.clientConfig.sasl\.jaas\.config=x", "invalid propertyName 'sasl.jaas.config'"),
     ],
 )
 def test_the_values_schema_refuses_a_misspelt_or_secret_value(option: str, refusal: str) -> None:
     result = helm("template", "merlin", str(CHART), "--set", option)
     assert result.returncode != 0, option
     assert refusal in result.stderr
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "env.MERLIN_LOG_LEVEL=DEBUG",
+        "env.OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4317",
+        r"kafka.clientConfig.ssl\.key\.location=/etc/tls/client.key",
+        r"kafka.clientConfig.ssl\.certificate\.pem=x",
+        r"kafka.clientConfig.socket\.keepalive\.enable=true",
+    ],
+)
+def test_the_values_schema_takes_plain_settings(option: str) -> None:
+    result = helm("template", "merlin", str(CHART), "--set-string", option)
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_env_value_refuses_the_same_names() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    guards = [schema["properties"]["env"]["propertyNames"]] + [
+        schema["properties"][part]["properties"]["env"]["propertyNames"]
+        for part in ("writeApi", "readApi", "adminApi", "forwarder")
+    ]
+    assert all(guard == guards[0] for guard in guards)
 
 
 # --- what every pod is ------------------------------------------------------------------------------
@@ -293,18 +350,23 @@ def test_probes_ask_healthz_for_liveness_and_readyz_for_readiness(manifests: lis
     for part in PARTS:
         each = container(parts[part])
         ports = {port["name"]: port["containerPort"] for port in each["ports"]}
-        expected_port = "metrics-0" if part == "forwarder" else "http"
-        for probe, path in (
-            ("livenessProbe", "/healthz"),
-            ("startupProbe", "/healthz"),
-            ("readinessProbe", "/readyz"),
+        # An API's liveness asks its metrics listener: past MERLIN_HTTP_MAX_CONNECTIONS the http port answers
+        # 503 to every new connection, and kubelet would restart an overloaded, healthy pod. Readiness asks
+        # the http port: whether the pod can take traffic. The forwarder's first process has one listener.
+        alive_port, ready_port = ("metrics-0", "metrics-0") if part == "forwarder" else ("metrics", "http")
+        for probe, path, port in (
+            ("livenessProbe", "/healthz", alive_port),
+            ("startupProbe", "/healthz", alive_port),
+            ("readinessProbe", "/readyz", ready_port),
         ):
             check = each[probe]["httpGet"]
-            assert (check["path"], check["port"]) == (path, expected_port), (part, probe)
-        # The forwarder's first process answers on its listener, 9102.
-        assert ports[expected_port] == (
-            9102 if part == "forwarder" else APIS[part][0].model_fields["port"].default
-        )
+            assert (check["path"], check["port"]) == (path, port), (part, probe)
+        if part == "forwarder":
+            assert ports["metrics-0"] == 9102
+        else:
+            settings = APIS[part][0].model_fields
+            assert ports["http"] == settings["port"].default
+            assert ports["metrics"] == settings["metrics_port"].default
 
 
 # --- secrets -------------------------------------------------------------------------------------
@@ -321,6 +383,47 @@ def test_no_secret_value_is_written_in_the_chart(manifests: list[Manifest]) -> N
                 secrets_seen.add(name)
     assert {"MERLIN_ADMIN_TOKEN", "MERLIN_ENDPOINTS_SECRET_KEYS", "MERLIN_READ_STORE_URL"} <= secrets_seen
     assert "MERLIN_KAFKA_SASL_PASSWORD" in secrets_seen
+
+
+def test_extra_secret_env_is_read_from_the_secret_in_every_pod(everything: list[Manifest]) -> None:
+    parts = workloads(everything)
+    assert set(PARTS) <= set(parts)
+    for part, workload in parts.items():
+        headers = env(workload)["OTEL_EXPORTER_OTLP_HEADERS"]
+        assert headers == {
+            "name": "OTEL_EXPORTER_OTLP_HEADERS",
+            "valueFrom": {"secretKeyRef": {"name": "merlin", "key": "otlp-headers"}},
+        }, part
+
+
+def test_a_kafka_client_config_from_the_secret_replaces_the_inline_one() -> None:
+    secret = [
+        "--set",
+        "extraSecretEnv[0].name=MERLIN_KAFKA_CLIENT_CONFIG,extraSecretEnv[0].key=kafka-client-config",
+    ]
+    tls = ["--set", "kafka.tls.caSecret=merlin-cluster-ca-cert"]
+    result = helm("template", "merlin", str(CHART), *secret, *tls)
+    assert result.returncode == 0, result.stderr
+    for part, workload in workloads(documents(result.stdout)).items():
+        variables = [v for v in container(workload)["env"] if v["name"] == "MERLIN_KAFKA_CLIENT_CONFIG"]
+        assert variables == [
+            {
+                "name": "MERLIN_KAFKA_CLIENT_CONFIG",
+                "valueFrom": {"secretKeyRef": {"name": "merlin", "key": "kafka-client-config"}},
+            }
+        ], part
+    # Properties of kafka.clientConfig would be lost: the chart says so rather than drop them.
+    inline = ["--set", "kafka.clientConfig.acks=all"]
+    result = helm("template", "merlin", str(CHART), *secret, *inline)
+    assert result.returncode != 0
+    assert "leave kafka.clientConfig empty" in result.stderr
+    twice = [
+        "--set",
+        "env.MERLIN_LOG_LEVEL=DEBUG,extraSecretEnv[0].name=MERLIN_LOG_LEVEL,extraSecretEnv[0].key=k",
+    ]
+    result = helm("template", "merlin", str(CHART), *twice)
+    assert result.returncode != 0
+    assert "MERLIN_LOG_LEVEL is both in env and in extraSecretEnv" in result.stderr
 
 
 def test_each_service_reads_what_it_needs_and_no_more(default: list[Manifest]) -> None:

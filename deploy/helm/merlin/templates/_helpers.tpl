@@ -78,7 +78,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- if $kafka.tls.caSecret }}
 {{- $_ := set $client "ssl.ca.location" (printf "/etc/merlin/kafka-ca/%s" $kafka.tls.caKey) }}
 {{- end }}
-{{- if $client }}
+{{- $fromSecret := include "merlin.secretEnvNames" .root | fromJsonArray }}
+{{- if has "MERLIN_KAFKA_CLIENT_CONFIG" $fromSecret }}
+{{- if $kafka.clientConfig }}
+{{- fail "extraSecretEnv reads MERLIN_KAFKA_CLIENT_CONFIG from the Secret: put kafka.clientConfig's properties in that JSON and leave kafka.clientConfig empty" }}
+{{- end }}
+{{- else if $client }}
 - name: MERLIN_KAFKA_CLIENT_CONFIG
   value: {{ toJson $client | quote }}
 {{- end }}
@@ -126,9 +131,18 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.forwarder.groupId | quote }}
 {{- end }}
 
-{{/* The operator's own settings, the part's over the chart-wide ones: (dict "root" $ "env" PART_ENV). */}}
+{{/* The names extraSecretEnv reads from the Secret, as a JSON list. */}}
+{{- define "merlin.secretEnvNames" -}}
+{{- $names := list }}
+{{- range .Values.extraSecretEnv }}{{- $names = append $names .name }}{{- end }}
+{{- toJson $names }}
+{{- end }}
+
+{{/* The operator's own settings, the part's over the chart-wide ones, then those read from the
+Secret (extraSecretEnv): (dict "root" $ "env" PART_ENV). */}}
 {{- define "merlin.extraEnv" -}}
-{{- range $name, $value := merge (deepCopy (.env | default dict)) (deepCopy .root.Values.env) }}
+{{- $env := merge (deepCopy (.env | default dict)) (deepCopy .root.Values.env) }}
+{{- range $name, $value := $env }}
 {{- $text := toString $value }}
 {{- /* Helm reads numbers as floats, which print 604800000 as 6.048e+08: whole ones print whole. */}}
 {{- if and (kindIs "float64" $value) (eq $value (floor $value)) }}
@@ -136,6 +150,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 - name: {{ $name }}
   value: {{ $text | quote }}
+{{- end }}
+{{- range .root.Values.extraSecretEnv }}
+{{- if hasKey $env .name }}
+{{- fail (printf "%s is both in env and in extraSecretEnv" .name) }}
+{{- end }}
+{{ include "merlin.secretEnv" (dict "root" $.root "name" .name "key" .key) }}
 {{- end }}
 {{- end }}
 
@@ -230,9 +250,11 @@ seccompProfile:
 {{- end }}
 {{- end }}
 
-{{/* Liveness, readiness and start-up on a port of the container: (dict "root" $ "port" NAME). */}}
+{{/* Liveness and start-up on a port of the container, readiness on the same or another:
+(dict "root" $ "port" NAME "readinessPort" NAME). */}}
 {{- define "merlin.probes" -}}
 {{- $probes := .root.Values.probes -}}
+{{- $readinessPort := .readinessPort | default .port -}}
 startupProbe:
   httpGet: {path: {{ $probes.liveness.path }}, port: {{ .port }}}
   periodSeconds: {{ $probes.startup.periodSeconds }}
@@ -244,7 +266,7 @@ livenessProbe:
   timeoutSeconds: {{ $probes.liveness.timeoutSeconds }}
   failureThreshold: {{ $probes.liveness.failureThreshold }}
 readinessProbe:
-  httpGet: {path: {{ $probes.readiness.path }}, port: {{ .port }}}
+  httpGet: {path: {{ $probes.readiness.path }}, port: {{ $readinessPort }}}
   periodSeconds: {{ $probes.readiness.periodSeconds }}
   timeoutSeconds: {{ $probes.readiness.timeoutSeconds }}
   failureThreshold: {{ $probes.readiness.failureThreshold }}
