@@ -211,8 +211,8 @@ def test_kubeconform_refuses_what_the_api_would(
         ),
         ("adminApi.env.MERLIN_KAFKA_CLIENT_CONFIG={}", "invalid propertyName 'MERLIN_KAFKA_CLIENT_CONFIG'"),
         ("env.MERLIN_ENDPOINTS_SECRET_KEYS=x", "invalid propertyName 'MERLIN_ENDPOINTS_SECRET_KEYS'"),
-        ("env.MERLIN_SIGNING_KEYS=x", "invalid propertyName 'MERLIN_SIGNING_KEYS'"),
-        ("env.MERLIN_SIGNING_KEY=x", "invalid propertyName 'MERLIN_SIGNING_KEY'"),
+        ("env.WEBHOOK_SIGNING_KEYS=x", "invalid propertyName 'WEBHOOK_SIGNING_KEYS'"),
+        ("env.WEBHOOK_SIGNING_KEY=x", "invalid propertyName 'WEBHOOK_SIGNING_KEY'"),
         # librdkafka's passwords, secrets and keys: MERLIN_KAFKA_CLIENT_CONFIG is written inline.
         (r"kafka.clientConfig.ssl\.key\.password=hunter2", "invalid propertyName 'ssl.key.password'"),
         (r"kafka.clientConfig.ssl\.key\.pem=x", "invalid propertyName 'ssl.key.pem'"),
