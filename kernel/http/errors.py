@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from domain.errors import InvalidCommand
 from kernel import tracing
-from kernel.http.responses import problem
+from kernel.http.responses import REQUEST_ID_HEADER, problem
 from kernel.producer import BrokerUnavailable, OutcomeUnknown, RecordTooLarge
 
 log = structlog.get_logger()
@@ -102,7 +102,15 @@ async def _too_large(_request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled_error", path=request.url.path, exc_info=exc)
-    return problem(500, "internal", "Something went wrong on our side.")
+    # Set only when the error escaped the request log (Starlette's outermost handler answers past it):
+    # the id it gave the request goes on here, so a caller can quote it. Inside, the log adds it.
+    rid = getattr(request.state, "request_id", None)
+    return problem(
+        500,
+        "internal",
+        "Something went wrong on our side.",
+        headers={REQUEST_ID_HEADER: rid} if isinstance(rid, str) else None,
+    )
 
 
 def _mark_outage(dependency: str, exc: Exception) -> None:

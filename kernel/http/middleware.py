@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kernel.http.errors import BodyTooLarge
-from kernel.http.responses import problem
+from kernel.http.responses import REQUEST_ID_HEADER, problem
 from kernel.logs import access_logger
 
 
@@ -94,7 +94,7 @@ class HttpMetrics:
 
 # A client's X-Request-Id is kept if it is a plain token: letters, digits and ``-._:``, at most 128.
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-REQUEST_ID_HEADER = b"x-request-id"
+_REQUEST_ID_HEADER = REQUEST_ID_HEADER.encode("ascii")
 
 
 def request_id(given: bytes | None) -> str:
@@ -125,7 +125,7 @@ class RequestLog:
             return
         given = None
         for name, value in scope["headers"]:
-            if name == REQUEST_ID_HEADER:
+            if name == _REQUEST_ID_HEADER:
                 given = value
                 break
         rid = request_id(given)
@@ -137,12 +137,17 @@ class RequestLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), (REQUEST_ID_HEADER, echoed)]}
+                message = {**message, "headers": [*message.get("headers", ()), (_REQUEST_ID_HEADER, echoed)]}
             await send(message)
 
         bound = structlog.contextvars.bind_contextvars(request_id=rid)
         try:
             await self.app(scope, receive, answer)
+        except BaseException:
+            # Starlette's outermost handler answers an unexpected error past this middleware: the id
+            # goes on that 500 from here (kernel.http.errors).
+            scope.setdefault("state", {})["request_id"] = rid
+            raise
         finally:
             if self.access:
                 self._log(scope, status, started, rid)

@@ -8,6 +8,8 @@ import orjson
 from starlette.responses import JSONResponse, Response
 
 PROBLEM_TYPE_BASE = "https://merlin.dev/problems/"
+# Every answer carries its request's id (kernel.http.middleware.RequestLog), an unexpected 500 too.
+REQUEST_ID_HEADER = "x-request-id"
 
 
 class OrjsonResponse(JSONResponse):

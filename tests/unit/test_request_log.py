@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from structlog.testing import capture_logs
 
 from kernel.auth import ANYONE, Caller
+from kernel.http.errors import add_outage_handler, install_error_handlers
 from kernel.http.middleware import RequestLog, request_id
 from kernel.settings import LoggingSettings
 
@@ -120,3 +121,37 @@ def test_log_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MERLIN_LOG_LEVEL", "LOUD")
     with pytest.raises(ValidationError):
         LoggingSettings()
+
+
+async def test_an_unexpected_error_is_answered_with_the_requests_id_once() -> None:
+    app, _ = _app()
+    install_error_handlers(app, retry_after_seconds=1)
+
+    @app.get("/v1/broken")
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    # Starlette's outermost handler answers past the middleware; the transport must not re-raise.
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://api"
+    ) as client:
+        with capture_logs() as logs:
+            answer = await client.get("/v1/broken", headers={"X-Request-Id": "client-500"})
+    assert answer.status_code == 500
+    assert answer.headers.get_list("x-request-id") == ["client-500"]
+    (line,) = [entry for entry in logs if entry["event"] == "request"]
+    assert (line["status"], line["request_id"]) == (500, "client-500")
+
+
+async def test_an_error_answered_inside_the_middleware_carries_the_id_once() -> None:
+    app, _ = _app()
+    # An outage handler answers a non-outage error as the unexpected one, inside the middleware.
+    add_outage_handler(app, (KeyError,), lambda _exc: False, "store")
+
+    @app.get("/v1/lookup")
+    async def lookup() -> None:
+        raise KeyError("x")
+
+    answer = await _get(app, "/v1/lookup", **{"X-Request-Id": "client-501"})
+    assert answer.status_code == 500
+    assert answer.headers.get_list("x-request-id") == ["client-501"]
