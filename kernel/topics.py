@@ -109,7 +109,27 @@ async def ensure_topics(settings: KafkaSettings, plans: list[TopicPlan] | None =
         raise TopicsMismatch("nothing changed:" + "".join(f"\n  - {problem}" for problem in problems))
     report.altered = await _align_configs(admin, [plan for plan in wanted if plan.name in present])
     report.created = await _create(admin, [plan for plan in wanted if plan.name not in present])
+    await _visible(admin, {plan.name: plan.partitions for plan in wanted if plan.name in report.created})
     return report
+
+
+async def _visible(admin: AdminClient, partitions: dict[str, int], within: float = _ADMIN_TIMEOUT) -> None:
+    """Return once the broker that answers knows every topic just created, with all its partitions.
+
+    The controller answers a creation once it has committed it; a broker applies it to the metadata
+    it serves a moment later, and until then a client of a topic `topics create` said it made is
+    told the topic is unknown. Bounded: past ``within`` s the topics are left to appear on their own.
+    """
+    deadline = asyncio.get_running_loop().time() + within
+    while partitions and asyncio.get_running_loop().time() < deadline:
+        metadata = await asyncio.to_thread(admin.list_topics, timeout=_ADMIN_TIMEOUT)
+        known = metadata.topics
+        if all(
+            name in known and known[name].error is None and len(known[name].partitions) == count
+            for name, count in partitions.items()
+        ):
+            return
+        await asyncio.sleep(0.05)
 
 
 def _shape_problems(plan: TopicPlan, found: Any) -> list[str]:
