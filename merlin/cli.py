@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _setting_errors(exc: ValidationError) -> list[str]:
     """One line per bad setting, named as its environment variable."""
+    from merlin.settings_registry import is_secret_name
+
     found = [cls for cls in _all_settings(BaseSettings) if cls.__name__ == exc.title]
     prefix = str(found[0].model_config.get("env_prefix", "")) if found else ""
     lines = []
@@ -240,9 +242,7 @@ def _setting_errors(exc: ValidationError) -> list[str]:
         # Never echo a secret back, nor the whole settings of a model-level error.
         # Nor a whole JSON list or object given where another belongs: it may hold what the other would.
         hidden = (
-            not field
-            or (len(error["loc"]) == 1 and isinstance(given, (dict, list)))
-            or any(word in name.upper() for word in ("SECRET", "TOKEN", "PASSWORD", "KEY"))
+            not field or (len(error["loc"]) == 1 and isinstance(given, (dict, list))) or is_secret_name(name)
         )
         lines.append(
             f"{name if field else exc.title}: {error['msg']}" + ("" if hidden else f" (got {given!r})")

@@ -175,11 +175,16 @@ def test_a_bad_list_read_by_a_command_is_one_line(
     ]
 
 
-def _merlin(*arguments: str, **settings: str) -> subprocess.CompletedProcess[str]:
+def _environment(**settings: str) -> dict[str, str]:
+    """This process's environment without its MERLIN_* variables, with ``settings`` and merlin importable."""
     env = {name: value for name, value in os.environ.items() if not name.upper().startswith("MERLIN_")}
+    return {**env, "PYTHONPATH": str(PROJECT_ROOT), **settings}
+
+
+def _merlin(*arguments: str, **settings: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "merlin.cli", *arguments],
-        env={**env, "PYTHONPATH": str(PROJECT_ROOT), **settings},
+        env=_environment(**settings),
         capture_output=True,
         text=True,
         timeout=60,
@@ -345,7 +350,6 @@ def test_config_refuses_what_the_services_would(
 
 
 def test_the_settings_piped_into_a_reader_that_stopped_end_quietly() -> None:
-    env = {name: value for name, value in os.environ.items() if not name.upper().startswith("MERLIN_")}
     # `merlin config all | head -1` once head has gone: a pipe whose reading end is closed before
     # merlin writes a line.
     reading, writing = os.pipe()
@@ -353,7 +357,7 @@ def test_the_settings_piped_into_a_reader_that_stopped_end_quietly() -> None:
     try:
         done = subprocess.run(
             [sys.executable, "-m", "merlin.cli", "config", "all"],
-            env={**env, "PYTHONPATH": str(PROJECT_ROOT)},
+            env=_environment(),
             stdout=writing, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
         )  # fmt: skip
     finally:
