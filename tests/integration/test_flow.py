@@ -335,6 +335,12 @@ async def test_a_worker_restarted_under_its_instance_id_after_a_crash_resumes_on
     # Consumer group protocol: the broker refuses an id whose member's session lasts (librdkafka's
     # fatal UNRELEASED_INSTANCE_ID); the flow restarts with a new consumer until it is let in. The
     # new worker asks while the old one still lives, so the refusal cannot depend on how fast a
-    # process starts; the old one then crashes, and its 8 s session ends inside the 15 s read wait.
-    static = {"MERLIN_FORWARDER_INSTANCE_ID": "worker-1", "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "8000"}
+    # process starts; the old one then crashes, and its 6 s session ends inside the 15 s read wait.
+    # Refused while it waits, the new worker's restart delay grows; capped at 1 s, its next attempt
+    # after the session ends comes at once, where the 30 s default could fall past the read wait.
+    static = {
+        "MERLIN_FORWARDER_INSTANCE_ID": "worker-1",
+        "MERLIN_FORWARDER_SESSION_TIMEOUT_MS": "6000",
+        "MERLIN_FORWARDER_RESTART_MAX_BACKOFF": "1",
+    }
     await _killed_and_restarted(sqlite_services, static, asks_first=True)
