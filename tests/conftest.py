@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 import uvloop
+from hypothesis import HealthCheck, settings
 
 from kernel.settings import KafkaSettings
 from kernel.topics import delete_topics, ensure_topics
@@ -24,6 +25,12 @@ from merlin.local.service_processes import FORKED
 # Services start as children of a fork server that imported merlin once: the suite starts hundreds,
 # and each fresh interpreter would spend 1 to 1.6 s of CPU on its imports. FORKED=0 starts them fresh.
 os.environ.setdefault(FORKED, "1")
+
+# Properties are checked by what they find, not by how fast: on two shared cores beside brokers and
+# other workers one example can take longer than Hypothesis's 200 ms deadline, which would fail a
+# test whose property holds. Each test's own examples budget still bounds its time.
+settings.register_profile("shared-cores", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("shared-cores")
 
 
 def pytest_asyncio_loop_factories(
