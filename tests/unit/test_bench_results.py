@@ -66,4 +66,3 @@ def test_docs_pages_reach_the_results_from_where_they_are() -> None:
             if not resolved.startswith("bench-results/"):
                 wrong.append(f"{page.relative_to(ROOT)}: {target}")
     assert not wrong, f"links that miss the docs root's bench-results/: {wrong}"
-
