@@ -15,8 +15,8 @@ DOCS = ROOT / "docs"
 
 CITED = re.compile(r"(?:bench-results|bench/results)/([\w.-]+\.(?:json|png|md))")
 LINK = re.compile(r"\]\(([^)\s]*bench-results/[^)\s]*)\)")
-# Not results: what bench/.gitignore-d runs leave (quick smoke runs, half-written files).
-IGNORED = ("quick-*", "*.tmp")
+# Not results: what git ignores here (quick smoke runs, half-written files), and the folder's keeper.
+IGNORED = ("quick-*", "*.tmp", ".*")
 
 
 def _pages() -> list[Path]:
