@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 COMPOSE := .cache/compose/bin/docker-compose
 PROMTOOL := $(or $(shell command -v promtool),/usr/bin/promtool)
 
-.PHONY: setup infra run check test lint unit faults bench bench-peers docs-settings clean stop lock chart-tools
+.PHONY: setup infra run check test lint unit faults bench bench-peers docs docs-build docs-reference docs-settings clean stop lock chart-tools
 
 setup: $(STAMP)
 
@@ -130,8 +130,8 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# The unit tests on every core: no broker, no database.
-unit: setup $(COMPOSE) $(PROMTOOL) $(CHART_TOOLS)
+# The unit tests on every core: no broker, no database. And the documentation's strict build (seconds).
+unit: setup docs-build $(COMPOSE) $(PROMTOOL) $(CHART_TOOLS)
 	$(BIN)/pytest -m "not integration" -n auto
 
 # The inner loop: lint, types, import contracts and the unit tests (under two minutes).
@@ -142,7 +142,7 @@ check: lint unit
 # broker (started once for its tests, on fixed ports) is in one worker. The fault scenarios'
 # three-node cluster then starts on a quiet machine, alone: beside the rest it times out.
 # pytest exits 5 when it collects nothing, which fails this target as it should.
-test: infra lint $(COMPOSE) $(PROMTOOL) $(CHART_TOOLS)
+test: infra lint docs-build $(COMPOSE) $(PROMTOOL) $(CHART_TOOLS)
 	$(BIN)/pytest -n 3 --dist loadfile -m "not faults"
 	$(BIN)/pytest -m faults
 
@@ -161,6 +161,23 @@ bench-peers: infra
 # docs/settings.md, from the settings classes' descriptions (a unit test fails while it is stale).
 docs-settings: setup
 	$(BIN)/python -m merlin.settings_reference
+
+# Every page written from the code: the HTTP API and webhooks (OpenAPI), metrics, the merlin command,
+# the decision records' index and docs/settings.md (a unit test fails while one is stale).
+docs-reference: setup
+	$(BIN)/python -m merlin.docs_reference
+
+# The documentation site (mkdocs.yml; decision 0024). Material for MkDocs prints a banner about
+# MkDocs' future on every run, unless told not to.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+
+# Served on http://127.0.0.1:8000, rebuilt on every change; Ctrl-C stops.
+docs: setup
+	$(MKDOCS) serve
+
+# Built strict into site/ (ignored): a broken link or anchor, or a page not in the nav, fails.
+docs-build: setup
+	$(MKDOCS) build --strict --quiet
 
 stop:
 	-$(BIN)/merlin kafka stop

@@ -12,6 +12,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from forwarder.subscription import Heard
+from kernel.control import counted_skips
 from kernel.kafka_stats import KafkaStats
 from kernel.metrics import service_registry
 
@@ -173,6 +174,9 @@ class ForwarderMetrics:
         self.last_poll_at = 0.0  # the same, on the monotonic clock, for readiness
         self.kafka = KafkaStats(self.registry)  # librdkafka's statistics of the worker's clients
         self.undelivered = OldestUndelivered(self.registry)
+        # Made with the rest, not when the worker runs: a registry just built holds every metric the
+        # worker exports (docs/reference/metrics.md is written from it).
+        self.settings_skipped = counted_skips(self.registry)
 
     def heard(self, heard: Heard) -> None:
         """What the settings subscription's check found."""

@@ -34,7 +34,7 @@ from forwarder.settings import ForwarderSettings
 from forwarder.subscription import SubscriptionCheck
 from forwarder.supervisor import BackoffSupervisor, Hooks, SupervisorGaveUp
 from kernel import tracing
-from kernel.control import ControlLog, ControlWriter, counted_skips
+from kernel.control import ControlLog, ControlWriter
 from kernel.errors import InfrastructureError
 from kernel.producer import AsyncProducer
 from kernel.settings import ClientConfig, KafkaSettings
@@ -158,7 +158,7 @@ class Forwarder:
         stats = self.metrics.kafka.config("producer", self.kafka.statistics_interval_ms)
         producer = AsyncProducer(self.kafka.client({"acks": "all", "enable.idempotence": True, **stats}))
         control = ControlLog(
-            self.kafka, shapes={ENDPOINT: check_record}, skipped=counted_skips(self.metrics.registry),
+            self.kafka, shapes={ENDPOINT: check_record}, skipped=self.metrics.settings_skipped,
             client=self.metrics.kafka.config("consumer:settings", self.kafka.statistics_interval_ms),
         )  # fmt: skip
         health = Health(self.metrics, settings.poll_timeout, store.ping, lambda: producer.ready(topic))
