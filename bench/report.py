@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Memory, Row
+from bench.harness import PEERS, Memory, Row
 from merlin.local.settings import LocalSettings
 
 RECORDED = Path(__file__).resolve().parent / "results"
@@ -29,8 +29,10 @@ def _number(value: float | None, digits: int | None = None) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    """A plain-text table of ``rows``."""
-    header = ("scenario", "measure", "merlin", "unit", "limit", "ratio", "p50 ms", "p99 ms", "limit is")
+    """A plain-text table of ``rows``; in the peers comparison, the figure beside merlin's is its peer's."""
+    beside = "peer" if rows and all(r.scenario == PEERS for r in rows) else "limit"
+    header = ("scenario", "measure", "merlin", "unit", beside, "ratio", "p50 ms", "p99 ms",
+              f"{beside} is")  # fmt: skip
     lines = [
         (r.scenario, r.measure, _number(r.merlin), r.unit, _number(r.limit),
          "" if r.ratio is None else f"{r.ratio:.0%}", _number(r.p50_ms, 2), _number(r.p99_ms, 2),

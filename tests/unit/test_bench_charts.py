@@ -20,7 +20,7 @@ from matplotlib.text import Text
 from bench.__main__ import main
 from bench.charts import LATENCY_NOT_MEASURED, figure, peer_name
 from bench.harness import PEERS, Memory, Row
-from bench.report import RECORDED, destination, load, save
+from bench.report import RECORDED, destination, load, save, table
 from tests import PROJECT_ROOT
 
 JDBC = "Connect 4.3.1 + Debezium JDBC sink 3.6.0"
@@ -91,6 +91,13 @@ def test_the_peers_are_named_in_the_legend_and_nothing_calls_them_a_limit() -> N
     labels = legend_labels(chart)
     assert {"merlin", "Debezium JDBC sink 3.6.0", "Camel HTTP sink 0.11.0"} <= set(labels)
     assert [text for text in texts(chart) if "limit" in text.lower()] == []
+
+
+def test_the_peers_table_calls_the_figure_beside_merlins_the_peer() -> None:
+    [header, _rule, *_] = table(peers_rows()).splitlines()
+    assert header.split()[4:6] == ["peer", "ratio"]
+    assert "limit" not in header
+    assert "limit" in table(rates_only()).splitlines()[0]
 
 
 def test_a_peer_is_named_by_its_sink() -> None:
