@@ -150,13 +150,19 @@ test: infra lint docs-build $(COMPOSE) $(PROMTOOL) $(CHART_TOOLS)
 faults: infra
 	$(BIN)/pytest -m faults -s -p no:randomly
 
-# Benchmarks beside the machine's limits: a table, JSON and a PNG in bench/results/ (minutes).
-bench: infra
-	$(BIN)/python -m bench
+# Benchmarks beside the machine's limits (minutes): a table, and JSON and a PNG chart in var/bench/,
+# which git ignores. RECORD=1 (python -m bench --record) writes them into bench/results/, to be
+# committed. `python -m bench --render <results.json>` draws a saved run's chart again, beside it.
+RECORD ?=
+BENCH_RECORD := $(if $(filter 1,$(RECORD)),--record)
 
-# merlin beside Kafka Connect's Debezium JDBC and Camel HTTP sinks, N = 1 and 2 (jars from Maven Central, once).
+bench: infra
+	$(BIN)/python -m bench $(BENCH_RECORD)
+
+# merlin beside Kafka Connect's Debezium JDBC and Camel HTTP sinks, N = 1 and 2 (jars from Maven Central,
+# once); its results go where `make bench`'s do (var/bench/, or bench/results/ with RECORD=1).
 bench-peers: infra
-	$(BIN)/python -m bench --peers
+	$(BIN)/python -m bench --peers $(BENCH_RECORD)
 
 # docs/settings.md, from the settings classes' descriptions (a unit test fails while it is stale).
 docs-settings: setup

@@ -1,14 +1,18 @@
-"""``python -m bench`` (``make bench``): run the scenarios, print one table, save JSON and a chart."""
+"""``python -m bench`` (``make bench``): run the scenarios, print one table, save JSON and a chart.
+
+The files go into var/bench/ (git ignores var/); with --record, into bench/results/ to be committed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
 from bench.harness import Row, bench
 from bench.peers import peers
-from bench.report import save, table
+from bench.report import destination, render, save, table
 from bench.scenarios import LONG, SCENARIOS
 from kernel import tracing
 
@@ -65,7 +69,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only merlin beside Kafka Connect's Debezium JDBC and Camel HTTP sinks (N = 1, 2)",
     )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="write the JSON and chart into bench/results/, to be committed (default: var/bench/, ignored)",
+    )
+    parser.add_argument(
+        "--render",
+        nargs="+",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="run nothing: draw the chart of each saved run again, beside its JSON (same name, .png)",
+    )
     arguments = parser.parse_args(argv)
+    if arguments.render:
+        for data in arguments.render:
+            print(f"chart:   {render(data)}")
+        return 0
     # The projection scenario runs a forwarder in this process: with OTEL_* set, it traces as the
     # service does (the services started as processes set up their own).
     tracing.setup_tracing("forwarder")
@@ -77,8 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             run(arguments.only, runs, arguments.quick, arguments.soak_minutes, arguments.soak_warm_up)
         )
     print(table(rows))
-    data, picture = save(rows, runs, arguments.quick)
+    data, picture = save(rows, runs, arguments.quick, destination(arguments.record))
     print(f"\nresults: {data}" + (f"\nchart:   {picture}" if picture else ""))
+    if not arguments.record:
+        print("(not recorded: --record writes them into bench/results/)")
     tracing.shutdown()
     return 0
 

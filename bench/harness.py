@@ -43,6 +43,10 @@ class Memory:
     samples: list[tuple[float, float, float]] = field(default_factory=list)
 
 
+# The scenario of the comparison's rows (bench.peers): their limit is the peer's figure, charted as a peer.
+PEERS = "peers"
+
+
 @dataclass
 class Row:
     """One line of the results: merlin's figure and the limit measured beside it in the same run."""

@@ -1,4 +1,10 @@
-"""The benchmark's outputs: one table on stdout, JSON and a PNG chart in bench/results/."""
+"""The benchmark's outputs: one table on stdout, JSON and a PNG chart.
+
+A run writes its files into ``var/bench/`` (under the local state folder, which git ignores): most
+runs are tries, and a committed result is one the README cites. ``--record`` writes them into
+``bench/results/`` instead, to be committed. ``--render`` draws a saved run's chart again from its
+JSON, in place, without running anything.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Memory, Row
+from bench.harness import PEERS, Memory, Row
+from merlin.local.settings import LocalSettings
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RECORDED = Path(__file__).resolve().parent / "results"
 
 
 def _number(value: float | None, digits: int | None = None) -> str:
@@ -22,8 +29,10 @@ def _number(value: float | None, digits: int | None = None) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    """A plain-text table of ``rows``."""
-    header = ("scenario", "measure", "merlin", "unit", "limit", "ratio", "p50 ms", "p99 ms", "limit is")
+    """A plain-text table of ``rows``; in the peers comparison, the figure beside merlin's is its peer's."""
+    beside = "peer" if rows and all(r.scenario == PEERS for r in rows) else "limit"
+    header = ("scenario", "measure", "merlin", "unit", beside, "ratio", "p50 ms", "p99 ms",
+              f"{beside} is")  # fmt: skip
     lines = [
         (r.scenario, r.measure, _number(r.merlin), r.unit, _number(r.limit),
          "" if r.ratio is None else f"{r.ratio:.0%}", _number(r.p50_ms, 2), _number(r.p99_ms, 2),
@@ -55,7 +64,12 @@ def memory_table(memories: list[Memory]) -> str:
     return "\n".join(out)
 
 
-def save(rows: list[Row], runs: int, quick: bool, directory: Path = RESULTS) -> tuple[Path, Path | None]:
+def destination(record: bool) -> Path:
+    """Where a run's files go: ``bench/results/`` when recorded, else ``bench/`` in the local state folder."""
+    return RECORDED if record else LocalSettings().var_dir / "bench"
+
+
+def save(rows: list[Row], runs: int, quick: bool, directory: Path) -> tuple[Path, Path | None]:
     """Write the JSON (and the chart, when matplotlib is there); their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -73,56 +87,50 @@ def save(rows: list[Row], runs: int, quick: bool, directory: Path = RESULTS) -> 
     }
     data = directory / f"{name}.json"
     data.write_text(json.dumps(document, indent=2) + "\n")
-    return data, chart(rows, directory / f"{name}.png")
+    return data, chart(rows, directory / f"{name}.png", caption(document))
 
 
-def chart(rows: list[Row], path: Path) -> Path | None:
-    """Throughput beside its limit, and latency percentiles, as a PNG."""
+def load(path: Path) -> tuple[list[Row], dict[str, Any]]:
+    """The rows of a saved run, and its whole document; files from before a field existed load too."""
+    document: dict[str, Any] = json.loads(path.read_text())
+    return [_row(item) for item in document["rows"]], document
+
+
+def _row(item: dict[str, Any]) -> Row:
+    fields = {key: value for key, value in item.items() if key not in ("ratio", "memory")}
+    memory = item.get("memory")
+    if memory is not None:
+        samples = [(minute, events, mb) for minute, events, mb in memory.get("samples", [])]
+        fields["memory"] = Memory(**{**memory, "samples": samples})
+    return Row(**fields)
+
+
+def caption(document: dict[str, Any]) -> str:
+    """The run's when and how, for the chart's title."""
+    runs = document.get("runs_per_figure", 1)
+    cpus = document.get("machine", {}).get("cpus")
+    how = [
+        "quick run" if document.get("quick") else "",
+        f"median of {runs} runs" if runs > 1 else "one run",
+        f"{cpus} CPUs" if cpus else "",
+    ]
+    return f" — {document.get('when', '')}: " + ", ".join(part for part in how if part)
+
+
+def render(data: Path) -> Path:
+    """Draw the chart of the run saved in ``data`` again, beside it (same name, .png); its path."""
+    rows, document = load(data)
+    picture = chart(rows, data.with_suffix(".png"), caption(document))
+    if picture is None:
+        raise RuntimeError("matplotlib is not installed: `pip install -e '.[dev]'`")
+    return picture
+
+
+def chart(rows: list[Row], path: Path, title: str = "") -> Path | None:
+    """The run's chart (bench.charts) as a PNG at ``path``; None without matplotlib."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from bench.charts import figure
     except ImportError:
         return None
-    memories = [r.memory for r in rows if r.memory is not None]
-    figure, panels = plt.subplots(1, 3 if memories else 2, figsize=(21 if memories else 14, 6))
-    left, right = panels[0], panels[1]
-    # Recovery times and memory are in the table, not on a rate axis.
-    rates = [r for r in rows if r.unit != "s" and r.memory is None]
-    labels = [f"{r.scenario}: {r.measure}" for r in rates]
-    positions = range(len(rates))
-    left.barh([p + 0.2 for p in positions], [r.merlin for r in rates], height=0.4, label="merlin")
-    left.barh([p - 0.2 for p in positions], [r.limit or 0 for r in rates], height=0.4, label="limit")
-    left.set_yticks(list(positions), labels, fontsize=8)
-    left.set_xscale("log")
-    left.set_xlabel("per second (log scale)")
-    left.set_title("throughput beside the limit of this machine")
-    left.legend()
-    latency = [r for r in rows if r.p99_ms is not None]
-    spots = range(len(latency))
-    right.barh([p + 0.2 for p in spots], [r.p50_ms or 0 for r in latency], height=0.4, label="p50")
-    right.barh([p - 0.2 for p in spots], [r.p99_ms or 0 for r in latency], height=0.4, label="p99")
-    right.set_yticks(list(spots), [f"{r.scenario}: {r.measure}" for r in latency], fontsize=8)
-    right.set_xscale("log")
-    right.set_xlabel("milliseconds (log scale)")
-    right.set_title("latency")
-    right.legend()
-    if memories:
-        _memory_panel(panels[2], memories)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    figure(rows, title).savefig(path, dpi=100)
     return path
-
-
-def _memory_panel(axes: Any, memories: list[Memory]) -> None:
-    """Each process's RSS over a soak; the warm-up is before minute 0."""
-    for memory in memories:
-        minutes = [minute for minute, _events, _mb in memory.samples]
-        axes.plot(minutes, [mb for _minute, _events, mb in memory.samples], label=memory.process)
-    axes.axvline(0, color="grey", linestyle=":", linewidth=1)
-    axes.set_xlabel("minutes (warm-up before 0)")
-    axes.set_ylabel("RSS, MB")
-    axes.set_title("resident memory over the soak")
-    axes.legend()

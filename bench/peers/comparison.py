@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
-from bench.harness import Bench, Row
+from bench.harness import PEERS, Bench, Row
 from bench.peers import delivery, projection
 from bench.peers.events import created, last_of_each_room, order, produce, with_schema
 from bench.peers.groups import delete_groups
@@ -52,14 +52,14 @@ async def peers(bench: Bench, runs: int) -> list[Row]:
     for n in sizes:
         result = {"merlin": projected[n], "peer": debezium[n]}
         rows.append(
-            Row("peers", f"{len(stage.projected):,} events into PostgreSQL, N = {n}", "events/s",
+            Row(PEERS, f"{len(stage.projected):,} events into PostgreSQL, N = {n}", "events/s",
                 result["merlin"]["events_per_second"], result["peer"]["events_per_second"],
                 f"{JDBC}, tasks.max={n}", extra=_extra(result, "first_row_s"))
         )  # fmt: skip
     for n in sizes:
         result = {"merlin": delivered[n], "peer": camel[n]}
         rows.append(
-            Row("peers", f"{len(stage.delivered):,} events, 100 rooms, to the downstream, N = {n}",
+            Row(PEERS, f"{len(stage.delivered):,} events, 100 rooms, to the downstream, N = {n}",
                 "deliveries/s", result["merlin"]["deliveries_per_second"],
                 result["peer"]["deliveries_per_second"], f"{HTTP}, tasks.max={n}",
                 extra=_extra(result, "first_s", "inversions", "duplicates", "refused"))

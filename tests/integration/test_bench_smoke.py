@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import run
-from bench.report import save, table
+from bench.report import RECORDED, save, table
 from bench.scenarios import LONG, SCENARIOS
 
 
 @pytest.mark.timeout(600)
 async def test_a_quick_run_measures_every_scenario_and_writes_its_results(tmp_path: Path) -> None:
+    recorded = sorted(RECORDED.iterdir())
     rows = await run([*SCENARIOS, *LONG], runs=1, quick=True)
     measures = {(row.scenario, row.measure.split(" (")[0]) for row in rows}
     assert ("write", "POST /messages") in measures
@@ -41,3 +42,4 @@ async def test_a_quick_run_measures_every_scenario_and_writes_its_results(tmp_pa
     assert len(document["rows"]) == len(rows)
     assert picture is not None
     assert picture.read_bytes().startswith(b"\x89PNG")
+    assert sorted(RECORDED.iterdir()) == recorded  # a test's run is never one to commit
