@@ -14,6 +14,7 @@ from kernel.auth import Verifier
 from kernel.http.auth import Authenticate
 from kernel.http.errors import count_unavailable, install_error_handlers
 from kernel.http.middleware import BodyLimit, HttpMetrics, RequestLog
+from kernel.http.openapi import describe
 from kernel.http.operations import Operations, ReadinessCheck, add_operations_routes
 from kernel.http.rate_limit import RateLimiter
 from kernel.http.responses import OrjsonResponse
@@ -71,6 +72,7 @@ def new_api(
     # Outside the metrics, so its id is bound for every log line of the request.
     app.add_middleware(RequestLog, access=(logging or LoggingSettings()).access)
     add_operations_routes(app, registry, readiness)
+    describe(app, operator_token=operator_token is not None)
     # What the service's metrics listener serves, when it runs one (merlin.services).
     app.state.operations = Operations(registry, readiness)
     if tracing.ENABLED:
