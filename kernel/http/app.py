@@ -13,6 +13,7 @@ from kernel import tracing
 from kernel.auth import Verifier
 from kernel.http.auth import Authenticate
 from kernel.http.errors import count_unavailable, install_error_handlers
+from kernel.http.explorer import add_explorer
 from kernel.http.middleware import BodyLimit, HttpMetrics, RequestLog
 from kernel.http.openapi import describe
 from kernel.http.operations import Operations, ReadinessCheck, add_operations_routes
@@ -39,7 +40,8 @@ def new_api(
     limiter: RateLimiter | None = None,
     logging: LoggingSettings | None = None,
 ) -> FastAPI:
-    """A FastAPI app with merlin's error handling, metrics and ``/healthz``, ``/readyz``, ``/metrics``.
+    """A FastAPI app with merlin's error handling, metrics, ``/healthz``, ``/readyz``, ``/metrics`` and
+    the API explorer at ``/docs`` (``kernel.http.explorer``).
 
     ``retry_after_seconds`` is what a 503 for an unavailable event log tells clients to wait.
     Every route but health needs a bearer token that ``verifier`` accepts (or ``operator_token``,
@@ -58,6 +60,9 @@ def new_api(
         # instrumentation below when tracing is on, metrics from Prometheus. Off, it also saves
         # FastAPI asking for three global providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # FastAPI's pages load Swagger UI and ReDoc from a CDN; merlin's explorer serves its own.
+        docs_url=None,
+        redoc_url=None,
     )
     app.router.route_class = StrictJsonRoute
     install_error_handlers(app, retry_after_seconds)
@@ -73,6 +78,7 @@ def new_api(
     app.add_middleware(RequestLog, access=(logging or LoggingSettings()).access)
     add_operations_routes(app, registry, readiness)
     describe(app, operator_token=operator_token is not None)
+    add_explorer(app)
     # What the service's metrics listener serves, when it runs one (merlin.services).
     app.state.operations = Operations(registry, readiness)
     if tracing.ENABLED:
