@@ -16,11 +16,13 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation.validators import OpenAPIV31SpecValidator
 
 from admin_api.settings import AdminApiSettings
+from domain import EVENT_TYPES
 from kernel.auth import AuthSettings
 from kernel.http.auth import OPEN_PATHS
 from kernel.http.problems import PROBLEMS
 from kernel.http.responses import PROBLEM_TYPE_BASE
 from tests import PROJECT_ROOT
+from webhooks.payload_schemas import event_schemas
 from webhooks.settings import EndpointsSettings
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -187,3 +189,20 @@ def test_every_problem_the_code_answers_is_in_the_catalog() -> None:
                     answered.add((node.args[0].value, node.args[1].value))
     assert len(answered) > 15  # the scan finds them
     assert {(problem.status, problem.kind) for problem in PROBLEMS.values()} >= answered
+
+
+def test_the_admin_document_describes_what_endpoints_are_sent() -> None:
+    document = documents()["admin"]
+    assert set(document["webhooks"]) == set(EVENT_TYPES)
+    for event_type, schema in event_schemas().items():
+        call = document["webhooks"][event_type]["post"]
+        body = call["requestBody"]["content"]["application/json"]["schema"]
+        embedded = document["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+        # One source: the published JSON Schema less its own identifiers.
+        assert embedded == {key: value for key, value in schema.items() if key not in ("$schema", "$id")}
+        assert "HMAC-SHA256" in embedded["description"]
+        parameters = {parameter["name"]: parameter for parameter in call["parameters"]}
+        assert {"webhook-id", "webhook-timestamp", "webhook-signature", "idempotency-key"} <= {
+            name for name, parameter in parameters.items() if parameter["required"]
+        }
+        assert "constant time" in parameters["webhook-signature"]["description"]
