@@ -15,7 +15,7 @@ from kernel.http.auth import Authenticate
 from kernel.http.errors import count_unavailable, install_error_handlers
 from kernel.http.explorer import add_explorer
 from kernel.http.middleware import BodyLimit, HttpMetrics, RequestLog
-from kernel.http.openapi import describe
+from kernel.http.openapi import Edge, describe, package_version
 from kernel.http.operations import Operations, ReadinessCheck, add_operations_routes
 from kernel.http.rate_limit import RateLimiter
 from kernel.http.responses import OrjsonResponse
@@ -52,7 +52,7 @@ def new_api(
     """
     app = FastAPI(
         title=title,
-        version="1",
+        version=package_version(),
         description=description,
         lifespan=_flushing_traces(lifespan) if tracing.ENABLED else lifespan,
         default_response_class=OrjsonResponse,
@@ -76,8 +76,15 @@ def new_api(
     app.add_middleware(HttpMetrics, registry=registry, service=service)
     # Outside the metrics, so its id is bound for every log line of the request.
     app.add_middleware(RequestLog, access=(logging or LoggingSettings()).access)
-    add_operations_routes(app, registry, readiness)
-    describe(app, operator_token=operator_token is not None)
+    add_operations_routes(app, registry, readiness, service)
+    describe(
+        app,
+        Edge(
+            operator_token=operator_token is not None,
+            rate_limited=limiter is not None,
+            body_limit=max_body_bytes is not None,
+        ),
+    )
     add_explorer(app)
     # What the service's metrics listener serves, when it runs one (merlin.services).
     app.state.operations = Operations(registry, readiness)

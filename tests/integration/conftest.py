@@ -58,7 +58,23 @@ def _no_secret_in_the_logs(services: Services) -> None:
 
 @pytest.fixture
 def downstream() -> Iterator[tuple[Downstream, str]]:
-    """A real downstream HTTP server on a free port, and its URL."""
+    """A real downstream HTTP server on a free port, and its URL.
+
+    Every call it gets is checked against the schemas merlin publishes for deliveries
+    (``webhooks.payload_schemas``): a call that departs from them fails the test.
+    """
     server = Downstream()
     with ServerThread(server, free_port()) as running:
         yield server, running.url
+    assert_no_drift(server)
+
+
+def assert_no_drift(server: Downstream) -> None:
+    """Fail when a call ``server`` got departs from the published delivery schemas."""
+    drifted = server.drifted()
+    if drifted:
+        name, problems, headers, body = drifted[0]
+        raise AssertionError(
+            f"{len(drifted)} deliveries depart from their published schemas; the first, to {name!r}: "
+            f"{'; '.join(problems)} (headers {headers}, body {body[:600]!r})"
+        )
