@@ -129,6 +129,16 @@ class Downstream:
             if (problems := check.problems(headers, body))
         ]
 
+    def assert_no_drift(self) -> None:
+        """Fail when a call so far departs from the published delivery schemas, naming the first."""
+        drifted = self.drifted()
+        if drifted:
+            name, problems, headers, body = drifted[0]
+            raise AssertionError(
+                f"{len(drifted)} deliveries depart from their published schemas; the first, to {name!r}: "
+                f"{'; '.join(problems)} (headers {headers}, body {body[:600]!r})"
+            )
+
     def app(self) -> Starlette:
         return Starlette(
             routes=[

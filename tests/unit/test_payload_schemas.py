@@ -8,13 +8,14 @@ import hmac
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
 from domain import EVENT_TYPES, Event, MessageCreated, MessageUpdated, encode
-from tests.downstream import PayloadCheck
-from webhooks.calls import Answer
+from tests.downstream import Downstream, PayloadCheck
+from webhooks.calls import USER_AGENT, Answer
 from webhooks.endpoints import Endpoint, OldSecret
 from webhooks.payload_schemas import DIALECT, event_schemas, headers_schema
 from webhooks.sending import Deliverer
@@ -40,7 +41,9 @@ def call(event: Event, rotating: bool = False) -> tuple[dict[str, str], bytes]:
     )
     body = encode(event)
     headers = Deliverer(_no_send, endpoint).signed_headers(str(event.event_id), body)
-    return {**headers, "host": "hooks.example", "content-length": str(len(body))}, body
+    # What webhooks.calls adds to every call's head.
+    head = {"host": "hooks.example", "user-agent": USER_AGENT, "content-length": str(len(body))}
+    return {**headers, **head}, body
 
 
 async def _no_send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Answer:
@@ -118,3 +121,17 @@ def test_a_call_verifies_as_the_schemas_say() -> None:
         key = base64.b64decode(secret.removeprefix("whsec_"))
         expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
         assert any(hmac.compare_digest(expected, given) for given in headers["webhook-signature"].split(" "))
+
+
+async def test_the_tests_downstream_fails_on_a_call_that_departs_and_only_then() -> None:
+    server = Downstream()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(server.app()), base_url="http://d") as client:
+        headers, body = call(created())
+        assert (await client.post("/hooks/good", content=body, headers=headers)).status_code == 200
+        server.assert_no_drift()
+        headers, body = call(updated(2))
+        drifted = body.replace(b'"expected_version":2', b'"expected_version":"2"')
+        assert (await client.post("/hooks/bad", content=drifted, headers=headers)).status_code == 200
+    with pytest.raises(AssertionError, match=r"1 deliveries depart .* to 'bad': body expected_version"):
+        server.assert_no_drift()
+    assert not Downstream(check_payloads=False).drifted()
