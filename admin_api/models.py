@@ -116,7 +116,9 @@ class Paused(BaseModel):
 class Rewound(BaseModel):
     endpoint: str
     offsets: dict[str, int] = Field(description="Where the group now starts, by partition.")
-    previous: dict[str, int] = Field(description="Its committed offsets before, by partition.")
+    previous: dict[str, int | None] = Field(
+        description="Its committed offsets before, by partition; null where it had none."
+    )
     paused: bool = Field(description="Whether it was paused before (and stays paused).")
 
 
