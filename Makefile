@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 COMPOSE := .cache/compose/bin/docker-compose
 PROMTOOL := $(or $(shell command -v promtool),/usr/bin/promtool)
+# The browser the API explorer's test drives (Playwright cannot download its own builds here).
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup infra run check test lint unit faults bench bench-peers docs docs-build docs-reference docs-settings clean stop lock chart-tools
+.PHONY: setup infra run check test lint unit faults bench bench-peers docs docs-build docs-reference docs-settings clean stop lock chart-tools chromium
 
 setup: $(STAMP)
 
@@ -58,6 +60,14 @@ $(PROMTOOL):
 	    $$(systemctl show --property=MainPID --value prometheus.service 2>/dev/null); do \
 	  if [ "$$pid" -gt 0 ] 2>/dev/null; then kill "$$pid" && echo "stopped prometheus (pid $$pid)"; fi; \
 	done
+
+# Headless Chromium for tests/integration/test_api_explorer.py: Debian's package, installed when
+# missing (as root), since Playwright's own browser downloads are not reachable from here.
+chromium: $(CHROMIUM)
+
+$(CHROMIUM):
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 
 # The Helm chart (deploy/helm/merlin) is checked by rendering, as no cluster runs here: helm lints and
 # renders it and kubeconform validates what it renders. Both are built once from the Go module proxy,
@@ -142,7 +152,7 @@ check: lint unit
 # broker (started once for its tests, on fixed ports) is in one worker. The fault scenarios'
 # three-node cluster then starts on a quiet machine, alone: beside the rest it times out.
 # pytest exits 5 when it collects nothing, which fails this target as it should.
-test: infra lint docs-build $(COMPOSE) $(PROMTOOL) $(CHART_TOOLS)
+test: infra lint docs-build $(COMPOSE) $(PROMTOOL) $(CHROMIUM) $(CHART_TOOLS)
 	$(BIN)/pytest -n 3 --dist loadfile -m "not faults"
 	$(BIN)/pytest -m faults
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
@@ -11,8 +13,10 @@ from admin_api.state import AdminApi
 from kernel.auth import AuthSettings, Verifier
 from kernel.errors import InfrastructureError
 from kernel.http.app import new_api
+from kernel.http.openapi import amend
 from kernel.http.responses import problem
 from kernel.settings import KafkaSettings
+from webhooks.payload_schemas import openapi_webhooks
 from webhooks.settings import EndpointsSettings
 
 
@@ -51,4 +55,12 @@ def create_app(
     app.state.admin_api = api
     app.add_exception_handler(InfrastructureError, _unavailable)
     add_routes(app)
+    # Endpoints are defined here, so what they are sent is described here too.
+    amend(app, _with_webhooks)
     return app
+
+
+def _with_webhooks(document: dict[str, Any]) -> None:
+    webhooks, schemas = openapi_webhooks()
+    document["webhooks"] = webhooks
+    document.setdefault("components", {}).setdefault("schemas", {}).update(schemas)

@@ -11,13 +11,24 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from admin_api import operations
+from admin_api.models import (
+    EndpointList,
+    EndpointStatus,
+    EndpointView,
+    Paused,
+    Replayed,
+    Resealed,
+    Rewound,
+    Unblocked,
+)
 from admin_api.replay import Wanted, read_dead_letters, replay
 from admin_api.state import AdminApi
 from domain.errors import InvalidCommand
 from domain.model import ID_PATTERN
 from kernel.control import PAUSED, key
 from kernel.http.params import RoomId
-from kernel.http.responses import OrjsonResponse, problem_responses
+from kernel.http.problems import problem_responses
+from kernel.http.responses import OrjsonResponse
 from webhooks.catalog import ENDPOINT, SecretRequired, encode, merged, resealed
 from webhooks.endpoints import NAME_PATTERN, EndpointSpec
 from webhooks.url_safety import UnsafeAddress, check_url
@@ -148,50 +159,98 @@ async def replay_dead_letters(request: Request, body: Replay) -> Response:
     return OrjsonResponse(answer)
 
 
+# Beside what every route answers (kernel.http.openapi): no such endpoint (404), one whose record this
+# version cannot read (409), Kafka not answering or not taking a write (503).
+_NAMED = ("not-found", "conflict", "unavailable", "outcome-unknown")
+_CHANGE = ("unavailable", "outcome-unknown")
+
+
 def add_routes(app: FastAPI) -> None:
     """Register the routes on ``app`` itself."""
     base = "/v1/admin/endpoints"
-    app.get(base, summary="The endpoints")(list_endpoints)
-    app.get(base + "/{name}", summary="One endpoint", responses=problem_responses(404, 422))(get_endpoint)
+    app.get(base, summary="The endpoints", operation_id="listEndpoints", response_model=EndpointList)(
+        list_endpoints
+    )
+    app.get(
+        base + "/{name}",
+        summary="One endpoint",
+        operation_id="getEndpoint",
+        response_model=EndpointView,
+        responses=problem_responses("not-found"),
+    )(get_endpoint)
     app.put(
         base + "/{name}",
         summary="Define an endpoint, or change its definition (a secret left out is kept)",
-        responses=problem_responses(400, 422),
+        description="201 when it is new, 200 when it changed. A URL on an inner address (loopback, "
+        "private, link-local, unspecified; a name by every address it resolves to) is 422 unless in a "
+        "network of `MERLIN_ENDPOINTS_ALLOW_NETWORKS`.",
+        operation_id="putEndpoint",
+        response_model=EndpointView,
         status_code=200,
+        responses={
+            201: {"description": "Defined", "model": EndpointView},
+            **problem_responses(*_CHANGE),
+        },
     )(put_endpoint)
     app.post(
         "/v1/admin/secrets/reseal",
         summary="Seal every endpoint secret again under the first of MERLIN_ENDPOINTS_SECRET_KEYS",
+        operation_id="resealSecrets",
+        response_model=Resealed,
+        responses=problem_responses(*_CHANGE),
     )(reseal_secrets)
     app.delete(
         base + "/{name}",
         summary="Stop delivering to an endpoint and forget it",
+        operation_id="deleteEndpoint",
         status_code=204,
-        responses=problem_responses(404, 422),
+        responses=problem_responses("not-found", *_CHANGE),
     )(delete_endpoint)
     app.get(
         base + "/{name}/status",
         summary="Offsets, lag, oldest undelivered event, pause, blocked rooms and rates",
-        responses=problem_responses(404, 409, 422),
+        operation_id="getEndpointStatus",
+        response_model=EndpointStatus,
+        responses=problem_responses("not-found", "conflict", "unavailable"),
     )(endpoint_status)
-    app.post(base + "/{name}/pause", summary="Stop delivering", responses=problem_responses(404, 409, 422))(
-        pause
-    )
-    app.post(base + "/{name}/resume", summary="Deliver again", responses=problem_responses(404, 409, 422))(
-        resume
-    )
+    app.post(
+        base + "/{name}/pause",
+        summary="Stop delivering",
+        operation_id="pauseEndpoint",
+        response_model=Paused,
+        responses=problem_responses(*_NAMED),
+    )(pause)
+    app.post(
+        base + "/{name}/resume",
+        summary="Deliver again",
+        operation_id="resumeEndpoint",
+        response_model=Paused,
+        responses=problem_responses(*_NAMED),
+    )(resume)
     app.post(
         base + "/{name}/rewind",
         summary="Deliver again from a time or from offsets",
-        responses=problem_responses(400, 404, 409, 422),
+        description="409 when the endpoint's forwarders did not leave its group in time: nothing moved.",
+        operation_id="rewindEndpoint",
+        response_model=Rewound,
+        responses=problem_responses(*_NAMED),
     )(rewind)
     app.post(
         base + "/{name}/rooms/{room_id}/unblock",
         summary="Retry a blocked room's head event now, or skip it to the dead-letter topic",
-        responses=problem_responses(400, 404, 409, 422),
+        description="200 when the forwarder holding the room carried it out within 3 s, else 202. "
+        "404 when the room is not blocked.",
+        operation_id="unblockRoom",
+        response_model=Unblocked,
+        responses={
+            202: {"description": "Asked, not carried out yet", "model": Unblocked},
+            **problem_responses(*_NAMED),
+        },
     )(unblock)
     app.post(
         "/v1/admin/dead-letters/replay",
         summary="Deliver an endpoint's dead-lettered events again",
-        responses=problem_responses(400, 404, 409, 422),
+        operation_id="replayDeadLetters",
+        response_model=Replayed,
+        responses=problem_responses("not-found", "conflict", "unavailable"),
     )(replay_dead_letters)

@@ -12,7 +12,9 @@ from starlette.responses import Response
 from kernel.auth import READ
 from kernel.http.auth import authorize
 from kernel.http.params import AfterPosition, RoomId
-from kernel.http.responses import OrjsonResponse, problem, problem_responses
+from kernel.http.problems import problem_responses
+from kernel.http.responses import OrjsonResponse, problem
+from read_api.models import EventOutcome, Message, MessagePage, Projection
 from read_api.state import ReadApi
 
 # seq is a 64-bit column: larger values are refused rather than overflow the driver.
@@ -77,6 +79,11 @@ async def projection(request: Request) -> Response:
     return OrjsonResponse(await ReadApi.of(request).projection())
 
 
+# What a read answers beside what every route does (kernel.http.openapi): a read store that does not
+# answer, and the waits of ``after_position`` (read_api.state), bounded per caller and per process.
+_WAITED = ("unavailable", "too-many-waiting-reads", "projection-behind", "too-many-waiters")
+
+
 def add_routes(app: FastAPI) -> None:
     """Register the routes on ``app`` itself.
 
@@ -86,16 +93,30 @@ def add_routes(app: FastAPI) -> None:
     app.get(
         "/v1/rooms/{room_id}/messages/{message_id}",
         summary="One message",
-        responses=problem_responses(401, 403, 404, 422, 429, 503),
+        operation_id="getMessage",
+        response_model=Message,
+        responses=problem_responses("not-found", *_WAITED),
     )(get_message)
     app.get(
         "/v1/rooms/{room_id}/messages",
         summary="A room's messages in seq order",
-        responses=problem_responses(401, 403, 422, 429, 503),
+        operation_id="listRoomMessages",
+        response_model=MessagePage,
+        responses=problem_responses(*_WAITED),
     )(list_messages)
     app.get(
         "/v1/events/{event_id}",
         summary="The projection's outcome of one event",
-        responses=problem_responses(401, 403, 404, 422, 429, 503),
+        description="`pending` while the projection has not seen the event, or when it is another "
+        "room's than the token's; with `after_position`, 404 once the projection passed it without it.",
+        operation_id="getEventOutcome",
+        response_model=EventOutcome,
+        responses=problem_responses("not-found", *_WAITED),
     )(get_event)
-    app.get("/v1/projection", summary="Applied position and lag per partition")(projection)
+    app.get(
+        "/v1/projection",
+        summary="Applied position and lag per partition",
+        operation_id="getProjection",
+        response_model=Projection,
+        responses=problem_responses("unavailable"),
+    )(projection)

@@ -13,7 +13,11 @@ endpoint answers, optionally for a time window, then it answers 200 again:
     {"secret": "whsec_..."}                         # verify Standard Webhooks signatures
 
 ``GET /_received/{name}`` lists every request: headers of interest, body,
-answer, arrival time. Run on its own: ``python -m tests.downstream --port 9000``.
+answer, arrival time. Every request's body and headers are kept to be checked
+against the schemas merlin publishes for them (``webhooks.payload_schemas``):
+``drifted`` lists those that depart, and the tests' ``downstream`` fixture fails
+the test on any. Run on its own: ``python -m tests.downstream --port 9000``
+(without the check: benchmarks run it, and measure merlin, not the check).
 """
 
 from __future__ import annotations
@@ -29,11 +33,15 @@ from typing import Any
 
 import orjson
 import uvicorn
+from jsonschema import Draft202012Validator
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from domain import EVENT_TYPES
+from webhooks.payload_schemas import event_schemas, headers_schema
 
 
 @dataclass
@@ -52,12 +60,84 @@ class Behaviour:
         return self.mode
 
 
+class PayloadCheck:
+    """What is wrong with a delivery, by the schemas merlin publishes for its body and its headers."""
+
+    def __init__(self) -> None:
+        checker = Draft202012Validator.FORMAT_CHECKER  # "uuid" and "date-time" checked, not only named
+        self.headers = Draft202012Validator(headers_schema(), format_checker=checker)
+        self.bodies: dict[str, Draft202012Validator] = {
+            event_type: Draft202012Validator(schema, format_checker=checker)
+            for event_type, schema in event_schemas().items()
+        }
+        self._seen: dict[bytes, list[str]] = {}  # a retry's body is checked once
+
+    def problems(self, headers: dict[str, str], body: bytes) -> list[str]:
+        """Each way the call departs from its schemas; none for a call as published."""
+        found = [
+            f"header {_where(error.path)}: {error.message}" for error in self.headers.iter_errors(headers)
+        ]
+        if body not in self._seen:
+            self._seen[body] = self._body(body)
+        found += self._seen[body]
+        # What no schema of one document can say: the three carry the same id.
+        try:
+            event_id = orjson.loads(body).get("event_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            return found
+        ids = {headers.get("webhook-id"), headers.get("idempotency-key"), event_id}
+        if len(ids) != 1:
+            found.append(f"webhook-id, Idempotency-Key and event_id differ: {sorted(map(str, ids))}")
+        return found
+
+    def _body(self, body: bytes) -> list[str]:
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return [f"body: not JSON ({exc})"]
+        kind = document.get("event_type") if isinstance(document, dict) else None
+        validator = self.bodies.get(kind) if isinstance(kind, str) else None
+        if validator is None:
+            return [f"body: event_type {kind!r} is none of {', '.join(EVENT_TYPES)}"]
+        return [f"body {_where(error.path)}: {error.message}" for error in validator.iter_errors(document)]
+
+
+def _where(path: Any) -> str:
+    return "/".join(str(part) for part in path) or "(whole)"
+
+
 @dataclass
 class Downstream:
     behaviours: dict[str, Behaviour] = field(default_factory=lambda: defaultdict(Behaviour))
     secrets: dict[str, Webhook] = field(default_factory=dict)
     received: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Every call as it came (endpoint, headers, body), to check against the published schemas; kept
+    # only while ``check_payloads``. Checked afterwards (``drifted``), off the calls' path: a check
+    # takes about a millisecond, which would slow every answer and the tests timed by them.
+    check_payloads: bool = True
+    arrived: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+
+    def drifted(self) -> list[tuple[str, list[str], dict[str, str], bytes]]:
+        """The calls so far that depart from the published schemas: endpoint, what is wrong, the call."""
+        with self.lock:
+            calls = list(self.arrived)
+        check = PayloadCheck()
+        return [
+            (name, problems, headers, body)
+            for name, headers, body in calls
+            if (problems := check.problems(headers, body))
+        ]
+
+    def assert_no_drift(self) -> None:
+        """Fail when a call so far departs from the published delivery schemas, naming the first."""
+        drifted = self.drifted()
+        if drifted:
+            name, problems, headers, body = drifted[0]
+            raise AssertionError(
+                f"{len(drifted)} deliveries depart from their published schemas; the first, to {name!r}: "
+                f"{'; '.join(problems)} (headers {headers}, body {body[:600]!r})"
+            )
 
     def app(self) -> Starlette:
         return Starlette(
@@ -106,6 +186,9 @@ class Downstream:
             "body": orjson.loads(body) if body else None,
             "verified": self._verify(name, body, request),
         }
+        if self.check_payloads:
+            with self.lock:
+                self.arrived.append((name, dict(request.headers), body))
         if mode == "hang":
             record["answer"] = "hang"
             self._record(name, record)
@@ -181,7 +264,9 @@ def main() -> None:
     )
     parser.add_argument("--port", type=int, default=9000)
     arguments = parser.parse_args()
-    uvicorn.run(Downstream().app(), host="127.0.0.1", port=arguments.port, log_level="warning")
+    uvicorn.run(
+        Downstream(check_payloads=False).app(), host="127.0.0.1", port=arguments.port, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

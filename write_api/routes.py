@@ -13,7 +13,8 @@ from domain import InvalidCommand
 from kernel.auth import ANYONE, WRITE, Caller
 from kernel.http.auth import Forbidden, authorize
 from kernel.http.params import RoomId
-from kernel.http.responses import OrjsonResponse, problem_responses
+from kernel.http.problems import problem_responses
+from kernel.http.responses import OrjsonResponse
 from write_api.messages import create_message, edit_message
 from write_api.models import Accepted, CreateMessageRequest, UpdateAccepted, UpdateMessageRequest
 from write_api.state import WriteApi
@@ -82,6 +83,11 @@ async def patch_message(
     return OrjsonResponse({"event_id": str(event.event_id), "position": str(position)}, status_code=202)
 
 
+# Beside what every route answers (kernel.http.openapi): an event the log will never take (413), a log
+# that did not take it (503 unavailable) or did not say (503 outcome-unknown).
+_WRITE_PROBLEMS = problem_responses("too-large", "unavailable", "outcome-unknown")
+
+
 def add_routes(app: FastAPI) -> None:
     """Register the routes on ``app`` itself.
 
@@ -93,12 +99,14 @@ def add_routes(app: FastAPI) -> None:
         status_code=202,
         response_model=Accepted,
         summary="Post a message",
-        responses=problem_responses(400, 401, 403, 413, 422, 503),
+        operation_id="postMessage",
+        responses=_WRITE_PROBLEMS,
     )(post_message)
     app.patch(
         "/v1/rooms/{room_id}/messages/{message_id}",
         status_code=202,
         response_model=UpdateAccepted,
         summary="Edit a message",
-        responses=problem_responses(400, 401, 403, 413, 422, 503),
+        operation_id="editMessage",
+        responses=_WRITE_PROBLEMS,
     )(patch_message)

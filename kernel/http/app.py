@@ -13,7 +13,9 @@ from kernel import tracing
 from kernel.auth import Verifier
 from kernel.http.auth import Authenticate
 from kernel.http.errors import count_unavailable, install_error_handlers
+from kernel.http.explorer import add_explorer
 from kernel.http.middleware import BodyLimit, HttpMetrics, RequestLog
+from kernel.http.openapi import Edge, describe, package_version
 from kernel.http.operations import Operations, ReadinessCheck, add_operations_routes
 from kernel.http.rate_limit import RateLimiter
 from kernel.http.responses import OrjsonResponse
@@ -38,7 +40,8 @@ def new_api(
     limiter: RateLimiter | None = None,
     logging: LoggingSettings | None = None,
 ) -> FastAPI:
-    """A FastAPI app with merlin's error handling, metrics and ``/healthz``, ``/readyz``, ``/metrics``.
+    """A FastAPI app with merlin's error handling, metrics, ``/healthz``, ``/readyz``, ``/metrics`` and
+    the API explorer at ``/docs`` (``kernel.http.explorer``).
 
     ``retry_after_seconds`` is what a 503 for an unavailable event log tells clients to wait.
     Every route but health needs a bearer token that ``verifier`` accepts (or ``operator_token``,
@@ -49,7 +52,7 @@ def new_api(
     """
     app = FastAPI(
         title=title,
-        version="1",
+        version=package_version(),
         description=description,
         lifespan=_flushing_traces(lifespan) if tracing.ENABLED else lifespan,
         default_response_class=OrjsonResponse,
@@ -57,6 +60,9 @@ def new_api(
         # instrumentation below when tracing is on, metrics from Prometheus. Off, it also saves
         # FastAPI asking for three global providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # FastAPI's pages load Swagger UI and ReDoc from a CDN; merlin's explorer serves its own.
+        docs_url=None,
+        redoc_url=None,
     )
     app.router.route_class = StrictJsonRoute
     install_error_handlers(app, retry_after_seconds)
@@ -70,7 +76,16 @@ def new_api(
     app.add_middleware(HttpMetrics, registry=registry, service=service)
     # Outside the metrics, so its id is bound for every log line of the request.
     app.add_middleware(RequestLog, access=(logging or LoggingSettings()).access)
-    add_operations_routes(app, registry, readiness)
+    add_operations_routes(app, registry, readiness, service)
+    describe(
+        app,
+        Edge(
+            operator_token=operator_token is not None,
+            rate_limited=limiter is not None,
+            body_limit=max_body_bytes is not None,
+        ),
+    )
+    add_explorer(app)
     # What the service's metrics listener serves, when it runs one (merlin.services).
     app.state.operations = Operations(registry, readiness)
     if tracing.ENABLED:

@@ -1,7 +1,7 @@
 """Authentication at every API's edge: a bearer token on every route but health, the caller in the scope.
 
 An ASGI layer, not a FastAPI dependency, so that nothing (routing, body
-parsing, the docs) runs for a caller who is not authenticated. Routes then
+parsing, the OpenAPI document) runs for a caller who is not authenticated. Routes then
 ask ``authorize`` for the scope and room they need.
 """
 
@@ -15,16 +15,20 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kernel.auth import ADMIN, ALL_ROOMS, ANYONE, SCOPES, AuthSettings, Caller, Unauthenticated, Verifier
+from kernel.http.explorer import ASSETS_PREFIX, PAGE_PATH
 from kernel.http.rate_limit import RateLimiter, retry_after
 from kernel.http.responses import problem
 
 log = structlog.get_logger()
 
+# The API's operations that need no token.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# Nor do the API explorer's page and assets, which are no operations of the API: a static shell that
+# holds no data (decision 0023). ``/openapi.json``, which the explorer loads, needs a token.
+EXPLORER_PATHS = frozenset({PAGE_PATH})
+EXPLORER_PREFIXES = (ASSETS_PREFIX,)
 # Operations' routes: for operators (the admin scope), not for a chat's users.
-ADMIN_PATHS = frozenset(
-    {"/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/v1/projection"}
-)
+ADMIN_PATHS = frozenset({"/metrics", "/v1/projection"})
 # Who holds the admin API's own token.
 OPERATOR = Caller("operator", frozenset(SCOPES), frozenset({ALL_ROOMS}))
 
@@ -55,7 +59,7 @@ class Authenticate:
         self.admin_only = admin_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or _open(scope["path"]):
             await self.app(scope, receive, send)
             return
         caller = await self._caller(scope)
@@ -101,6 +105,10 @@ class Authenticate:
         except (Unauthenticated, UnicodeDecodeError) as exc:
             log.info("unauthenticated", path=scope["path"], reason=str(exc))
             return None
+
+
+def _open(path: str) -> bool:
+    return path in OPEN_PATHS or path in EXPLORER_PATHS or path.startswith(EXPLORER_PREFIXES)
 
 
 def verifier_for(settings: AuthSettings, service: str) -> Verifier | None:

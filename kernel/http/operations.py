@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from kernel.http.responses import OrjsonResponse, problem, problem_responses
+from kernel.http.problems import problem_responses
+from kernel.http.responses import OrjsonResponse, problem
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
@@ -27,15 +30,41 @@ class Operations:
     readiness: ReadinessCheck
 
 
-def add_operations_routes(app: FastAPI, registry: CollectorRegistry, readiness: ReadinessCheck) -> None:
-    """Mount the liveness, readiness and metrics routes on ``app``."""
+class Health(BaseModel):
+    status: Literal["ok"]
 
-    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, bool] = Field(description="Each dependency, and whether it answers (all do).")
+
+
+def add_operations_routes(
+    app: FastAPI, registry: CollectorRegistry, readiness: ReadinessCheck, service: str
+) -> None:
+    """Mount the liveness, readiness and metrics routes on ``app``, ``service``'s API.
+
+    Their operation ids name the service: a client of several APIs tells their health apart.
+    """
+    named = "".join(part.title() for part in service.split("_"))
+
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        summary="The process is alive",
+        operation_id=f"get{named}Health",
+        response_model=Health,
+    )
     async def healthz() -> Response:
         return OrjsonResponse({"status": "ok"})
 
     @app.get(
-        "/readyz", tags=["operations"], summary="Every dependency answers", responses=problem_responses(503)
+        "/readyz",
+        tags=["operations"],
+        summary="Every dependency answers",
+        operation_id=f"get{named}Readiness",
+        response_model=Readiness,
+        responses=problem_responses("not-ready"),
     )
     async def readyz() -> Response:
         checks = await readiness()

@@ -58,7 +58,12 @@ def _no_secret_in_the_logs(services: Services) -> None:
 
 @pytest.fixture
 def downstream() -> Iterator[tuple[Downstream, str]]:
-    """A real downstream HTTP server on a free port, and its URL."""
+    """A real downstream HTTP server on a free port, and its URL.
+
+    Every call it gets is checked against the schemas merlin publishes for deliveries
+    (``webhooks.payload_schemas``): a call that departs from them fails the test.
+    """
     server = Downstream()
     with ServerThread(server, free_port()) as running:
         yield server, running.url
+    server.assert_no_drift()

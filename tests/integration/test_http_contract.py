@@ -6,14 +6,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
+from jsonschema import Draft202012Validator
 
 from kernel.auth import SCOPES
-from merlin.local.service_processes import Services, free_port
+from merlin.local.service_processes import Services, eventually, free_port
+from tests.integration.hooks import SECRET, endpoints_file
 from webhooks.dead_letters import header_map
 
 PROBLEM = "application/problem+json"
@@ -329,3 +333,97 @@ async def test_an_event_the_log_will_never_take_is_413_not_503(sqlite_services: 
     assert response.status_code == 413, response.text
     assert "retry-after" not in response.headers
     assert response.headers["content-type"] == PROBLEM
+
+
+def fits(document: dict[str, Any], path: str, method: str, response: httpx.Response) -> None:
+    """``response`` is an answer ``document`` states for that operation: its status, media type and schema."""
+    answers = document["paths"][path][method]["responses"]
+    assert str(response.status_code) in answers, (method, path, response.status_code, response.text)
+    media = response.headers["content-type"].partition(";")[0]
+    schema = answers[str(response.status_code)]["content"][media]["schema"]
+    # The document's components at the root, so its "#/components/..." references resolve.
+    validator = Draft202012Validator(
+        {**schema, "components": document["components"]}, format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+    errors = [
+        f"{'/'.join(map(str, error.path))}: {error.message}"
+        for error in validator.iter_errors(response.json())
+    ]
+    assert errors == [], (method, path, response.text)
+
+
+async def test_answers_fit_the_schemas_their_documents_state(
+    sqlite_services: Services, write: httpx.AsyncClient, read: httpx.AsyncClient
+) -> None:
+    """What fuzzing rarely reaches: messages that exist, and each kind of event outcome."""
+    sqlite_services.forwarder()
+    writes, reads = [(await client.get("/openapi.json")).json() for client in (write, read)]
+    room, many, one = (
+        "/v1/rooms/r1/messages",
+        "/v1/rooms/{room_id}/messages",
+        "/v1/rooms/{room_id}/messages/{message_id}",
+    )
+    created = await write.post(room, json={"body": "hi"}, headers={"Idempotency-Key": "k1"})
+    fits(writes, many, "post", created)
+    message_id = created.json()["message_id"]
+    edited = await write.patch(f"{room}/{message_id}", json={"body": "hi!", "expected_version": 1})
+    fits(writes, one, "patch", edited)
+    refused = await write.patch(f"{room}/{message_id}", json={"body": "hi?", "expected_version": 7})
+    fits(writes, one, "patch", refused)
+    retried = await write.post(room, json={"body": "hi"}, headers={"Idempotency-Key": "k1"})
+    fits(writes, many, "post", retried)
+    assert retried.json()["event_id"] == created.json()["event_id"]
+    fits(writes, many, "post", await write.post(room, json={"body": "x" * 4001}))
+    after = {"after_position": refused.json()["position"]}
+
+    async def projected() -> httpx.Response | None:
+        answer = await read.get(f"{room}/{message_id}", params=after)
+        return answer if answer.status_code == 200 else None
+
+    fits(reads, one, "get", await eventually(projected, 60, "the projection passed the last write"))
+    page = await read.get(room, params={"limit": 1})
+    assert page.json()["next"] is not None  # a full page: the following one is named
+    fits(reads, many, "get", page)
+    statuses = []
+    for answer in (created, edited, refused):
+        outcome = await read.get(f"/v1/events/{answer.json()['event_id']}", params=after)
+        fits(reads, "/v1/events/{event_id}", "get", outcome)
+        statuses.append(outcome.json()["status"])
+    assert statuses == ["applied", "applied", "rejected"]
+    fits(reads, "/v1/events/{event_id}", "get", await read.get(f"/v1/events/{uuid.uuid4()}"))
+    fits(reads, "/v1/projection", "get", await read.get("/v1/projection"))
+    fits(reads, one, "get", await read.get(f"{room}/{uuid.uuid4()}"))
+    fits(reads, many, "get", await read.get(room, params={"limit": 0}))
+    for client, document in ((write, writes), (read, reads)):
+        fits(document, "/healthz", "get", await client.get("/healthz"))
+        fits(document, "/readyz", "get", await client.get("/readyz"))
+
+
+async def test_the_admin_apis_answers_fit_the_schemas_its_document_states(
+    sqlite_services: Services, tmp_path: Path
+) -> None:
+    env = endpoints_file(tmp_path, "http://127.0.0.1:9")  # defined, never called: no forwarder runs
+    service = await sqlite_services.admin_api(**env)
+    headers = {"Authorization": f"Bearer {sqlite_services.admin_token}"}
+    async with httpx.AsyncClient(base_url=service.url or "", headers=headers, timeout=60) as admin:
+        document = (await admin.get("/openapi.json")).json()
+        base, named = "/v1/admin/endpoints", "/v1/admin/endpoints/{name}"
+        fits(document, base, "get", await admin.get(base))
+        fits(document, named, "get", await admin.get(f"{base}/hook"))
+        fits(document, named, "get", await admin.get(f"{base}/nope"))
+        definition = {"url": "http://127.0.0.1:9/hooks/other", "secret": SECRET, "max_in_flight": 2}
+        fits(document, named, "put", await admin.put(f"{base}/other", json=definition))  # 201
+        fits(document, named, "put", await admin.put(f"{base}/other", json={"url": definition["url"]}))  # 200
+        fits(document, named, "put", await admin.put(f"{base}/other", json={"url": "http://10.0.0.1/"}))
+        fits(document, f"{named}/status", "get", await admin.get(f"{base}/hook/status"))
+        for action in ("pause", "resume"):
+            fits(document, f"{named}/{action}", "post", await admin.post(f"{base}/hook/{action}"))
+        rewound = await admin.post(f"{base}/hook/rewind", json={"to": {"0": 0}})
+        fits(document, f"{named}/rewind", "post", rewound)
+        not_blocked = await admin.post(f"{base}/hook/rooms/r1/unblock", json={"action": "skip"})
+        fits(document, f"{named}/rooms/{{room_id}}/unblock", "post", not_blocked)
+        replayed = await admin.post("/v1/admin/dead-letters/replay", json={"endpoint": "hook"})
+        fits(document, "/v1/admin/dead-letters/replay", "post", replayed)
+        fits(document, "/v1/admin/secrets/reseal", "post", await admin.post("/v1/admin/secrets/reseal"))
+        assert (await admin.delete(f"{base}/other")).status_code == 204
+        assert [answer.status_code for answer in (rewound, not_blocked, replayed)] == [200, 404, 200]

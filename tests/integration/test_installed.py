@@ -26,6 +26,7 @@ import httpx
 import orjson
 import pytest
 
+from kernel.http.explorer import ASSETS
 from merlin.local import LocalKafka, processes
 from merlin.local.service_processes import eventually, free_port
 from merlin.local.settings import LocalSettings
@@ -108,6 +109,24 @@ def test_the_installed_command_says_its_version_and_runs_from_site_packages(inst
         cwd=installed.workdir,
     )
     assert where == f"{installed.site_packages} None\n"
+
+
+def test_the_installed_api_explorer_finds_every_asset_in_site_packages(installed: Installed) -> None:
+    """The wheel carries the explorer's own script and style, and fastapi-offline came with Swagger UI."""
+    found = _run(
+        [
+            str(installed.venv / "bin" / "python"),
+            "-c",
+            "from kernel.http.explorer import ASSETS, missing_assets\n"
+            "print(missing_assets())\n"
+            "for asset in ASSETS.values(): print(asset.file())",
+        ],
+        env=installed.env(),
+        cwd=installed.workdir,
+    ).splitlines()
+    assert found[0] == "[]"
+    assert len(found) == 1 + len(ASSETS)
+    assert all(Path(path).is_relative_to(installed.site_packages) for path in found[1:]), found
 
 
 async def test_merlin_dev_installed_answers_the_readme_session_and_keeps_its_state_in_the_users_data(
