@@ -41,7 +41,7 @@ json_values = st.recursive(
 
 
 def _valid_endpoint() -> dict[str, Any]:
-    endpoint = Endpoint(name="hook", url="http://user:pw@hooks.example/in?key=k", secret=SECRET)
+    endpoint = Endpoint(name="hook", url="http://user:~pw~@hooks.example/in?key=~k~", secret=SECRET)
     return encode(endpoint, BOX, 1, datetime(2026, 12, 7, tzinfo=UTC))
 
 
@@ -145,7 +145,8 @@ def test_a_listener_that_fails_is_counted_and_the_others_still_hear() -> None:
 def test_an_endpoint_record_holds_neither_the_urls_credentials_nor_its_query_in_the_clear() -> None:
     record = VALID["endpoint"]
     text = orjson.dumps(record).decode()
-    assert "pw" not in text
-    assert "key=k" not in text
+    # "~" is outside the sealed text's base64 alphabet: a ciphertext cannot hold these by chance.
+    assert "~pw~" not in text
+    assert "~k~" not in text
     endpoint = decode("hook", record, BOX)
-    assert str(endpoint.url) == "http://user:pw@hooks.example/in?key=k"
+    assert str(endpoint.url) == "http://user:~pw~@hooks.example/in?key=~k~"
