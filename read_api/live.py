@@ -29,6 +29,7 @@ from kernel.settings import KafkaSettings
 from read_api.applied_feed import AppliedFeed, ResumeTooOld
 from read_api.handover import Change, Handover, Subscription, parse_cursor, replay_ranges
 from read_api.settings import ReadApiSettings
+from read_api.tickets import Tickets
 from read_store.reader import ReadStore
 
 log = structlog.get_logger()
@@ -84,6 +85,7 @@ class LiveRooms:
         self.metrics = LiveMetrics(registry)
         self.feed = AppliedFeed(kafka, reads, settings.live_batch, self._lagged)
         self.streams = 0
+        self.tickets: Tickets | None = None  # set by the app, which knows the callers' keys
 
     def _lagged(self, subscription: Subscription) -> None:
         self.metrics.lagged.inc()

@@ -53,7 +53,7 @@ class Stream:
         return None
 
     async def take(self, count: int, timeout: float = 30.0) -> list[Event]:
-        events = []
+        events: list[Event] = []
         async with asyncio.timeout(timeout):
             while len(events) < count:
                 event = await self.next(timeout)
@@ -263,7 +263,7 @@ async def test_a_subscriber_that_never_reads_is_closed_once_its_buffer_fills_whi
     sqlite_services.forwarder()
     headers = sqlite_services.headers("frank")
     # The slow one: a connection whose client reads nothing after its request.
-    where = urlsplit(read.url)
+    where = urlsplit(read.url or "")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
@@ -304,3 +304,33 @@ async def test_a_subscriber_that_never_reads_is_closed_once_its_buffer_fills_whi
             received += chunk
     assert b"event: lagged" in received or not received.endswith(b"\r\n0\r\n\r\n")
     writer.close()
+
+
+async def test_a_ticket_opens_one_stream_of_its_rooms_without_a_header(sqlite_services: Services) -> None:
+    write = await sqlite_services.write_api()
+    read = await sqlite_services.read_api()
+    sqlite_services.forwarder()
+    headers = sqlite_services.headers("gina", rooms=("ticketed", "other"))
+    async with httpx.AsyncClient(timeout=60) as client:
+        refused = await client.post(
+            f"{read.url}/v1/live/tickets", json={"rooms": ["theirs"]}, headers=headers
+        )
+        assert refused.status_code == 403
+        answer = await client.post(
+            f"{read.url}/v1/live/tickets", json={"rooms": ["ticketed"]}, headers=headers
+        )
+        assert answer.status_code == 200, answer.text
+        ticket = answer.json()["ticket"]
+        assert answer.json()["expires_in"] == 30
+        other = await client.get(f"{read.url}/v1/rooms/other/live", params={"ticket": ticket})
+        assert other.status_code == 403  # the ticket's rooms only (and it is used now)
+        ticket = (await client.post(tickets, json={"rooms": ["ticketed"]}, headers=headers)).json()["ticket"]
+        async with stream(client, f"{read.url}/v1/rooms/ticketed/live", {}, {"ticket": ticket}) as live:
+            created = await create(client, write, "ticketed", "by ticket", headers)
+            (got,) = await live.take(1)
+            assert got.data["event_id"] == created["event_id"]
+            again = await client.get(f"{read.url}/v1/rooms/ticketed/live", params={"ticket": ticket})
+            assert again.status_code == 401
+        elsewhere = await client.get(f"{read.url}/v1/rooms/ticketed/messages", params={"ticket": ticket})
+        assert elsewhere.status_code == 401
+    assert ticket not in read.output()
