@@ -311,6 +311,7 @@ async def test_a_ticket_opens_one_stream_of_its_rooms_without_a_header(sqlite_se
     read = await sqlite_services.read_api()
     sqlite_services.forwarder()
     headers = sqlite_services.headers("gina", rooms=("ticketed", "other"))
+    tickets = f"{read.url}/v1/live/tickets"
     async with httpx.AsyncClient(timeout=60) as client:
         refused = await client.post(
             f"{read.url}/v1/live/tickets", json={"rooms": ["theirs"]}, headers=headers
