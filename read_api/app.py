@@ -25,7 +25,8 @@ def create_app(
     limits: RateLimitSettings | None = None,
 ) -> FastAPI:
     """The read API's ASGI app; its database engine lives as long as the app runs."""
-    api = ReadApi(settings or ReadApiSettings(), store or ReadStoreSettings(), kafka or KafkaSettings())
+    settings = settings or ReadApiSettings()
+    api = ReadApi(settings, store or ReadStoreSettings(), kafka or KafkaSettings())
     app = new_api(
         "read_api",
         "merlin read API",
@@ -35,6 +36,7 @@ def create_app(
         api.readiness,
         verifier_for(auth or AuthSettings(), "read_api"),
         limiter=limiter_for(limits or RateLimitSettings()),
+        cors_origins=settings.cors_origins,
     )
     app.state.read_api = api
     add_outage_handler(app, OUTAGE_ERRORS, is_outage, "read store")
