@@ -313,6 +313,27 @@
         remember(message.position || event.lastEventId);
       });
     });
+    // The stream ends after each of these: behind by a whole buffer (resume from the last position),
+    // the log no longer holding that position (read the room anew), or the token expired.
+    stream.addEventListener("lagged", function () {
+      stream.close();
+      if (gen === attempt) {
+        connect();
+      }
+    });
+    stream.addEventListener("reload", function () {
+      stream.close();
+      if (gen === attempt) {
+        window.sessionStorage.removeItem(positionKey());
+        openRoom(room);
+      }
+    });
+    stream.addEventListener("expired", function () {
+      stream.close();
+      if (gen === attempt) {
+        signOut("The token expired: sign in again.");
+      }
+    });
     stream.onerror = function () {
       stream.close();
       if (gen !== attempt) {

@@ -159,6 +159,8 @@ async def test_a_page_shows_the_history_posts_and_edits_with_a_pasted_token(
     # The token is kept for this tab: a reload shows the room again, each message once.
     await page.reload()
     await expect(bodies(page)).to_have_text(expected, timeout=STARTED_WITHIN_MS)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "live-rooms-history.png", full_page=True)
     await context.close()
 
     assert watched.blocked == []
