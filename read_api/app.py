@@ -14,6 +14,7 @@ from read_api.live_routes import add_live_routes
 from read_api.routes import add_routes
 from read_api.settings import ReadApiSettings
 from read_api.state import ReadApi
+from read_api.tickets import Tickets
 from read_store.outages import OUTAGE_ERRORS, is_outage
 from read_store.settings import ReadStoreSettings
 
@@ -27,7 +28,10 @@ def create_app(
 ) -> FastAPI:
     """The read API's ASGI app; its database engine lives as long as the app runs."""
     settings = settings or ReadApiSettings()
+    auth = auth or AuthSettings()
     api = ReadApi(settings, store or ReadStoreSettings(), kafka or KafkaSettings())
+    tickets = Tickets.keyed(settings.live_ticket_key, auth.jwt_secret, settings.live_ticket_seconds)
+    api.live.tickets = tickets
     app = new_api(
         "read_api",
         "merlin read API",
@@ -35,8 +39,9 @@ def create_app(
         lambda _app: api.running(),
         api.registry,
         api.readiness,
-        verifier_for(auth or AuthSettings(), "read_api"),
+        verifier_for(auth, "read_api"),
         limiter=limiter_for(limits or RateLimitSettings()),
+        tickets=tickets.caller,
         cors_origins=settings.cors_origins,
     )
     app.state.read_api = api

@@ -8,9 +8,10 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.types import Scope
 
 from kernel import tracing
-from kernel.auth import Verifier
+from kernel.auth import Caller, Verifier
 from kernel.http.auth import Authenticate
 from kernel.http.cors import add_cors
 from kernel.http.errors import count_unavailable, install_error_handlers
@@ -40,6 +41,7 @@ def new_api(
     admin_only: bool = False,
     limiter: RateLimiter | None = None,
     logging: LoggingSettings | None = None,
+    tickets: Callable[[Scope], Caller | None] | None = None,
     cors_origins: Sequence[str] = (),
 ) -> FastAPI:
     """A FastAPI app with merlin's error handling, metrics, ``/healthz``, ``/readyz``, ``/metrics`` and
@@ -73,7 +75,12 @@ def new_api(
     if max_body_bytes is not None:
         app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(
-        Authenticate, verifier=verifier, operator_token=operator_token, admin_only=admin_only, limiter=limiter
+        Authenticate,
+        verifier=verifier,
+        operator_token=operator_token,
+        admin_only=admin_only,
+        limiter=limiter,
+        tickets=tickets,
     )
     # Outside authentication: a browser's preflight carries no token.
     add_cors(app, cors_origins)
