@@ -32,6 +32,7 @@ def create_app(
     api = ReadApi(settings, store or ReadStoreSettings(), kafka or KafkaSettings())
     tickets = Tickets.keyed(settings.live_ticket_key, auth.jwt_secret, settings.live_ticket_seconds)
     api.live.tickets = tickets
+    tickets.presented = lambda outcome: api.live.metrics.tickets.labels(outcome).inc()
     app = new_api(
         "read_api",
         "merlin read API",

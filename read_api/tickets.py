@@ -17,6 +17,7 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -42,6 +43,8 @@ class Tickets:
         self.seconds = seconds
         # Nonce -> the ticket's expiry: what this process accepted and must not accept again.
         self._used: dict[str, float] = {}
+        # Told of each ticket presented: "accepted" or "refused" (the metrics).
+        self.presented: Callable[[str], None] = lambda _outcome: None
 
     @classmethod
     def keyed(cls, key: SecretStr | None, jwt_secret: SecretStr | None, seconds: int) -> Tickets:
@@ -101,7 +104,9 @@ class Tickets:
             return None
         for name, value in _query(scope):
             if name == "ticket":
-                return self.accept(value)
+                caller = self.accept(value)
+                self.presented("refused" if caller is None else "accepted")
+                return caller
         return None
 
     def _sign(self, body: str) -> bytes:

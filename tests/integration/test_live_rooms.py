@@ -16,7 +16,7 @@ import orjson
 
 from kernel.auth import READ, WRITE, mint
 from kernel.position import Position
-from merlin.local.service_processes import Service, Services
+from merlin.local.service_processes import Service, Services, eventually
 
 PROBLEM = "application/problem+json"
 
@@ -335,3 +335,32 @@ async def test_a_ticket_opens_one_stream_of_its_rooms_without_a_header(sqlite_se
         elsewhere = await client.get(f"{read.url}/v1/rooms/ticketed/messages", params={"ticket": ticket})
         assert elsewhere.status_code == 401
     assert ticket not in read.output()
+
+
+async def test_a_process_holds_at_most_its_streams_and_a_quiet_one_hears_heartbeats(
+    sqlite_services: Services,
+) -> None:
+    read = await sqlite_services.read_api(
+        MERLIN_READ_API_LIVE_MAX_STREAMS="1", MERLIN_READ_API_LIVE_HEARTBEAT_SECONDS="0.2"
+    )
+    headers = sqlite_services.headers("hal")
+    async with httpx.AsyncClient(timeout=30) as client:
+        async with client.stream("GET", f"{read.url}/v1/rooms/quiet/live", headers=headers) as first:
+            assert first.status_code == 200
+            second = await client.get(f"{read.url}/v1/rooms/loud/live", headers=headers)
+            assert second.status_code == 503
+            assert second.headers["content-type"] == PROBLEM
+            assert second.json()["type"].endswith("/too-many-streams")
+            assert second.headers["Retry-After"] == "1"
+            async with asyncio.timeout(10):
+                async for line in first.aiter_lines():
+                    if line == ": heartbeat":
+                        break
+
+        async def open_again() -> bool | None:
+            answer = await client.get(
+                f"{read.url}/v1/rooms/loud/live", headers={**headers, "Last-Event-ID": "x"}
+            )
+            return answer.status_code == 422 or None  # past the bound's check: the stream's place is free
+
+        await eventually(open_again, 10, "the closed stream's place given back")
