@@ -364,3 +364,31 @@ async def test_a_process_holds_at_most_its_streams_and_a_quiet_one_hears_heartbe
             return answer.status_code == 422 or None  # past the bound's check: the stream's place is free
 
         await eventually(open_again, 10, "the closed stream's place given back")
+
+
+async def test_on_postgresql_a_change_is_the_message_as_the_read_api_shows_it(
+    postgres_services: Services,
+) -> None:
+    write = await postgres_services.write_api()
+    read = await postgres_services.read_api()
+    postgres_services.forwarder()
+    headers = postgres_services.headers("ivy")
+    async with httpx.AsyncClient(timeout=60) as client:
+        async with stream(client, f"{read.url}/v1/rooms/pg/live", headers) as live:
+            created = await create(client, write, "pg", "first", headers)
+            (made,) = await live.take(1)
+            url = f"{read.url}/v1/rooms/pg/messages/{created['message_id']}"
+            shown = (await client.get(url, headers=headers)).json()
+            assert {k: v for k, v in made.data.items() if k not in ("event_id", "position")} == shown
+            edited = await edit(client, write, "pg", created["message_id"], "second", headers)
+            (changed,) = await live.take(1)
+            shown = (
+                await client.get(url, params={"after_position": edited["position"]}, headers=headers)
+            ).json()
+            assert {k: v for k, v in changed.data.items() if k not in ("event_id", "position")} == shown
+            assert changed.data["version"] == 2
+        async with stream(
+            client, f"{read.url}/v1/rooms/pg/live", {**headers, "Last-Event-ID": made.id or ""}
+        ) as live:
+            (again,) = await live.take(1)
+            assert again.data == changed.data
