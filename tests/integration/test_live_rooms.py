@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from kernel.auth import READ, WRITE, mint
 from kernel.position import Position
@@ -392,3 +394,31 @@ async def test_on_postgresql_a_change_is_the_message_as_the_read_api_shows_it(
         ) as live:
             (again,) = await live.take(1)
             assert again.data == changed.data
+
+
+async def test_a_resume_point_retention_deleted_is_answered_with_reload(sqlite_services: Services) -> None:
+    write = await sqlite_services.write_api()
+    read = await sqlite_services.read_api()
+    sqlite_services.forwarder()
+    headers = sqlite_services.headers("jim")
+    url = f"{read.url}/v1/rooms/retained/live"
+    async with httpx.AsyncClient(timeout=60) as client:
+        async with stream(client, url, headers) as live:
+            written = [await create(client, write, "retained", f"m {n}", headers) for n in range(3)]
+            had = await live.take(3)
+        # As retention would: the log no longer holds the first two records.
+        last = Position.parse(written[-1]["position"])
+        admin = AdminClient(sqlite_services.kafka.client())
+        topic = sqlite_services.kafka.events_topic
+        futures = admin.delete_records([TopicPartition(topic, last.partition, last.offset)])
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in futures.values()))
+        async with stream(client, url, {**headers, "Last-Event-ID": had[0].id or ""}) as live:
+            answer = await live.next()
+            assert answer is not None
+            assert answer.event == "reload"
+            assert await live.next(timeout=10) is None
+        # From the last one, nothing is missing: the stream goes on.
+        async with stream(client, url, {**headers, "Last-Event-ID": had[-1].id or ""}) as live:
+            more = await create(client, write, "retained", "more", headers)
+            (got,) = await live.take(1)
+            assert got.data["event_id"] == more["event_id"]
