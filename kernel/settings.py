@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Annotated, Literal, TypeAlias
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ClientConfig: TypeAlias = dict[str, str | int | float | bool]
@@ -164,4 +165,45 @@ class ApiServing(BaseModel):
         default="127.0.0.1",
         description="Where `/metrics` (Prometheus), `/healthz` and `/readyz` answer without a token; with "
         "workers, their parent answers for all of them. Keep it on an internal address.",
+    )
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def cors_origin(value: str) -> str:
+    """``value`` as a browser writes an origin (``scheme://host[:port]``: lower case, no default port);
+    a ValueError saying what is wrong when it is no origin."""
+    text = value.strip()
+    if text in ("*", "null"):
+        raise ValueError(f"{text} is not taken: list each origin, e.g. http://127.0.0.1:8084")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not an origin ({exc}), e.g. http://127.0.0.1:8084") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError("an origin is http:// or https:// and a host, e.g. http://127.0.0.1:8084")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("an origin has no user or password")
+    if parts.path or parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise ValueError(f"an origin has no path, query or fragment: {scheme}://{parts.netloc}")
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address, as the browser writes it
+    return f"{scheme}://{host}" if port in (None, _DEFAULT_PORTS[scheme]) else f"{scheme}://{host}:{port}"
+
+
+Origin = Annotated[str, AfterValidator(cors_origin)]
+
+
+class CorsServing(BaseModel):
+    """The CORS setting of an API that browser pages may call (fields only, read under the API's prefix)."""
+
+    cors_origins: list[Origin] = Field(
+        default_factory=list,
+        description="Origins of browser pages that may call this API, as a JSON list of exact origins, "
+        'e.g. `["https://chat.example.com"]`; empty: none (`merlin dev`: its live-rooms page). Tokens '
+        "still go in the `Authorization` header: no cookie or other credential is allowed.",
     )

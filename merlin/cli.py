@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         service.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a worker's inherited socket
         service.set_defaults(handler=_service(name), action=name)
     dev = commands.add_parser(
-        "dev", help="local Kafka + topics + SQLite migrations + all four services; Ctrl-C stops"
+        "dev",
+        help="local Kafka + topics + SQLite migrations + all four services + a live-rooms page; Ctrl-C stops",
     )
     dev.set_defaults(handler=_dev, action="dev")
     forwarder = commands.add_parser("forwarder", help="run the forwarder worker (MERLIN_FORWARDER_*)")

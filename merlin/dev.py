@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from admin_api.settings import AdminApiSettings
+from domain.errors import MerlinError
 from forwarder.settings import ForwarderSettings
 from kernel.auth import READ, WRITE, AuthSettings, mint
 from kernel.settings import KafkaSettings
 from kernel.topics import ensure_topics
+from merlin.live_page import DEV_USERS, LivePage, PageServer, listening
 from merlin.local import LocalKafka
 from merlin.local.kept_secrets import KeptFiles, kept_secret, write_private
+from merlin.local.settings import DevSettings
 from read_api.settings import ReadApiSettings
 from read_store.engines import shown_url
 from read_store.migrate import upgrade
@@ -32,24 +38,29 @@ async def _pipe(name: str, stream: asyncio.StreamReader) -> None:
         sys.stdout.flush()
 
 
-def _authentication(env: dict[str, str], kept: KeptFiles) -> str:
-    """Make sure the APIs can verify callers (a kept secret unless one is configured); what to tell."""
+def _authentication(env: dict[str, str], kept: KeptFiles) -> tuple[str, dict[str, Path]]:
+    """Make sure the APIs can verify callers (a kept secret unless one is configured); what to tell, and
+    the files of the development users' tokens (none unless merlin signs them)."""
     if not any(env.get(f"MERLIN_AUTH_{name}") for name in ("JWT_SECRET", "JWKS_URL", "DISABLED")):
         env["MERLIN_AUTH_JWT_SECRET"] = os.environ["MERLIN_AUTH_JWT_SECRET"] = kept_secret(kept.auth_secret)
     settings = AuthSettings()
     if settings.jwt_secret is None:
-        return (
+        note = (
             "callers:   tokens from MERLIN_AUTH_JWKS_URL"
             if settings.jwks_url
             else "callers:   NOT authenticated"
         )
-    token = mint(
-        settings.jwt_secret.get_secret_value(), "alice", scopes=[WRITE, READ], ttl_seconds=7 * 86400,
-        audience=settings.audience, issuer=settings.issuer,
-    )  # fmt: skip
-    write_private(kept.dev_token, token)
-    shown = _shown(kept.dev_token)
-    return f"callers:   bearer JWTs; alice's (every room, 7 days): TOKEN=$(cat {shown})"
+        return note, {}
+    tokens = {}
+    for user in DEV_USERS:
+        token = mint(
+            settings.jwt_secret.get_secret_value(), user, scopes=[WRITE, READ], ttl_seconds=7 * 86400,
+            audience=settings.audience, issuer=settings.issuer,
+        )  # fmt: skip
+        tokens[user] = kept.user_token(user)
+        write_private(tokens[user], token)
+    shown = ", ".join(f"{user}'s TOKEN=$(cat {_shown(path)})" for user, path in tokens.items())
+    return f"callers:   bearer JWTs (every room, 7 days): {shown}", tokens
 
 
 def _shown(path: Path) -> Path:
@@ -58,6 +69,37 @@ def _shown(path: Path) -> Path:
         return path.resolve().relative_to(Path.cwd())
     except ValueError:
         return path
+
+
+def _browser_url(host: str, port: int) -> str:
+    """Where a browser on this machine reaches a service listening on ``host``."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def page_origins(port: int) -> list[str]:
+    """The origins of the live-rooms page on ``port``: a browser may name the machine either way."""
+    return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+
+
+def _allow_page(env: dict[str, str], port: int, *apis: WriteApiSettings | ReadApiSettings) -> None:
+    """Let the page on ``port`` call ``apis`` from the browser, beside the origins they allow already."""
+    for api, prefix in zip(apis, ("MERLIN_WRITE_API_", "MERLIN_READ_API_"), strict=True):
+        origins = list(dict.fromkeys((*api.cors_origins, *page_origins(port))))
+        env[f"{prefix}CORS_ORIGINS"] = json.dumps(origins)
+
+
+def _page_socket(port: int) -> socket.socket:
+    try:
+        return listening(port)
+    except OSError as exc:
+        raise MerlinError(
+            f"the live-rooms page cannot listen on 127.0.0.1:{port} ({exc.strerror}): set "
+            "MERLIN_DEV_PAGE_PORT to a free port, or to 0 for no page"
+        ) from None
 
 
 def _metrics_note(*apis: WriteApiSettings | ReadApiSettings | AdminApiSettings) -> str:
@@ -79,7 +121,7 @@ async def run_dev() -> int:
     if not env.get("MERLIN_ADMIN_TOKEN"):
         env["MERLIN_ADMIN_TOKEN"] = kept_secret(kept.admin_token)
         token_note = f"token in {kept.admin_token}"
-    auth_note = _authentication(env, kept)
+    auth_note, dev_tokens = _authentication(env, kept)
     if not env.get("MERLIN_ENDPOINTS_SECRET_KEYS"):
         env["MERLIN_ENDPOINTS_SECRET_KEYS"] = kept_secret(kept.endpoint_keys, new_key)
     # Development: endpoints on this machine (a local receiver) are allowed.
@@ -90,6 +132,13 @@ async def run_dev() -> int:
     store = ReadStoreSettings()
     await upgrade(store.url, store.db_schema)
     print(f"read store: {shown_url(store.url)} (migrated)")
+
+    write, read, admin = WriteApiSettings(), ReadApiSettings(), AdminApiSettings()
+    page_port = DevSettings().page_port
+    # Bound before the APIs start, so that the origin they are told to allow is the page's.
+    page_socket = _page_socket(page_port) if page_port else None
+    if page_socket is not None:
+        _allow_page(env, page_socket.getsockname()[1], write, read)
 
     children = {
         name: await asyncio.create_subprocess_exec(
@@ -106,14 +155,27 @@ async def run_dev() -> int:
     pipes = [
         asyncio.create_task(_pipe(name, child.stdout)) for name, child in children.items() if child.stdout
     ]
-    write, read, admin = WriteApiSettings(), ReadApiSettings(), AdminApiSettings()
-    print(f"write API: http://{write.host}:{write.port}   (POST /v1/rooms/{{room}}/messages)")
-    print(f"read API:  http://{read.host}:{read.port}   (GET /v1/rooms/{{room}}/messages)")
-    print(f"admin API: http://{admin.host}:{admin.port}   (`merlin endpoints`; {token_note})")
-    print(auth_note)
-    print(_metrics_note(write, read, admin))
-    print("forwarder: running; Ctrl-C stops everything")
+    async with contextlib.AsyncExitStack() as page:
+        print(f"write API: http://{write.host}:{write.port}   (POST /v1/rooms/{{room}}/messages)")
+        print(f"read API:  http://{read.host}:{read.port}   (GET /v1/rooms/{{room}}/messages)")
+        print(f"admin API: http://{admin.host}:{admin.port}   (`merlin endpoints`; {token_note})")
+        if page_socket is not None:
+            served = LivePage(
+                _browser_url(write.host, write.port), _browser_url(read.host, read.port), dev_tokens
+            )
+            server = await page.enter_async_context(PageServer(served, page_socket))
+            print(f"live rooms: {server.url}/   (a chat page: sign in, pick a room, post, edit)")
+        print(auth_note)
+        print(_metrics_note(write, read, admin))
+        print("forwarder: running; Ctrl-C stops everything")
+        failed = await _until_stopped(children)
+    await asyncio.gather(*pipes)
+    print("merlin dev: stopped (the Kafka broker keeps running; `merlin kafka stop` ends it)")
+    return 1 if failed else 0
 
+
+async def _until_stopped(children: Mapping[str, asyncio.subprocess.Process]) -> list[str]:
+    """Wait for Ctrl-C (or SIGTERM) or a service's exit, then stop every service; those that exited."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -134,7 +196,5 @@ async def run_dev() -> int:
             with contextlib.suppress(ProcessLookupError):
                 child.kill()
         await asyncio.gather(*exits.values())
-    await asyncio.gather(*pipes)
     stopper.cancel()
-    print("merlin dev: stopped (the Kafka broker keeps running; `merlin kafka stop` ends it)")
-    return 1 if failed else 0
+    return failed

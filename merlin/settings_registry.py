@@ -28,7 +28,7 @@ from kernel.http.edge_settings import EdgeSettings
 from kernel.http.rate_limit import RateLimitSettings
 from kernel.settings import KafkaSettings, LoggingSettings
 from merlin.kafka_access import AccessSettings
-from merlin.local.settings import LocalSettings
+from merlin.local.settings import DevSettings, LocalSettings
 from read_api.settings import ReadApiSettings
 from read_store.settings import ReadStoreSettings
 from webhooks.settings import EndpointsSettings
@@ -52,6 +52,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     LoggingSettings,
     AccessSettings,
     LocalSettings,
+    DevSettings,
 )
 
 _WRITE_API = (WriteApiSettings, KafkaSettings, AuthSettings, RateLimitSettings, EdgeSettings, LoggingSettings)
@@ -69,7 +70,9 @@ READ_BY: dict[str, tuple[type[BaseSettings], ...]] = {
     "read-api": _READ_API,
     "admin-api": _ADMIN_API,
     "forwarder": _FORWARDER,
-    "dev": tuple(dict.fromkeys((LocalSettings, *_WRITE_API, *_READ_API, *_ADMIN_API, *_FORWARDER))),
+    "dev": tuple(
+        dict.fromkeys((LocalSettings, DevSettings, *_WRITE_API, *_READ_API, *_ADMIN_API, *_FORWARDER))
+    ),
     "all": SETTINGS,
 }
 

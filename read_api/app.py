@@ -43,6 +43,7 @@ def create_app(
         verifier_for(auth, "read_api"),
         limiter=limiter_for(limits or RateLimitSettings()),
         tickets=tickets.caller,
+        cors_origins=settings.cors_origins,
     )
     app.state.read_api = api
     add_outage_handler(app, OUTAGE_ERRORS, is_outage, "read store")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kernel.settings import ApiServing
+from kernel.settings import ApiServing, CorsServing
 
 
-class ReadApiSettings(ApiServing, BaseSettings):
+class ReadApiSettings(ApiServing, CorsServing, BaseSettings):
     """The read API (``MERLIN_READ_API_*``)."""
 
     model_config = SettingsConfigDict(env_prefix="MERLIN_READ_API_", extra="ignore")

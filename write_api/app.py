@@ -39,6 +39,7 @@ def create_app(
         limiter=limiter_for(limits or RateLimitSettings()),
         max_body_bytes=settings.max_body_bytes,
         retry_after_seconds=settings.retry_after_seconds,
+        cors_origins=settings.cors_origins,
     )
     app.state.write_api = api
     add_routes(app)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kernel.settings import ApiServing
+from kernel.settings import ApiServing, CorsServing
 
 
-class WriteApiSettings(ApiServing, BaseSettings):
+class WriteApiSettings(ApiServing, CorsServing, BaseSettings):
     """The write API (``MERLIN_WRITE_API_*``)."""
 
     model_config = SettingsConfigDict(env_prefix="MERLIN_WRITE_API_", extra="ignore")

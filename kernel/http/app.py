@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,6 +13,7 @@ from starlette.types import Scope
 from kernel import tracing
 from kernel.auth import Caller, Verifier
 from kernel.http.auth import Authenticate
+from kernel.http.cors import add_cors
 from kernel.http.errors import count_unavailable, install_error_handlers
 from kernel.http.explorer import add_explorer
 from kernel.http.middleware import BodyLimit, HttpMetrics, RequestLog
@@ -41,6 +42,7 @@ def new_api(
     limiter: RateLimiter | None = None,
     logging: LoggingSettings | None = None,
     tickets: Callable[[Scope], Caller | None] | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> FastAPI:
     """A FastAPI app with merlin's error handling, metrics, ``/healthz``, ``/readyz``, ``/metrics`` and
     the API explorer at ``/docs`` (``kernel.http.explorer``).
@@ -49,8 +51,9 @@ def new_api(
     Every route but health needs a bearer token that ``verifier`` accepts (or ``operator_token``,
     which holds every scope); without either, authentication is disabled. ``limiter`` bounds
     each subject's requests. Every request gets an id (``X-Request-Id``) and, unless ``logging``
-    (``MERLIN_LOG_*``) turns it off, an access log line. With tracing on (``kernel.tracing``),
-    each request is a server span (OpenTelemetry's FastAPI instrumentation).
+    (``MERLIN_LOG_*``) turns it off, an access log line. Pages of ``cors_origins`` may call it from a
+    browser (``kernel.http.cors``). With tracing on (``kernel.tracing``), each request is a server
+    span (OpenTelemetry's FastAPI instrumentation).
     """
     app = FastAPI(
         title=title,
@@ -79,6 +82,8 @@ def new_api(
         limiter=limiter,
         tickets=tickets,
     )
+    # Outside authentication: a browser's preflight carries no token.
+    add_cors(app, cors_origins)
     # Added last, so outermost: it also counts the answers of the body limit.
     app.add_middleware(HttpMetrics, registry=registry, service=service)
     # Outside the metrics, so its id is bound for every log line of the request.

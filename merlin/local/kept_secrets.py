@@ -35,6 +35,10 @@ class KeptFiles:
     def dev_token(self) -> Path:  # a ready JWT for the README's session
         return self.var_dir / "dev.token"
 
+    def user_token(self, user: str) -> Path:
+        """A ready JWT of one of `merlin dev`'s users: alice's is the README's ``dev.token``."""
+        return self.dev_token if user == "alice" else self.var_dir / f"dev-{user}.token"
+
     @property
     def endpoint_keys(self) -> Path:  # seals endpoint secrets (Fernet)
         return self.var_dir / "endpoints.keys"

@@ -49,3 +49,18 @@ class LocalSettings(BaseSettings):
         description="Where the local PostgreSQL cluster lives; unset, under the var directory, or in "
         "postgres' home when merlin runs as root.",
     )
+
+
+class DevSettings(BaseSettings):
+    """What `merlin dev` runs beside the services (``MERLIN_DEV_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MERLIN_DEV_", extra="ignore")
+
+    page_port: int = Field(
+        default=8084,
+        ge=0,
+        le=65535,
+        description="Where `merlin dev` serves its live-rooms page, on 127.0.0.1 only (it hands the "
+        "development users' tokens to this machine's callers); the write and read APIs allow its origin "
+        "(CORS). 0: no page.",
+    )

@@ -4,10 +4,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser
 
 from kernel.settings import KafkaSettings
 from merlin.local.service_processes import Services, free_port
 from read_store.migrate import upgrade
+from tests.browser import CHROMIUM, launched
 from tests.conftest import PostgresSchema
 from tests.downstream import Downstream, ServerThread
 from tests.integration.hooks import SECRET
@@ -67,3 +69,17 @@ def downstream() -> Iterator[tuple[Downstream, str]]:
     with ServerThread(server, free_port()) as running:
         yield server, running.url
     server.assert_no_drift()
+
+
+@pytest.fixture
+def chromium_path() -> Path:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's package")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def chromium(chromium_path: Path) -> AsyncIterator[Browser]:
+    """Debian's headless Chromium, driven by Playwright (tests.browser)."""
+    async with launched(chromium_path) as browser:
+        yield browser

@@ -7,92 +7,21 @@ Swagger UI from merlin's own files, the document loaded with the token pasted in
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
-import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, Route, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from kernel.auth import READ
 from merlin.local.service_processes import Service, Services
-from tests import PROJECT_ROOT
+from tests.browser import ARTIFACTS, Watched
 
-# Debian's package (`make chromium`): Playwright's own browser builds cannot be downloaded here.
-CHROMIUM = Path("/usr/bin/chromium")
-# As root there is no sandbox to have; nothing but the page may reach the network.
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = PROJECT_ROOT / "var" / "test-artifacts"
 # Swagger UI renders a document of some hundred kilobytes from a 1.5 MB script: seconds on a busy machine.
 RENDERED_WITHIN_MS = 30_000
-# Every wait of this module's expectations, not Playwright's 5 s (only this module drives a browser).
+# Every wait of this module's expectations, not Playwright's 5 s. The setting is global: the live-rooms
+# page's test (test_live_page.py) gives each of its expectations its own timeout.
 expect.set_options(timeout=RENDERED_WITHIN_MS)
 MESSAGES = "/v1/rooms/{room_id}/messages"
-
-
-def loopback(url: str) -> bool:
-    """Whether ``url`` stays on this machine (or in the page: data and blob URLs)."""
-    parts = urlsplit(url)
-    if parts.scheme in ("data", "blob", "about"):
-        return True
-    host = parts.hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass
-class Watched:
-    """What the browser asked for, what was kept from it, and what its console said."""
-
-    requested: list[str] = field(default_factory=list)
-    blocked: list[str] = field(default_factory=list)
-    console_errors: list[str] = field(default_factory=list)
-
-    async def route(self, route: Route) -> None:
-        url = route.request.url
-        self.requested.append(url)
-        if loopback(url):
-            await route.continue_()
-        else:
-            self.blocked.append(url)
-            await route.abort("blockedbyclient")
-
-    def console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.console_errors.append(message.text)
-
-
-@pytest.fixture
-def chromium_path() -> Path:
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's package")
-    return CHROMIUM
-
-
-@pytest.fixture
-async def chromium(chromium_path: Path) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(chromium_path), args=LAUNCH_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def paste(page: Page, token: str) -> None:

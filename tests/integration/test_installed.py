@@ -27,6 +27,7 @@ import orjson
 import pytest
 
 from kernel.http.explorer import ASSETS
+from merlin.live_page import ASSETS as LIVE_PAGE_ASSETS
 from merlin.local import LocalKafka, processes
 from merlin.local.service_processes import eventually, free_port
 from merlin.local.settings import LocalSettings
@@ -134,7 +135,8 @@ async def test_merlin_dev_installed_answers_the_readme_session_and_keeps_its_sta
 ) -> None:
     before = _files(installed.site_packages)
     ports = {
-        name: free_port() for name in ("write", "read", "admin", "forwarder", "m_write", "m_read", "m_admin")
+        name: free_port()
+        for name in ("write", "read", "admin", "forwarder", "m_write", "m_read", "m_admin", "page")
     }
     env = installed.env(
         MERLIN_LOCAL_KAFKA_PORT=str(KAFKA_PORT),
@@ -147,6 +149,7 @@ async def test_merlin_dev_installed_answers_the_readme_session_and_keeps_its_sta
         MERLIN_WRITE_API_METRICS_PORT=str(ports["m_write"]),
         MERLIN_READ_API_METRICS_PORT=str(ports["m_read"]),
         MERLIN_ADMIN_API_METRICS_PORT=str(ports["m_admin"]),
+        MERLIN_DEV_PAGE_PORT=str(ports["page"]),
     )
     log = installed.home / "merlin-dev.log"
     with _merlin_dev(installed, env, log) as dev:
@@ -162,6 +165,7 @@ async def test_merlin_dev_installed_answers_the_readme_session_and_keeps_its_sta
             assert _as_the_readme_says(expected, answer), (
                 f"{command}\nanswered {answer!r}\nREADME: {expected!r}"
             )
+        await _the_live_page_is_served(f"http://127.0.0.1:{ports['page']}", installed.var_dir)
 
     assert dev.process.returncode == 0, log.read_text()
     assert (dev.kafka_stop, dev.broker_left) == ("kafka: stopped\n", False)
@@ -171,6 +175,18 @@ async def test_merlin_dev_installed_answers_the_readme_session_and_keeps_its_sta
     state = installed.var_dir
     assert (state / "merlin.db").is_file()
     assert (state / "kafka" / str(KAFKA_PORT) / "broker.log").is_file()
+
+
+async def _the_live_page_is_served(url: str, var_dir: Path) -> None:
+    """The live-rooms page and its files come from site-packages; bob's token is beside alice's."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        for path in ("/", *(f"/assets/{name}" for name in LIVE_PAGE_ASSETS)):
+            answer = await client.get(path)
+            assert answer.status_code == 200, (path, answer.text)
+        config = (await client.get("/config.json")).json()
+        assert config["dev_users"] == ["alice", "bob"]
+        bob = (await client.post("/dev/tokens/bob")).json()["token"]
+    assert bob == (var_dir / "dev-bob.token").read_text().strip()
 
 
 @dataclass
