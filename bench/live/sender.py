@@ -58,7 +58,9 @@ class Sender:
         body = prime_body(sent) if prime else stamp(sent)
         if self.kind == "merlin":
             return f"{self.url}/v1/rooms/{room}/messages", orjson.dumps({"body": body})
-        seq = self.seq[room] = self.seq.get(room, 0) + 1
+        # A room's priming message comes first, whichever process sends the load after it.
+        seq = 0 if prime else self.seq.setdefault(room, 0) + 1
+        self.seq[room] = seq
         return f"{self.url}/api/publish", orjson.dumps({"channel": room, "data": message(room, seq, body)})
 
     async def post(self, room: str, prime: bool = False) -> None:
