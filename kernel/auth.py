@@ -25,7 +25,7 @@ import asyncio
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -118,6 +118,9 @@ class Caller:
     subject: str
     scopes: frozenset[str]
     rooms: frozenset[str]
+    # When the token stops being valid (Unix time, ``exp`` plus the leeway); None: never (no token).
+    # A live stream ends then (decision 0025): a request is judged once, a stream for as long as it lasts.
+    expires: float | None = field(default=None, compare=False)
 
     def may(self, scope: str) -> bool:
         return scope in self.scopes
@@ -183,7 +186,8 @@ class Verifier:
             )  # fmt: skip
         except jwt.PyJWTError as exc:
             raise Unauthenticated(str(exc)) from exc
-        return _caller(claims), self._expiry(claims["exp"])
+        expires = self._expiry(claims["exp"])
+        return _caller(claims, expires + settings.leeway_seconds), expires
 
     def _expiry(self, exp: object) -> float:
         """``exp`` if it is a NumericDate (RFC 7519 §2: a number, which PyJWT would take as a string too)
@@ -228,7 +232,7 @@ class Verifier:
         log.info("jwks_fetched", url=url, keys=sorted(self._keys))
 
 
-def _caller(claims: dict[str, Any]) -> Caller:
+def _caller(claims: dict[str, Any], expires: float) -> Caller:
     subject, scope, rooms = claims.get("sub"), claims.get("scope", ""), claims.get("rooms", [])
     if not isinstance(subject, str) or not subject:
         raise Unauthenticated("sub must be a non-empty string")
@@ -236,7 +240,7 @@ def _caller(claims: dict[str, Any]) -> Caller:
         raise Unauthenticated("scope must be a space-separated string")
     if not isinstance(rooms, list) or not all(isinstance(room, str) for room in rooms):
         raise Unauthenticated("rooms must be a list of room ids")
-    return Caller(subject, scope_tokens(scope), frozenset(rooms))
+    return Caller(subject, scope_tokens(scope), frozenset(rooms), expires)
 
 
 def scope_tokens(scope: str) -> frozenset[str]:

@@ -116,8 +116,9 @@ def grants(kafka: KafkaSettings, forwarder_group: str, users: dict[str, str]) ->
         [
             # Appends events (idempotently: WRITE on a topic implies the producer id).
             *topic(writer, events, "WRITE", "DESCRIBE"),
-            # Reads the log's ends for after_position; never a record.
-            *topic(reader, events, "DESCRIBE"),
+            # Reads the log's ends for after_position, and the log itself for live rooms (decision 0025):
+            # every partition assigned, in no group.
+            *topic(reader, events, "READ", "DESCRIBE"),
             # Consumes the events in its groups (and sets their session and heartbeat), dead-letters,
             # follows the settings and writes its reports and the endpoints it is given there.
             *topic(forwarder, events, "READ", "DESCRIBE"),

@@ -10,6 +10,7 @@ from kernel.http.auth import verifier_for
 from kernel.http.errors import add_outage_handler
 from kernel.http.rate_limit import RateLimitSettings, limiter_for
 from kernel.settings import KafkaSettings
+from read_api.live_routes import add_live_routes
 from read_api.routes import add_routes
 from read_api.settings import ReadApiSettings
 from read_api.state import ReadApi
@@ -39,4 +40,5 @@ def create_app(
     app.state.read_api = api
     add_outage_handler(app, OUTAGE_ERRORS, is_outage, "read store")
     add_routes(app)
+    add_live_routes(app)
     return app

@@ -43,3 +43,41 @@ class ReadApiSettings(ApiServing, BaseSettings):
     default_page_size: int = Field(
         default=50, ge=1, description="Messages in a page when `limit` is not given."
     )
+    live_max_streams: int = Field(
+        default=1000,
+        ge=1,
+        description="Most live streams (`/v1/rooms/{room_id}/live`, `/v1/live`) open at once in a process; "
+        "past it, `503` with `Retry-After`.",
+    )
+    live_max_rooms: int = Field(
+        default=50, ge=1, le=1000, description="Most rooms one stream of `/v1/live?rooms=` follows."
+    )
+    live_buffer: int = Field(
+        default=256,
+        ge=1,
+        description="Changes buffered for one live stream; a stream that falls that far behind is closed "
+        "(after an event telling it to resume from its last id), never buffered further.",
+    )
+    live_heartbeat_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="A comment line sent on a quiet live stream this often, so that proxies keep it open "
+        "and a client can tell a quiet room from a dead connection.",
+    )
+    live_send_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A live stream whose client takes no data for this long is closed.",
+    )
+    live_ticket_seconds: int = Field(
+        default=30,
+        ge=5,
+        le=300,
+        description="How long a ticket of `POST /v1/live/tickets` may be used (once) to open a stream.",
+    )
+    live_batch: int = Field(
+        default=1000,
+        ge=1,
+        description="Records the live feed (and a stream's replay) reads from the events topic at a time.",
+    )

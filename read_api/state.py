@@ -20,6 +20,7 @@ from kernel.metrics import service_registry
 from kernel.position import CRC32_PARTITIONERS, Position, partition_of
 from kernel.settings import KafkaSettings
 from kernel.topics import end_offsets
+from read_api.live import LiveRooms
 from read_api.log_ends import Ends, LogEnds
 from read_api.settings import ReadApiSettings
 from read_store.engines import create_engine
@@ -45,6 +46,7 @@ class ReadApi:
         # position on another partition can be told from a room's own.
         partitioner = kafka.client_config.get("partitioner", "consistent_random")
         self.rooms_placed = partitioner in CRC32_PARTITIONERS
+        self.live = LiveRooms(settings, kafka, lambda: self.reads, self.registry)
 
     @classmethod
     def of(cls, request: Request) -> ReadApi:
@@ -73,6 +75,7 @@ class ReadApi:
             yield
         finally:
             reads, self._reads = self._reads, None
+            await self.live.close()
             await self.ends.close()
             self._admin = None
             await reads.close()
@@ -102,7 +105,7 @@ class ReadApi:
         if after_position is None:
             return None
         position = Position.parse(after_position)
-        await self._refuse_impossible(position, caller, room)
+        await self.refuse_impossible(position, caller, room)
         if not tracing.ENABLED:
             return await self._wait(position, caller)
         with tracing.tracer().start_as_current_span(
@@ -146,7 +149,7 @@ class ReadApi:
             position=str(position),
         )
 
-    async def _refuse_impossible(self, position: Position, caller: Caller, room: str | None) -> None:
+    async def refuse_impossible(self, position: Position, caller: Caller, room: str | None) -> None:
         """Refuse at once a position on a partition none of the caller's rooms is on, or past the log's end.
 
         A position on another partition is refused the same way whatever that

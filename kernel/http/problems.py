@@ -97,6 +97,11 @@ _KINDS = (
         "As many reads with `after_position` as the process takes already wait.", retry_after=True,
     ),
     ProblemKind(
+        "too-many-streams", 503, "This process holds as many live streams as it may; retry shortly.",
+        "The process holds as many live streams as it takes (`MERLIN_READ_API_LIVE_MAX_STREAMS`).",
+        retry_after=True,
+    ),
+    ProblemKind(
         "too-many-connections", 503, "Too many connections; retry shortly.",
         "The listener has as many connections open as it takes; the connection is closed.",
         retry_after=True,

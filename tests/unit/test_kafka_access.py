@@ -29,9 +29,10 @@ def test_only_the_write_api_writes_events_and_only_the_forwarder_writes_dead_let
     assert allowed("WRITE", "topic", KAFKA.settings_topic) == {USERS["admin_api"], USERS["forwarder"]}
 
 
-def test_events_are_read_by_the_forwarder_and_the_admin_api_alone() -> None:
+def test_events_are_read_by_the_forwarder_the_admin_api_and_the_read_api_in_no_group() -> None:
     readers = {USERS["forwarder"], USERS["admin_api"]}
-    assert allowed("READ", "topic", KAFKA.events_topic) == readers
+    # The read API's live feed assigns every partition in no group (decision 0025).
+    assert allowed("READ", "topic", KAFKA.events_topic) == {*readers, USERS["read_api"]}
     assert allowed("READ", "group", "merlin-forwarder.endpoint.crm") == readers
     assert allowed("READ", "group", "merlin-forwarder") == {USERS["forwarder"]}
     assert allowed("READ", "group", "another-team") == set()

@@ -157,6 +157,7 @@ def test_what_each_api_alone_answers_is_stated_where_it_answers_it() -> None:
         "unavailable",
         "projection-behind",
         "too-many-waiters",
+        "too-many-streams",
         "too-many-connections",
     }
     assert kinds(read, "429") == {"rate-limited", "too-many-waiting-reads"}

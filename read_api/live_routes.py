@@ -1,0 +1,110 @@
+"""The live rooms' routes: a room's applied changes, or several rooms', as Server-Sent Events."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Query, Request
+from sse_starlette import EventSourceResponse
+from starlette.responses import Response
+
+from domain.errors import InvalidCommand
+from domain.model import check_identifier
+from kernel.auth import READ, Caller
+from kernel.http.auth import authorize
+from kernel.http.params import RoomId
+from kernel.http.problems import problem_responses
+from kernel.position import Position
+from read_api.state import ReadApi
+
+_POSITIONS = r"^\d{1,9}-\d{1,19}(,\d{1,9}-\d{1,19})*$"
+
+Cursor = Annotated[
+    str | None,
+    Query(
+        description="Resume after this event id: a position (`0-15`), or, as a stream of several rooms "
+        "gives it, the last position per partition (`0-15,3-42`). `Last-Event-ID` wins over it.",
+        pattern=_POSITIONS,
+    ),
+]
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        description="The `id` of the last event received, as an EventSource sends it when it reconnects.",
+    ),
+]
+
+_STREAM = {
+    "description": "A stream of Server-Sent Events, one per change the projection applied to the room(s), "
+    "in log order per room:\n"
+    "- `event: message.created` / `message.updated`, `id:` the change's position (for one room) or the "
+    "last position delivered per partition (`0-15,3-42`, for several), `data:` the message as "
+    "`getMessage` answered right after the change, with `event_id` and `position`;\n"
+    "- `event: lagged`: the client fell a whole buffer behind; the stream ends: resume from the last id;\n"
+    "- `event: reload`: the log no longer holds what the stream would resume from; the stream ends: "
+    "reload the room and stream it without an id;\n"
+    "- `event: expired`: the token expired; the stream ends;\n"
+    "- a comment line (`: heartbeat`) when quiet.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+_PROBLEMS = ("unavailable", "too-many-streams")
+
+
+def _check(api: ReadApi, caller: Caller) -> Any:
+    async def check(position: Position, room: str | None) -> None:
+        await api.refuse_impossible(position, caller, room)
+
+    return check
+
+
+async def stream_room(
+    request: Request, room_id: RoomId, after_position: Cursor = None, last_event_id: LastEventId = None
+) -> Response:
+    caller = authorize(request, READ, room_id)
+    api = ReadApi.of(request)
+    field = "Last-Event-ID" if last_event_id else "after_position"
+    return await api.live.open(caller, [room_id], last_event_id or after_position, field, _check(api, caller))
+
+
+async def stream_rooms(
+    request: Request,
+    rooms: Annotated[
+        str,
+        Query(
+            description="The rooms, comma-separated (at most `MERLIN_READ_API_LIVE_MAX_ROOMS`).",
+            min_length=1,
+            max_length=200_000,
+        ),
+    ],
+    after_position: Cursor = None,
+    last_event_id: LastEventId = None,
+) -> Response:
+    api = ReadApi.of(request)
+    wanted = list(dict.fromkeys(room.strip() for room in rooms.split(",")))
+    if len(wanted) > api.settings.live_max_rooms:
+        raise InvalidCommand("rooms", f"names more than {api.settings.live_max_rooms} rooms")
+    for room in wanted:
+        check_identifier("rooms", room)
+    caller = authorize(request, READ)
+    for room in wanted:
+        authorize(request, READ, room)
+    field = "Last-Event-ID" if last_event_id else "after_position"
+    return await api.live.open(caller, wanted, last_event_id or after_position, field, _check(api, caller))
+
+
+def add_live_routes(app: FastAPI) -> None:
+    app.get(
+        "/v1/rooms/{room_id}/live",
+        summary="A room's changes as they are applied (Server-Sent Events)",
+        operation_id="streamRoom",
+        response_class=EventSourceResponse,
+        responses={200: _STREAM, **problem_responses(*_PROBLEMS)},
+    )(stream_room)
+    app.get(
+        "/v1/live",
+        summary="Several rooms' changes as they are applied (Server-Sent Events)",
+        operation_id="streamRooms",
+        response_class=EventSourceResponse,
+        responses={200: _STREAM, **problem_responses(*_PROBLEMS)},
+    )(stream_rooms)
