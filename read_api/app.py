@@ -14,6 +14,7 @@ from read_api.live_routes import add_live_routes
 from read_api.routes import add_routes
 from read_api.settings import ReadApiSettings
 from read_api.state import ReadApi
+from read_api.tickets import Tickets
 from read_store.outages import OUTAGE_ERRORS, is_outage
 from read_store.settings import ReadStoreSettings
 
@@ -26,7 +27,12 @@ def create_app(
     limits: RateLimitSettings | None = None,
 ) -> FastAPI:
     """The read API's ASGI app; its database engine lives as long as the app runs."""
-    api = ReadApi(settings or ReadApiSettings(), store or ReadStoreSettings(), kafka or KafkaSettings())
+    settings = settings or ReadApiSettings()
+    auth = auth or AuthSettings()
+    api = ReadApi(settings, store or ReadStoreSettings(), kafka or KafkaSettings())
+    tickets = Tickets.keyed(settings.live_ticket_key, auth.jwt_secret, settings.live_ticket_seconds)
+    api.live.tickets = tickets
+    tickets.presented = lambda outcome: api.live.metrics.tickets.labels(outcome).inc()
     app = new_api(
         "read_api",
         "merlin read API",
@@ -34,8 +40,9 @@ def create_app(
         lambda _app: api.running(),
         api.registry,
         api.readiness,
-        verifier_for(auth or AuthSettings(), "read_api"),
+        verifier_for(auth, "read_api"),
         limiter=limiter_for(limits or RateLimitSettings()),
+        tickets=tickets.caller,
     )
     app.state.read_api = api
     add_outage_handler(app, OUTAGE_ERRORS, is_outage, "read store")

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from domain.errors import InvalidCommand
 from kernel.auth import Caller
@@ -26,6 +29,7 @@ from kernel.settings import KafkaSettings
 from read_api.applied_feed import AppliedFeed, ResumeTooOld
 from read_api.handover import Change, Handover, Subscription, parse_cursor, replay_ranges
 from read_api.settings import ReadApiSettings
+from read_api.tickets import Tickets
 from read_store.reader import ReadStore
 
 log = structlog.get_logger()
@@ -56,6 +60,11 @@ class LiveMetrics:
             "Live streams refused: past the process's bound.",
             registry=registry,
         )
+        self.stalled = Counter(
+            "merlin_live_streams_stalled",
+            "Live streams closed because their client took nothing within the send timeout.",
+            registry=registry,
+        )
         self.tickets = Counter(
             "merlin_live_tickets", "Live tickets issued, and refused when presented.",
             ["outcome"], registry=registry,
@@ -76,6 +85,7 @@ class LiveRooms:
         self.metrics = LiveMetrics(registry)
         self.feed = AppliedFeed(kafka, reads, settings.live_batch, self._lagged)
         self.streams = 0
+        self.tickets: Tickets | None = None  # set by the app, which knows the callers' keys
 
     def _lagged(self, subscription: Subscription) -> None:
         self.metrics.lagged.inc()
@@ -116,7 +126,8 @@ class LiveRooms:
                 raise InvalidCommand(field, "is not a position of a change of these rooms")
             await check(Position(partition, offset), rooms[0] if len(rooms) == 1 else None)
         single = len(rooms) == 1
-        return EventSourceResponse(
+        return _LiveResponse(
+            self.metrics,
             self._events(caller, frozenset(rooms), mine, resume, single),
             ping=self.settings.live_heartbeat_seconds,
             ping_message_factory=lambda: ServerSentEvent(comment="heartbeat"),
@@ -173,6 +184,22 @@ class LiveRooms:
             self.feed.unsubscribe(subscription)
             self.streams -= 1
             self.metrics.open.dec()
+
+
+class _LiveResponse(EventSourceResponse):
+    """sse-starlette's response, for which a client that takes nothing within the send timeout is no
+    error of the service's: its connection is closed (by uvicorn, once the app returns)."""
+
+    def __init__(self, metrics: LiveMetrics, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            self._metrics.stalled.inc()
+            log.info("live_stream_stalled", reason="the client took nothing within the send timeout")
 
 
 def _notice(kind: str, detail: str) -> ServerSentEvent:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Request
+from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 from starlette.responses import Response
 
@@ -14,6 +15,7 @@ from kernel.auth import READ, Caller
 from kernel.http.auth import authorize
 from kernel.http.params import RoomId
 from kernel.http.problems import problem_responses
+from kernel.http.responses import OrjsonResponse
 from kernel.position import Position
 from read_api.state import ReadApi
 
@@ -34,6 +36,25 @@ LastEventId = Annotated[
         description="The `id` of the last event received, as an EventSource sends it when it reconnects.",
     ),
 ]
+
+Ticket = Annotated[
+    str | None,
+    Query(
+        description="Instead of a bearer token (a browser's EventSource sends no header): a ticket of "
+        "`createLiveTicket`, single use, for the rooms it was issued for.",
+        max_length=16_384,
+    ),
+]
+
+
+class TicketRequest(BaseModel):
+    rooms: list[str] = Field(min_length=1, description="Rooms of the token's, which the ticket may stream.")
+
+
+class LiveTicket(BaseModel):
+    ticket: str = Field(description="Pass it as `?ticket=` to a live route, once, within `expires_in` s.")
+    expires_in: int
+
 
 _STREAM = {
     "description": "A stream of Server-Sent Events, one per change the projection applied to the room(s), "
@@ -59,7 +80,11 @@ def _check(api: ReadApi, caller: Caller) -> Any:
 
 
 async def stream_room(
-    request: Request, room_id: RoomId, after_position: Cursor = None, last_event_id: LastEventId = None
+    request: Request,
+    room_id: RoomId,
+    after_position: Cursor = None,
+    last_event_id: LastEventId = None,
+    ticket: Ticket = None,
 ) -> Response:
     caller = authorize(request, READ, room_id)
     api = ReadApi.of(request)
@@ -79,6 +104,7 @@ async def stream_rooms(
     ],
     after_position: Cursor = None,
     last_event_id: LastEventId = None,
+    ticket: Ticket = None,
 ) -> Response:
     api = ReadApi.of(request)
     wanted = list(dict.fromkeys(room.strip() for room in rooms.split(",")))
@@ -91,6 +117,22 @@ async def stream_rooms(
         authorize(request, READ, room)
     field = "Last-Event-ID" if last_event_id else "after_position"
     return await api.live.open(caller, wanted, last_event_id or after_position, field, _check(api, caller))
+
+
+async def create_ticket(request: Request, body: TicketRequest) -> Response:
+    api = ReadApi.of(request)
+    rooms = list(dict.fromkeys(body.rooms))
+    if len(rooms) > api.settings.live_max_rooms:
+        raise InvalidCommand("rooms", f"names more than {api.settings.live_max_rooms} rooms")
+    for room in rooms:
+        check_identifier("rooms", room)
+    caller = authorize(request, READ)
+    for room in rooms:
+        authorize(request, READ, room)
+    tickets = api.live.tickets
+    assert tickets is not None, "the app sets the tickets"
+    api.live.metrics.tickets.labels("issued").inc()
+    return OrjsonResponse({"ticket": tickets.issue(caller, rooms), "expires_in": tickets.seconds})
 
 
 def add_live_routes(app: FastAPI) -> None:
@@ -108,3 +150,9 @@ def add_live_routes(app: FastAPI) -> None:
         response_class=EventSourceResponse,
         responses={200: _STREAM, **problem_responses(*_PROBLEMS)},
     )(stream_rooms)
+    app.post(
+        "/v1/live/tickets",
+        summary="A single-use ticket to open a live stream without a header (EventSource)",
+        operation_id="createLiveTicket",
+        response_model=LiveTicket,
+    )(create_ticket)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kernel.settings import ApiServing
@@ -75,6 +75,12 @@ class ReadApiSettings(ApiServing, BaseSettings):
         ge=5,
         le=300,
         description="How long a ticket of `POST /v1/live/tickets` may be used (once) to open a stream.",
+    )
+    live_ticket_key: SecretStr | None = Field(
+        default=None,
+        description="Signs live tickets, the same in every read API process; unset, a key derived from "
+        "`MERLIN_AUTH_JWT_SECRET`, or without it one of each process's own (a ticket then opens a stream "
+        "only at the process that issued it).",
     )
     live_batch: int = Field(
         default=1000,

@@ -8,9 +8,10 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.types import Scope
 
 from kernel import tracing
-from kernel.auth import Verifier
+from kernel.auth import Caller, Verifier
 from kernel.http.auth import Authenticate
 from kernel.http.errors import count_unavailable, install_error_handlers
 from kernel.http.explorer import add_explorer
@@ -39,6 +40,7 @@ def new_api(
     admin_only: bool = False,
     limiter: RateLimiter | None = None,
     logging: LoggingSettings | None = None,
+    tickets: Callable[[Scope], Caller | None] | None = None,
 ) -> FastAPI:
     """A FastAPI app with merlin's error handling, metrics, ``/healthz``, ``/readyz``, ``/metrics`` and
     the API explorer at ``/docs`` (``kernel.http.explorer``).
@@ -70,7 +72,12 @@ def new_api(
     if max_body_bytes is not None:
         app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(
-        Authenticate, verifier=verifier, operator_token=operator_token, admin_only=admin_only, limiter=limiter
+        Authenticate,
+        verifier=verifier,
+        operator_token=operator_token,
+        admin_only=admin_only,
+        limiter=limiter,
+        tickets=tickets,
     )
     # Added last, so outermost: it also counts the answers of the body limit.
     app.add_middleware(HttpMetrics, registry=registry, service=service)

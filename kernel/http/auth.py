@@ -8,6 +8,7 @@ ask ``authorize`` for the scope and room they need.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 import structlog
 from fastapi import Request
@@ -51,8 +52,12 @@ class Authenticate:
         operator_token: str | None = None,
         admin_only: bool = False,
         limiter: RateLimiter | None = None,
+        tickets: Callable[[Scope], Caller | None] | None = None,
     ) -> None:
         self.app = app
+        # Who a request without a bearer token is, by a credential of its own (the read API's live
+        # tickets, accepted on its live routes only); None: no one.
+        self.tickets = tickets
         self.verifier = verifier
         self.limiter = limiter
         self.operator_token = operator_token.encode() if operator_token else None
@@ -93,6 +98,8 @@ class Authenticate:
             if name == b"authorization":
                 header = value
                 break
+        if not header and self.tickets is not None:
+            return self.tickets(scope)
         scheme, _, token = header.partition(b" ")
         if scheme.lower() != b"bearer" or not token:
             return None

@@ -111,11 +111,16 @@ async def _service(services: Services, api: str) -> Service:
     return await services.read_api(MERLIN_READ_API_POSITION_WAIT_SECONDS="0.2")
 
 
+# The live streams answer a body that ends only with its token: a generated request that is accepted
+# would hold the run for an hour. Their refusals and streams are tested in test_live_rooms.
+_STREAMS = ("--exclude-operation-id", "streamRoom", "--exclude-operation-id", "streamRooms")
+
+
 async def _fuzz(service: Service, token: str, *options: str) -> str:
     run = await asyncio.create_subprocess_exec(
         SCHEMATHESIS, "run", f"{service.url}/openapi.json", "--header", f"Authorization: Bearer {token}",
         "--checks", CHECKS,
-        "--max-examples", "40", "--generation-deterministic", "--no-color", *options,
+        "--max-examples", "40", "--generation-deterministic", "--no-color", *_STREAMS, *options,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     output = (await asyncio.wait_for(run.communicate(), 300))[0].decode()

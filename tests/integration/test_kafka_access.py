@@ -25,6 +25,7 @@ from merlin.local.service_processes import Services, eventually
 from tests.compose import broker_properties, example_env, rendered
 from tests.downstream import Downstream
 from tests.integration.hooks import all_delivered, endpoints_file, newest_is_readable, write_messages
+from tests.integration.test_live_rooms import create, stream
 
 USERS = AccessSettings().users()
 
@@ -153,6 +154,11 @@ async def test_each_service_does_its_work_as_its_own_user(
     await all_delivered(url, sent)
     async with httpx.AsyncClient(timeout=30, headers=write.headers) as client:
         await newest_is_readable(client, write, read, "r1", 3)
+        # The live feed reads the events topic under the read API's user, in no group (decision 0025).
+        async with stream(client, f"{read.url}/v1/rooms/r1/live", write.headers) as live:
+            created = await create(client, write, "r1", "live", write.headers)
+            (got,) = await live.take(1)
+            assert got.data["event_id"] == created["event_id"]
         headers = {"Authorization": f"Bearer {secured_services.admin_token}"}
         status = await client.get(f"{admin.url}/v1/admin/endpoints/hook/status", headers=headers)
         assert status.status_code == 200, status.text
