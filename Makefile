@@ -8,7 +8,7 @@ PROMTOOL := $(or $(shell command -v promtool),/usr/bin/promtool)
 # The browser the API explorer's test drives (Playwright cannot download its own builds here).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup infra run check test lint unit faults bench bench-peers docs docs-build docs-reference docs-settings clean stop lock chart-tools chromium
+.PHONY: setup infra run check test lint unit faults bench bench-peers docs docs-build docs-reference docs-settings clean stop lock chart-tools chromium centrifugo
 
 setup: $(STAMP)
 
@@ -124,6 +124,21 @@ $(STRIMZI_MODELS):
 CHART_TOOLS := $(HELM) $(KUBECONFORM) $(KUBE_SCHEMAS) $(CRD_SCHEMAS) $(STRIMZI_MODELS)
 chart-tools: $(CHART_TOOLS)
 
+# Centrifugo, the peer of merlin's live rooms in the benchmarks (`python -m bench --only live`, and
+# `--peers`), from the Go module proxy once: about 2.5 minutes on two cores, a 92 MB binary. Its version
+# stamped as its release builds stamp it. bench/live/centrifugo.py names the same version and folder
+# (a unit test holds them equal) and builds it there when it is missing.
+CENTRIFUGO_VERSION := v6.9.1
+CENTRIFUGO := .cache/go/bin/centrifugo-$(CENTRIFUGO_VERSION)/centrifugo
+CENTRIFUGO_MODULE := github.com/centrifugal/centrifugo/v6
+
+$(CENTRIFUGO):
+	GOBIN=$(CURDIR)/$(@D) $(GO_ENV) CGO_ENABLED=0 $(GO) install \
+	  -ldflags=-X=$(CENTRIFUGO_MODULE)/internal/build.Version=$(CENTRIFUGO_VERSION:v%=%) \
+	  $(CENTRIFUGO_MODULE)@$(CENTRIFUGO_VERSION)
+
+centrifugo: $(CENTRIFUGO)
+
 # A real Kafka broker (jars from Maven Central, cached in .cache/) and a real
 # PostgreSQL (Debian's package, installed when missing) on 127.0.0.1.
 infra: setup
@@ -152,7 +167,7 @@ check: lint unit
 # broker (started once for its tests, on fixed ports) is in one worker. The fault scenarios'
 # three-node cluster then starts on a quiet machine, alone: beside the rest it times out.
 # pytest exits 5 when it collects nothing, which fails this target as it should.
-test: infra lint docs-build $(COMPOSE) $(PROMTOOL) $(CHROMIUM) $(CHART_TOOLS)
+test: infra lint docs-build $(COMPOSE) $(PROMTOOL) $(CHROMIUM) $(CHART_TOOLS) $(CENTRIFUGO)
 	$(BIN)/pytest -n 3 --dist loadfile -m "not faults"
 	$(BIN)/pytest -m faults
 
@@ -166,12 +181,12 @@ faults: infra
 RECORD ?=
 BENCH_RECORD := $(if $(filter 1,$(RECORD)),--record)
 
-bench: infra
+bench: infra $(CENTRIFUGO)
 	$(BIN)/python -m bench $(BENCH_RECORD)
 
 # merlin beside Kafka Connect's Debezium JDBC and Camel HTTP sinks, N = 1 and 2 (jars from Maven Central,
 # once); its results go where `make bench`'s do (var/bench/, or bench/results/ with RECORD=1).
-bench-peers: infra
+bench-peers: infra $(CENTRIFUGO)
 	$(BIN)/python -m bench --peers $(BENCH_RECORD)
 
 # docs/settings.md, from the settings classes' descriptions (a unit test fails while it is stale).

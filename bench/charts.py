@@ -6,9 +6,11 @@ Two kinds of run, two kinds of chart:
   outline of what it is measured against in the same run (a limit of the machine, or the offered
   rate), named under the row, with the ratio printed; durations the same way; p50 and p99 latency;
   the soak's memory;
-- the comparison with Kafka Connect (``python -m bench --peers``): merlin and each peer side by side
-  on a linear axis, each peer's figure also printed as a share of merlin's, and the time each took
-  to write its first event. The peers are named, never called limits: they are other software.
+- the comparison with Kafka Connect and Centrifugo (``python -m bench --peers``): merlin and each peer
+  side by side on a linear axis, each peer's figure also printed as a share of merlin's, the time
+  each took to write its first event, and for live rooms both p99s. The peers are named, never
+  called limits: they are other software. A scenario's row beside a peer (``Row.peer``: the live
+  scenario's, beside Centrifugo) is drawn the same way, in a panel of its own.
 
 A panel is drawn only when the run has data for it. matplotlib's object API with its Agg canvas
 draws without pyplot's global state, so the tests can build and inspect a Figure directly.
@@ -30,6 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from bench.harness import PEERS, Memory, Row
+from bench.live.accounting import PER_CORE
 
 MERLIN = "#1f77b4"
 PEER_COLOURS = ("#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
@@ -41,10 +44,19 @@ LATENCY_NOT_MEASURED = (
     "p50/p99 latency is not measured in this comparison: each throughput runs from the start to the "
     "last event written; the right-hand panel is each side's time to its first."
 )
+LATENCY_LIVE_ONLY = (
+    "p50/p99 latency is measured for live rooms only (a message's POST sent → each subscriber's "
+    "receipt); each sink's throughput runs from the start to the last event written, and its panel "
+    "of firsts is each side's time to its first."
+)
+# What N is, by the unit of the rows that share a panel; the sinks' otherwise.
+_N_MEANS = {PER_CORE: "N: merlin's read API --workers; Centrifugo's GOMAXPROCS"}
+_N_SINKS = "N: merlin's forwarder processes, the connector's tasks.max"
 
 _GROUPED = re.compile(r"^(?P<work>.*), N = (?P<n>\d+)$")
 # The counts of what went wrong that a peers row carries (bench.peers.comparison), as worded here.
-_PROBLEMS = {"inversions": "order inversions", "duplicates": "duplicates", "refused": "refused"}
+_PROBLEMS = {"inversions": "order inversions", "duplicates": "duplicates", "refused": "refused",
+             "missing": "deliveries missing", "repeated": "repeated or out of order"}  # fmt: skip
 # The time to the first event written, by the key a peers row's extra carries it under.
 _FIRSTS = {"first_row_s": "first row", "first_s": "first delivery"}
 
@@ -62,6 +74,15 @@ def figure(rows: list[Row], caption: str = "") -> Figure:
 def peer_name(limit_name: str) -> str:
     """The peer a peers row names: 'Connect 4.3.1 + Debezium JDBC sink 3.6.0, tasks.max=1' -> its sink."""
     return limit_name.split(", tasks.max", 1)[0].split(" + ", 1)[-1]
+
+
+def _peer_of(row: Row) -> str:
+    """The peer of a row: named by the row, or (rows from before ``Row.peer``) by its limit's name."""
+    return row.peer or peer_name(row.limit_name or "peer")
+
+
+def _peer_p99(row: Row) -> float | None:
+    return (row.extra or {}).get("peer_p99_ms") if row.p99_ms is not None else None
 
 
 def _wrap(text: str, width: int = 44) -> str:
@@ -90,21 +111,37 @@ def _plain(axes: Axes, axis: str = "x") -> None:
 def _peers_figure(rows: list[Row], caption: str) -> Figure:
     works = _grouped(rows)
     firsts = [row for row in rows if _first(row) is not None]
-    count = len(works) + (1 if firsts else 0)
+    p99s = [row for row in rows if _peer_p99(row) is not None]
+    count = len(works) + (1 if firsts else 0) + (1 if p99s else 0)
     chart = Figure(figsize=(6.2 * count, 6.2), layout="constrained")
-    panels = chart.subplots(1, count, squeeze=False)[0]
+    panels = list(chart.subplots(1, count, squeeze=False)[0])
     colours: dict[str, str] = {}
     for axes, (work, group) in zip(panels, works.items(), strict=False):
         _peer_panel(axes, work, group, colours)
     if firsts:
-        _first_panel(panels[-1], firsts, colours)
-    platforms = sorted(
-        {row.limit_name.split(" + ", 1)[0] for row in rows if row.limit_name and " + " in row.limit_name}
-    )
-    on = f" on {', '.join(platforms)}" if platforms else ""
-    chart.suptitle(f"merlin beside Kafka Connect sinks{on}, same broker, events and machine{caption}")
-    chart.supxlabel(LATENCY_NOT_MEASURED, fontsize=8, color="dimgray")
+        _first_panel(panels[len(works)], firsts, colours)
+    if p99s:
+        _p99_panel(panels[-1], p99s, colours)
+    chart.suptitle(_peers_title(rows) + caption)
+    unmeasured = [row for row in rows if row.p99_ms is None]
+    if unmeasured:
+        note = LATENCY_LIVE_ONLY if p99s else LATENCY_NOT_MEASURED
+        chart.supxlabel(note, fontsize=8, color="dimgray")
     return chart
+
+
+def _peers_title(rows: list[Row]) -> str:
+    sinks = [row for row in rows if row.limit_name and " + " in row.limit_name]
+    platforms = sorted({(row.limit_name or "").split(" + ", 1)[0] for row in sinks})
+    on = f" on {', '.join(platforms)}" if platforms else ""
+    parts = []
+    if sinks:
+        parts.append(f"merlin beside Kafka Connect sinks{on}, same broker, events and machine")
+    live = sorted({row.peer for row in rows if row.peer is not None})
+    if live:
+        beside = f"live rooms beside {', '.join(live)}, same messages, subscribers and machine"
+        parts.append(beside if sinks else f"merlin's {beside}")
+    return "; ".join(parts) or "merlin beside its peers"
 
 
 def _colour(colours: dict[str, str], name: str) -> str:
@@ -120,7 +157,7 @@ def _peer_panel(axes: Axes, work: str, group: list[tuple[str, Row]], colours: di
         axes.bar_label(bar, [f"{row.merlin:,.0f}"], padding=2, fontsize=8)
         if row.limit is None or row.limit_name is None:
             continue
-        name = peer_name(row.limit_name)
+        name = _peer_of(row)
         peer = axes.bar(
             x + width / 2, row.limit, width, color=_colour(colours, name),
             label=name if name not in named else "_",
@@ -129,7 +166,7 @@ def _peer_panel(axes: Axes, work: str, group: list[tuple[str, Row]], colours: di
         share = f"{row.limit:,.0f}" + (f"\n{row.limit / row.merlin:.0%} of merlin" if row.merlin else "")
         axes.bar_label(peer, [share], padding=2, fontsize=8)
     axes.set_xticks(range(len(group)), [_tick(n, row) for n, row in group], fontsize=8)
-    axes.set_xlabel("N: merlin's forwarder processes, the connector's tasks.max", fontsize=8)
+    axes.set_xlabel(_N_MEANS.get(group[0][1].unit, _N_SINKS), fontsize=8)
     axes.set_ylabel(group[0][1].unit)
     axes.set_yscale("linear")
     top = max(max(row.merlin, row.limit or 0) for _n, row in group)
@@ -145,7 +182,7 @@ def _tick(n: str, row: Row) -> str:
     problems = [
         f"{side}: {extra[f'{key}_{key_of}']:,.0f} {words}"
         for key_of, words in _PROBLEMS.items()
-        for side, key in (("merlin", "merlin"), (peer_name(row.limit_name or "peer"), "peer"))
+        for side, key in (("merlin", "merlin"), (_peer_of(row), "peer"))
         if extra.get(f"{key}_{key_of}")
     ]
     return "\n".join([n, *problems])
@@ -166,7 +203,7 @@ def _first_panel(axes: Axes, rows: list[Row], colours: dict[str, str]) -> None:
     labels = []
     for x, row in enumerate(rows):
         words, merlin, peer = _first(row) or ("", 0.0, 0.0)
-        name = peer_name(row.limit_name or "peer")
+        name = _peer_of(row)
         mine = axes.bar(x - width / 2, merlin, width, color=MERLIN, label="merlin" if x == 0 else "_")
         axes.bar_label(mine, [f"{merlin:.2f}"], padding=2, fontsize=8)
         theirs = axes.bar(x + width / 2, peer, width, color=_colour(colours, name), label=name)
@@ -187,6 +224,32 @@ def _top_first(rows: list[Row]) -> float:
     return max(max(first[1], first[2]) for row in rows if (first := _first(row)) is not None)
 
 
+def _p99_panel(axes: Axes, rows: list[Row], colours: dict[str, str]) -> None:
+    """merlin's p99 and its peer's for each row that measured both, on a linear axis from 0."""
+    width = 0.38
+    for x, row in enumerate(rows):
+        mine, theirs = row.p99_ms or 0.0, _peer_p99(row) or 0.0
+        name = _peer_of(row)
+        bar = axes.bar(x - width / 2, mine, width, color=MERLIN, label="merlin" if x == 0 else "_")
+        axes.bar_label(bar, [f"{mine:,.1f}"], padding=2, fontsize=8)
+        peer = axes.bar(x + width / 2, theirs, width, color=_colour(colours, name), label=name)
+        axes.bar_label(peer, [f"{theirs:,.1f}"], padding=2, fontsize=8)
+    axes.set_xticks(range(len(rows)), [_wrap(row.measure.split(":", 1)[0] + _n_of(row), 24) for row in rows],
+                    fontsize=8)  # fmt: skip
+    axes.set_ylabel("milliseconds")
+    axes.set_yscale("linear")
+    axes.set_ylim(0, max(max(row.p99_ms or 0.0, _peer_p99(row) or 0.0) for row in rows) * 1.3)
+    axes.set_title("p99, a message's POST sent → each subscriber's receipt", fontsize=10)
+    handles, names = axes.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))
+    axes.legend(unique.values(), unique.keys(), loc="upper center", ncols=2, fontsize=8)
+
+
+def _n_of(row: Row) -> str:
+    match = _GROUPED.match(row.measure)
+    return f", N = {match['n']}" if match else ""
+
+
 # The scenarios.
 
 
@@ -199,7 +262,7 @@ class _Panel:
 
 
 def _scenarios_figure(rows: list[Row], caption: str) -> Figure:
-    left = _measured_panels(rows)
+    left = [*_measured_panels(rows), *_beside_panels(rows)]
     right = _right_panels(rows)
     columns = [column for column in (left, right) if column]
     if not columns:
@@ -239,7 +302,7 @@ def _measured_panels(rows: list[Row]) -> list[_Panel]:
     """A panel of rates per scenario, then one of durations: each beside what it is measured against."""
     scenarios: dict[str, list[Row]] = {}
     for row in rows:
-        if row.unit.endswith("/s") and row.memory is None:
+        if row.unit.endswith("/s") and row.memory is None and row.peer is None:
             scenarios.setdefault(row.scenario, []).append(row)
     panels = [_Panel(f"{name}: per second", group, _measured, len(group) * 1.6 + 2)
               for name, group in scenarios.items()]  # fmt: skip
@@ -250,6 +313,40 @@ def _measured_panels(rows: list[Row]) -> list[_Panel]:
             _Panel("durations, seconds", durations, partial(_measured, named=True), len(durations) * 1.6 + 2)
         )
     return panels
+
+
+def _beside_panels(rows: list[Row]) -> list[_Panel]:
+    """A panel per scenario and peer: merlin's bar beside the peer's, as in the peers' chart."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        if row.peer is not None and row.limit is not None:
+            groups.setdefault((row.scenario, row.peer), []).append(row)
+    return [_Panel(f"{scenario}: beside {peer}", group, _beside, len(group) * 2.0 + 2)
+            for (scenario, peer), group in groups.items()]  # fmt: skip
+
+
+def _beside(axes: Axes, rows: list[Row]) -> None:
+    """merlin's bar and the peer's for each row, on a linear axis from 0, each figure and p99 printed."""
+    colours: dict[str, str] = {}
+    height = 0.38
+    for y, row in enumerate(rows):
+        name, peer = _peer_of(row), row.limit or 0.0
+        mine = axes.barh(y - height / 2, row.merlin, height, color=MERLIN, label="merlin")
+        axes.bar_label(mine, [_beside_figure(row.merlin, row.p99_ms)], padding=3, fontsize=7)
+        theirs = axes.barh(y + height / 2, peer, height, color=_colour(colours, name), label=name)
+        share = f", {peer / row.merlin:.0%} of merlin" if row.merlin else ""
+        axes.bar_label(theirs, [_beside_figure(peer, _peer_p99(row)) + share], padding=3, fontsize=7)
+    axes.set_yticks(range(len(rows)), [_wrap(row.measure) for row in rows], fontsize=7)
+    axes.invert_yaxis()
+    axes.set_xscale("linear")
+    axes.set_xlim(0, max(max(row.merlin, row.limit or 0.0) for row in rows) * 1.7)
+    _plain(axes)
+    axes.set_xlabel(rows[0].unit, fontsize=8)
+
+
+def _beside_figure(value: float, p99: float | None) -> str:
+    printed = f"{value:,.0f}" if value >= 100 else f"{value:,.2f}"
+    return printed + (f", p99 {p99:,.1f} ms" if p99 is not None else "")
 
 
 def _right_panels(rows: list[Row]) -> list[_Panel]:

@@ -61,6 +61,9 @@ class Row:
     p99_ms: float | None = None
     extra: dict[str, float] | None = None
     memory: Memory | None = None
+    # Other software whose figure ``limit`` is (named on the charts, never called a limit); None when
+    # ``limit`` is a limit of this machine or the offered rate.
+    peer: str | None = None
 
     @property
     def ratio(self) -> float | None:

@@ -36,7 +36,7 @@ def table(rows: list[Row]) -> str:
     lines = [
         (r.scenario, r.measure, _number(r.merlin), r.unit, _number(r.limit),
          "" if r.ratio is None else f"{r.ratio:.0%}", _number(r.p50_ms, 2), _number(r.p99_ms, 2),
-         r.limit_name or "")
+         f"peer: {r.limit_name}" if r.peer and beside == "limit" else r.limit_name or "")
         for r in rows
     ]  # fmt: skip
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]

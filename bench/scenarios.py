@@ -12,6 +12,7 @@ import httpx
 
 from bench.failover import failover
 from bench.harness import Bench, Row, median_of, postgres_schema
+from bench.live.scenario import live
 from bench.live_settings import live_settings
 from bench.pipeline import BODY, delivery, end_to_end, outage, percentile, recovery
 from bench.soak import soak
@@ -294,6 +295,7 @@ SCENARIOS = {
     "read": read_api,
     "failover": failover,
     "settings": live_settings,
+    "live": live,
 }
 
 # Run only when named (``--only soak``): half an hour by default.

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from bench.harness import PEERS, Bench, Row
+from bench.live import scenario as live_rooms
 from bench.peers import delivery, projection
 from bench.peers.events import created, last_of_each_room, order, produce, with_schema
 from bench.peers.groups import delete_groups
@@ -34,7 +35,8 @@ HTTP = f"{CONNECT} + Camel HTTP sink 0.11.0"
 
 
 async def peers(bench: Bench, runs: int) -> list[Row]:
-    """Projection into PostgreSQL and delivery to the downstream, merlin beside each peer, N = 1, 2.
+    """Projection into PostgreSQL and delivery to the downstream, merlin beside each peer, N = 1, 2;
+    then live rooms, merlin's read API beside Centrifugo (``bench.live``).
 
     The peers run first, then the worker is stopped and merlin runs: each side has the machine
     to itself (a Connect worker left up beside merlin halved its projection here).
@@ -64,6 +66,8 @@ async def peers(bench: Bench, runs: int) -> list[Row]:
                 result["peer"]["deliveries_per_second"], f"{HTTP}, tasks.max={n}",
                 extra=_extra(result, "first_s", "inversions", "duplicates", "refused"))
         )  # fmt: skip
+    # After the worker has stopped: Centrifugo and merlin's services each have the machine to themselves.
+    rows.extend(await live_rooms.live_peers(bench, runs))
     return rows
 
 

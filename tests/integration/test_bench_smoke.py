@@ -20,8 +20,13 @@ async def test_a_quick_run_measures_every_scenario_and_writes_its_results(tmp_pa
     assert ("write", "POST /messages") in measures
     assert {row.scenario for row in rows} == {
         "write", "projection", "end-to-end", "delivery", "outage", "recovery", "read", "failover", "settings",
-        "soak",
+        "live", "soak",
     }  # fmt: skip
+    beside = [row for row in rows if row.peer is not None]
+    assert [row.peer for row in beside] == ["Centrifugo 6.9.1 uni_sse"]  # live rooms, N = 1
+    for row in beside:  # every message reached every subscriber, on both sides
+        assert row.extra is not None
+        assert (row.extra["merlin_missing"], row.extra["peer_missing"]) == (0, 0), row
     soaked = {row.memory.process for row in rows if row.memory is not None}
     assert soaked == {"write-api", "read-api", "admin-api", "forwarder"}
     for row in rows:
