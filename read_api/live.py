@@ -126,9 +126,25 @@ class LiveRooms:
                 raise InvalidCommand(field, "is not a position of a change of these rooms")
             await check(Position(partition, offset), rooms[0] if len(rooms) == 1 else None)
         single = len(rooms) == 1
+        # Registered before the response exists, so before its headers go out: a client that opens
+        # a stream without an id, sees it open, then reads the room misses no change in between.
+        self.streams += 1
+        self.metrics.open.inc()
+        subscription = self.feed.subscribe(frozenset(rooms), self.settings.live_buffer)
+        ended = False
+
+        def end() -> None:
+            nonlocal ended
+            if not ended:  # by the stream's own end, or by its response if the stream never began
+                ended = True
+                self.feed.unsubscribe(subscription)
+                self.streams -= 1
+                self.metrics.open.dec()
+
         return _LiveResponse(
             self.metrics,
-            self._events(caller, frozenset(rooms), mine, resume, single),
+            end,
+            self._events(caller, subscription, mine, resume, single, end),
             ping=self.settings.live_heartbeat_seconds,
             ping_message_factory=lambda: ServerSentEvent(comment="heartbeat"),
             send_timeout=self.settings.live_send_timeout_seconds,
@@ -136,11 +152,15 @@ class LiveRooms:
         )
 
     async def _events(
-        self, caller: Caller, rooms: frozenset[str], mine: set[int], resume: dict[int, int], single: bool
+        self,
+        caller: Caller,
+        subscription: Subscription,
+        mine: set[int],
+        resume: dict[int, int],
+        single: bool,
+        end: Callable[[], None],
     ) -> AsyncIterator[ServerSentEvent]:
-        self.streams += 1
-        self.metrics.open.inc()
-        subscription = self.feed.subscribe(rooms, self.settings.live_buffer)
+        rooms = subscription.rooms
         handover = Handover(subscription, resume)
         sent = self.metrics.sent
 
@@ -181,18 +201,17 @@ class LiveRooms:
                     return
                 await subscription.arrival(min(left, _LONGEST_WAIT))
         finally:
-            self.feed.unsubscribe(subscription)
-            self.streams -= 1
-            self.metrics.open.dec()
+            end()
 
 
 class _LiveResponse(EventSourceResponse):
     """sse-starlette's response, for which a client that takes nothing within the send timeout is no
     error of the service's: its connection is closed (by uvicorn, once the app returns)."""
 
-    def __init__(self, metrics: LiveMetrics, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, metrics: LiveMetrics, end: Callable[[], None], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._metrics = metrics
+        self._end = end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -200,6 +219,8 @@ class _LiveResponse(EventSourceResponse):
         except SendTimeoutError:
             self._metrics.stalled.inc()
             log.info("live_stream_stalled", reason="the client took nothing within the send timeout")
+        finally:
+            self._end()  # the stream's subscription, even when its generator never ran
 
 
 def _notice(kind: str, detail: str) -> ServerSentEvent:
