@@ -8,6 +8,7 @@ import secrets
 import statistics
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -17,13 +18,16 @@ from typing import Any
 
 import httpx
 
+from forwarder.worker import Forwarder
 from kernel.auth import SCOPES, mint
 from kernel.settings import KafkaSettings
 from kernel.topics import delete_topics, ensure_topics
+from merlin.heap import settled_heap
 from merlin.local import LocalKafka
 from merlin.local.postgres import PostgresStatus
 from merlin.local.service_processes import Services, eventually, free_port
 from read_store.migrate import upgrade
+from read_store.reader import ReadStore
 
 
 @dataclass
@@ -230,3 +234,22 @@ async def median_of(runs: int, measure: Measure) -> dict[str, float]:
     """Each figure is the median over ``runs`` runs of ``measure``."""
     results = [await measure() for _ in range(runs)]
     return {key: statistics.median(result[key] for result in results) for key in results[0]}
+
+
+async def projection_rate(forwarder: Forwarder, reads: ReadStore, count: int) -> float:
+    """Events/s of ``forwarder``, run in this process, projecting ``count`` events; ``reads`` closed after."""
+    stop = asyncio.Event()
+    with settled_heap():  # as ``merlin forwarder`` sets it once built
+        started = time.perf_counter()
+        running = asyncio.create_task(forwarder.run(stop))
+        try:
+            while sum(offset + 1 for offset in (await reads.positions()).values()) < count:
+                if running.done():
+                    running.result()
+                await asyncio.sleep(0.02)
+            elapsed = time.perf_counter() - started
+        finally:
+            stop.set()
+            await running
+            await reads.close()
+    return count / elapsed

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import httpx
 
 from bench.failover import failover
-from bench.harness import Bench, Row, median_of, postgres_schema
+from bench.harness import Bench, Row, median_of, postgres_schema, projection_rate
 from bench.live.scenario import live
 from bench.live_settings import live_settings
 from bench.pipeline import BODY, delivery, end_to_end, outage, percentile, recovery
@@ -95,21 +95,7 @@ async def _project(bench: Bench, url: str, schema: str | None, count: int) -> di
     forwarder = Forwarder(ForwarderSettings(group_id=group, metrics_port=0), bench.kafka, store, endpoints=[])
     engine = create_engine(url, schema=schema)
     reads = ReadStore(engine, bench.kafka.events_topic)
-    stop = asyncio.Event()
-    with settled_heap():  # as ``merlin forwarder`` sets it once built
-        started = time.perf_counter()
-        running = asyncio.create_task(forwarder.run(stop))
-        try:
-            while sum(offset + 1 for offset in (await reads.positions()).values()) < count:
-                if running.done():
-                    running.result()
-                await asyncio.sleep(0.02)
-            elapsed = time.perf_counter() - started
-        finally:
-            stop.set()
-            await running
-            await reads.close()
-    return {"events_per_second": count / elapsed}
+    return {"events_per_second": await projection_rate(forwarder, reads, count)}
 
 
 async def _store_alone(url: str, schema: str | None, count: int) -> dict[str, float]:

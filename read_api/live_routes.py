@@ -72,6 +72,18 @@ _STREAM = {
 _PROBLEMS = ("unavailable", "too-many-streams")
 
 
+def _authorize_rooms(request: Request, api: ReadApi, rooms: list[str]) -> Caller:
+    """The caller, once ``rooms`` are at most the process's bound, well formed, and each the caller's."""
+    if len(rooms) > api.settings.live_max_rooms:
+        raise InvalidCommand("rooms", f"names more than {api.settings.live_max_rooms} rooms")
+    for room in rooms:
+        check_identifier("rooms", room)
+    caller = authorize(request, READ)
+    for room in rooms:
+        authorize(request, READ, room)
+    return caller
+
+
 def _check(api: ReadApi, caller: Caller) -> Any:
     async def check(position: Position, room: str | None) -> None:
         await api.refuse_impossible(position, caller, room)
@@ -108,13 +120,7 @@ async def stream_rooms(
 ) -> Response:
     api = ReadApi.of(request)
     wanted = list(dict.fromkeys(room.strip() for room in rooms.split(",")))
-    if len(wanted) > api.settings.live_max_rooms:
-        raise InvalidCommand("rooms", f"names more than {api.settings.live_max_rooms} rooms")
-    for room in wanted:
-        check_identifier("rooms", room)
-    caller = authorize(request, READ)
-    for room in wanted:
-        authorize(request, READ, room)
+    caller = _authorize_rooms(request, api, wanted)
     field = "Last-Event-ID" if last_event_id else "after_position"
     return await api.live.open(caller, wanted, last_event_id or after_position, field, _check(api, caller))
 
@@ -122,13 +128,7 @@ async def stream_rooms(
 async def create_ticket(request: Request, body: TicketRequest) -> Response:
     api = ReadApi.of(request)
     rooms = list(dict.fromkeys(body.rooms))
-    if len(rooms) > api.settings.live_max_rooms:
-        raise InvalidCommand("rooms", f"names more than {api.settings.live_max_rooms} rooms")
-    for room in rooms:
-        check_identifier("rooms", room)
-    caller = authorize(request, READ)
-    for room in rooms:
-        authorize(request, READ, room)
+    caller = _authorize_rooms(request, api, rooms)
     tickets = api.live.tickets
     assert tickets is not None, "the app sets the tickets"
     api.live.metrics.tickets.labels("issued").inc()

@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from bench.harness import PEERS, Bench, Row
+from bench.harness import PEERS, Bench, Row, projection_rate
 from bench.live import centrifugo
 from bench.live.accounting import (
     Side,
@@ -55,7 +55,6 @@ from forwarder.settings import ForwarderSettings
 from forwarder.worker import Forwarder
 from kernel.auth import READ, mint
 from kernel.settings import KafkaSettings
-from merlin.heap import settled_heap
 from read_store.engines import create_engine
 from read_store.reader import ReadStore
 from read_store.settings import ReadStoreSettings
@@ -346,21 +345,7 @@ async def _projected(bench: Bench, kafka: KafkaSettings, url: str, count: int) -
         ReadStoreSettings(url=url), endpoints=[],
     )  # fmt: skip
     reads = ReadStore(create_engine(url), kafka.events_topic)
-    stop = asyncio.Event()
-    with settled_heap():
-        started = time.perf_counter()
-        running = asyncio.create_task(forwarder.run(stop))
-        try:
-            while sum(offset + 1 for offset in (await reads.positions()).values()) < count:
-                if running.done():
-                    running.result()
-                await asyncio.sleep(0.02)
-            elapsed = time.perf_counter() - started
-        finally:
-            stop.set()
-            await running
-            await reads.close()
-    return count / elapsed
+    return await projection_rate(forwarder, reads, count)
 
 
 async def _beside_idle(bench: Bench, plan: Plan, count: int) -> dict[str, float]:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from merlin.local.service_processes import Service, Services, eventually
-from tests.integration.test_live_rooms import Event, Stream, order
+from tests.integration.test_live_rooms import Event, Stream, edit, order
 
 ROOMS = [f"failover-{n}" for n in range(4)]
 WRITES = 300  # creates and edits, over ROOMS
@@ -104,7 +104,10 @@ async def test_subscribers_of_a_read_api_killed_under_load_resume_on_another_and
                     _, message_id, _ = mine[(n * 7) % len(mine)]
                     # Now and then an edit expecting version 1 of a message edited already: rejected.
                     expected = 1 if n % 11 == 0 else None
-                    answer = await _edit(client, write, room, message_id, f"edit {n}", headers, expected)
+                    answer = {
+                        **await edit(client, write, room, message_id, f"edit {n}", headers, expected),
+                        "message_id": message_id,
+                    }
                 else:
                     answer = await _create(client, write, room, f"create {n}", headers)
                     created.append((room, answer["message_id"], 1))
@@ -198,18 +201,3 @@ async def _create(
     assert answer.status_code == 202, answer.text
     created: dict[str, Any] = {**answer.json(), "room_id": room}
     return created
-
-
-async def _edit(
-    client: httpx.AsyncClient, write: Service, room: str, message_id: str, body: str, headers: dict[str, str],
-    expected_version: int | None,
-) -> dict[str, Any]:  # fmt: skip
-    json: dict[str, Any] = {"body": body}
-    if expected_version is not None:
-        json["expected_version"] = expected_version
-    answer = await client.patch(
-        f"{write.url}/v1/rooms/{room}/messages/{message_id}", json=json, headers=headers
-    )
-    assert answer.status_code == 202, answer.text
-    edited: dict[str, Any] = {**answer.json(), "message_id": message_id}
-    return edited
